@@ -1,0 +1,1 @@
+"""Golden model of the virtio-blk PCIe endpoint: plain Python, no Amaranth, no cocotb."""

@@ -1,0 +1,410 @@
+# Ref: OASIS virtio 1.2, sections 2.1, 2.2, 3.1, 4.1.4, 4.1.5; PCIe Base 3.0 sections 2.2, 2.3, 7.5
+"""Golden model of the endpoint's configuration space and BAR0.
+
+The API speaks in transactions, the way the link sees them: configuration reads and writes by
+DW index and byte enables, memory reads and writes by address, DW length and byte enables. Each
+call returns what the completion must carry. The RTL in ``rtl/`` implements the same rules; where
+the specs leave a choice open, the choice is written down here and in ``docs/registers.md``:
+
+* Memory requests to BAR0 longer than 2 DW, or running past its end, are Completer Aborts
+  (reads) or discarded (writes), and set Signaled Target Abort: [VIRTIO-1.2 4.1.3.1] drivers
+  access fields at their natural width, so wider accesses violate the programming model
+  ([PCIe-3.0 2.3.1] allows CA for that).
+* Bytes of a field are written lane by lane, so a 4-byte write at ``device_status`` also writes
+  ``queue_select``; a write of 0 to ``device_status`` resets the device and the other lanes of
+  that write are dropped.
+* ``driver_feature`` ignores writes once FEATURES_OK is set [VIRTIO-1.2 3.1.1 step 5].
+* ``msix_config``/``queue_msix_vector`` keep a vector only if it names an MSI-X table entry, and
+  read NO_VECTOR otherwise (and always without MSI-X) [VIRTIO-1.2 4.1.5.1.2].
+* ``queue_enable`` becomes 1 on a write with bit 0 set; writes of 0 are ignored, the driver MUST
+  NOT write 0 [VIRTIO-1.2 4.1.4.3.2].
+* Per-queue fields of a ``queue_select`` at or beyond ``num_queues`` read 0 and ignore writes.
+* A PCI_CFG window access [VIRTIO-1.2 4.1.4.9] happens only if bar = 0, length is 1, 2 or 4,
+  offset is a multiple of length and the access lies inside BAR0; otherwise pci_cfg_data is
+  plain storage.
+"""
+
+from dataclasses import dataclass, field
+
+from . import regmap as rm
+
+
+__all__ = ["VirtioBlkModel", "QueueState", "SC", "UR", "CA"]
+
+SC, UR, CA = "SC", "UR", "CA"
+
+
+def be_mask(be):
+    """Byte enables (4 bits) -> 32-bit mask."""
+    return sum(0xff << 8 * i for i in range(4) if be >> i & 1)
+
+
+@dataclass
+class QueueState:
+    size: int
+    msix_vector: int = rm.VIRTIO_MSI_NO_VECTOR
+    enable: int = 0
+    desc: int = 0
+    driver: int = 0
+    device: int = 0
+
+
+@dataclass
+class MsixEntry:
+    addr: int = 0
+    data: int = 0
+    ctrl: int = 1   # [PCIe-3.0 7.7.2] Mask Bit resets to 1
+
+
+class VirtioBlkModel:
+    """The device, as a driver and the link see it.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+    """
+
+    def __init__(self, params):
+        self.p = params
+        self.regs = rm.config_registers(params)
+        self.blk_config = params.blk_config()
+        self.notifications = []
+        self.power_on_reset()
+
+    # -- resets -------------------------------------------------------------------------------
+
+    def power_on_reset(self):
+        """Fundamental reset: configuration space, MSI-X table and virtio state."""
+        self.cfg = {dw: r.reset for dw, r in self.regs.items()}
+        self.bus, self.dev = 0, 0
+        self.msix_table = [MsixEntry() for _ in range(self.p.msix_table_size)]
+        self.msix_pba = 0
+        self.virtio_reset()
+
+    def virtio_reset(self):
+        """[VIRTIO-1.2 4.1.4.3.1] Writing 0 to device_status resets the device."""
+        self.device_feature_select = 0
+        self.driver_feature_select = 0
+        self.driver_features = 0
+        self.msix_config = rm.VIRTIO_MSI_NO_VECTOR
+        self.device_status = 0
+        self.config_generation = 0
+        self.queue_select = 0
+        self.queues = [QueueState(self.p.max_queue_size) for _ in range(self.p.num_queues)]
+        self.isr = 0
+
+    # -- derived state ------------------------------------------------------------------------
+
+    def _reg_dw(self, name):
+        for dw, r in self.regs.items():
+            if r.name == name:
+                return dw
+        raise KeyError(name)
+
+    def _cfg_value(self, dw):
+        r = self.regs[dw]
+        live = r.wmask | r.w1c
+        return (self.cfg[dw] & live) | (r.reset & ~live)
+
+    @property
+    def command(self):
+        return self._cfg_value(1) & 0xffff
+
+    @property
+    def memory_enabled(self):
+        return bool(self.command & rm.CMD_MEMORY_SPACE)
+
+    @property
+    def bar0_base(self):
+        base = self._cfg_value(4) & ~0xf
+        if self.p.bar0_64bit:
+            base |= self._cfg_value(5) << 32
+        return base & ~(self.p.bar0_size - 1)
+
+    @property
+    def completer_id(self):
+        """[PCIe-3.0 2.2.6.2] Bus and Device Numbers captured from Type 0 Configuration Writes."""
+        return self.bus << 8 | self.dev << 3
+
+    @property
+    def devctl(self):
+        return self._cfg_value(self._reg_dw("pcie_devctl_devsta")) & 0xffff
+
+    @property
+    def max_payload_size(self):
+        return 128 << (self.devctl >> 5 & 7)
+
+    @property
+    def max_read_request_size(self):
+        return 128 << (self.devctl >> 12 & 7)
+
+    @property
+    def features_ok(self):
+        return bool(self.device_status & rm.STATUS_FEATURES_OK)
+
+    def _set_event(self, name, bits):
+        dw = self._reg_dw(name)
+        self.cfg[dw] |= bits
+
+    def _unsupported_request(self):
+        # [PCIe-3.0 7.8.5] Unsupported Request Detected.
+        self._set_event("pcie_devctl_devsta", rm.DEVSTA_URD << 16)
+
+    def _target_abort(self):
+        # [PCI-3.0 6.2.3] Signaled Target Abort: the function completed a request as CA.
+        self._set_event("command_status", rm.STS_SIGNALED_TARGET_ABORT << 16)
+
+    # -- configuration space ------------------------------------------------------------------
+
+    def config_read(self, dw, be=0xf, function=0):
+        """Configuration Read Type 0. Returns ``(status, value)``."""
+        if function != 0:
+            # [PCIe-3.0 2.3.1] A single-function device has no function 1-7: UR.
+            self._unsupported_request()
+            return UR, None
+        if dw not in self.regs:
+            return SC, 0
+        r = self.regs[dw]
+        if r.special == "status":
+            value = self._cfg_value(dw)
+            if self.isr and not self._msix_enabled:
+                value |= rm.STS_INTERRUPT << 16
+            return SC, value
+        if r.special == "pci_cfg_data" and be:
+            window = self._pci_cfg_window()
+            if window is not None:
+                offset, length = window
+                lane = offset & 3
+                data = self.bar_read_dw(offset >> 2, ((1 << length) - 1) << lane) >> 8 * lane
+                mask = (1 << 8 * length) - 1
+                self.cfg[dw] = (self.cfg[dw] & ~mask) | (data & mask)
+        return SC, self._cfg_value(dw)
+
+    def config_write(self, dw, value, be=0xf, function=0, bus=0, dev=0, poisoned=False):
+        """Configuration Write Type 0. Returns the completion status."""
+        if function != 0 or poisoned:
+            # [PCIe-3.0 2.7.2.2] A poisoned Configuration Write is discarded and completes UR.
+            self._unsupported_request()
+            return UR
+        self.bus, self.dev = bus, dev
+        if dw not in self.regs:
+            return SC
+        r = self.regs[dw]
+        m = be_mask(be)
+        if r.special == "pmcsr":
+            # [PCI-PM 1.2 3.2.4] A write of an unsupported power state (D1, D2) is discarded.
+            if be & 1 and value & 3 in (1, 2):
+                m &= ~0x3
+        old = self.cfg[dw]
+        new = (old & ~(r.wmask & m)) | (value & r.wmask & m)
+        new &= ~(value & r.w1c & m)
+        self.cfg[dw] = new
+        if r.special == "pci_cfg_data" and be:
+            window = self._pci_cfg_window()
+            if window is not None:
+                offset, length = window
+                lane = offset & 3
+                data = self.cfg[dw] & ((1 << 8 * length) - 1)
+                self.bar_write_dw(offset >> 2, data << 8 * lane, ((1 << length) - 1) << lane)
+        return SC
+
+    def _pci_cfg_window(self):
+        cap = rm.find_cap(self.p, "virtio-pci-cfg")
+        bar = self._cfg_value((cap.offset + 4) // 4) & 0xff
+        offset = self._cfg_value((cap.offset + 8) // 4)
+        length = self._cfg_value((cap.offset + 12) // 4)
+        if bar != 0 or length not in (1, 2, 4) or offset % length:
+            return None
+        if offset + length > self.p.bar0_size or offset == 0x14:
+            return None
+        return offset, length
+
+    # -- memory requests ----------------------------------------------------------------------
+
+    def _bar_hit(self, addr):
+        return self.memory_enabled and addr & ~(self.p.bar0_size - 1) == self.bar0_base
+
+    def mem_read(self, addr, length_dw, first_be, last_be=0):
+        """Memory Read Request. Returns ``(status, bytes)`` with ``length_dw * 4`` bytes on SC."""
+        if not self._bar_hit(addr):
+            self._unsupported_request()
+            return UR, None
+        off = (addr - self.bar0_base) >> 2
+        if length_dw > 2 or (off + length_dw) * 4 > self.p.bar0_size:
+            self._target_abort()
+            return CA, None
+        bes = [first_be] if length_dw == 1 else [first_be, last_be]
+        out = bytearray()
+        for i, be in enumerate(bes):
+            out += self.bar_read_dw(off + i, be).to_bytes(4, "little")
+        return SC, bytes(out)
+
+    def mem_write(self, addr, data, first_be, last_be=0, poisoned=False):
+        """Posted Memory Write Request; ``data`` holds ``4 * length`` bytes."""
+        length_dw = len(data) // 4
+        if not self._bar_hit(addr):
+            self._unsupported_request()
+            return UR
+        if poisoned:
+            # [PCIe-3.0 2.7.2.2] Poisoned write data must not modify the register.
+            return SC
+        off = (addr - self.bar0_base) >> 2
+        if length_dw > 2 or (off + length_dw) * 4 > self.p.bar0_size:
+            self._target_abort()
+            return CA
+        bes = [first_be] if length_dw == 1 else [first_be, last_be]
+        for i, be in enumerate(bes):
+            self.bar_write_dw(off + i, int.from_bytes(data[4 * i:4 * i + 4], "little"), be)
+        return SC
+
+    def unsupported(self):
+        """Any request type the function does not support (I/O, Type 1, MRdLk, AtomicOp, Msg)."""
+        self._unsupported_request()
+        return UR
+
+    # -- BAR0 registers -----------------------------------------------------------------------
+
+    @property
+    def _msix_enabled(self):
+        if not self.p.msix:
+            return False
+        return bool(self._cfg_value(self._reg_dw("msix_cap")) >> 31)
+
+    def _selected_queue(self):
+        if self.queue_select < self.p.num_queues:
+            return self.queues[self.queue_select]
+        return None
+
+    def _vector(self, value):
+        return value if value < self.p.msix_table_size else rm.VIRTIO_MSI_NO_VECTOR
+
+    def bar_read_dw(self, off, be=0xf):
+        """Read DW ``off`` of BAR0 with byte enables ``be`` (side effects only on enabled bytes)."""
+        region, local = divmod(off * 4, rm.REGION_SIZE)
+        if region == 0:
+            return self._common_read(local)
+        if region == 1 and local == 0:
+            # [VIRTIO-1.2 4.1.4.5] Reading the ISR status resets it to 0.
+            value = self.isr
+            if be & 1:
+                self.isr = 0
+            return value
+        if region == 2 and local < rm.BLK_CONFIG_LENGTH:
+            return int.from_bytes(self.blk_config[local:local + 4], "little")
+        if region == 4 and local // 16 < self.p.msix_table_size:
+            e = self.msix_table[local // 16]
+            return [e.addr & 0xffffffff, e.addr >> 32, e.data, e.ctrl][local // 4 % 4]
+        if region == 5 and self.p.msix and local == 0:
+            return self.msix_pba
+        return 0
+
+    def _common_read(self, local):
+        q = self._selected_queue()
+        if local == rm.CC_DEVICE_FEATURE_SELECT:
+            return self.device_feature_select
+        if local == rm.CC_DEVICE_FEATURE:
+            sel = self.device_feature_select
+            return self.p.offered_features >> 32 * sel & 0xffffffff if sel < 2 else 0
+        if local == rm.CC_DRIVER_FEATURE_SELECT:
+            return self.driver_feature_select
+        if local == rm.CC_DRIVER_FEATURE:
+            sel = self.driver_feature_select
+            return self.driver_features >> 32 * sel & 0xffffffff if sel < 2 else 0
+        if local == rm.CC_MSIX_CONFIG:
+            return self.p.num_queues << 16 | self.msix_config
+        if local == rm.CC_DEVICE_STATUS:
+            return self.queue_select << 16 | self.config_generation << 8 | self.device_status
+        if q is None:
+            return 0
+        if local == rm.CC_QUEUE_SIZE:
+            return q.msix_vector << 16 | q.size
+        if local == rm.CC_QUEUE_ENABLE:
+            return self.queue_select << 16 | q.enable
+        for base, name in ((rm.CC_QUEUE_DESC, "desc"), (rm.CC_QUEUE_DRIVER, "driver"),
+                           (rm.CC_QUEUE_DEVICE, "device")):
+            if local in (base, base + 4):
+                return getattr(q, name) >> 8 * (local - base) & 0xffffffff
+        return 0
+
+    def bar_write_dw(self, off, value, be=0xf):
+        """Write DW ``off`` of BAR0 with byte enables ``be``."""
+        region, local = divmod(off * 4, rm.REGION_SIZE)
+        m = be_mask(be)
+        if region == 0:
+            self._common_write(local, value, m)
+        elif region == 3:
+            # [VIRTIO-1.2 4.1.5.2] The driver notifies by writing the queue index.
+            if local < self.p.notify_length and m:
+                self.notifications.append(value & m & 0xffff)
+        elif region == 4 and local // 16 < self.p.msix_table_size:
+            e = self.msix_table[local // 16]
+            word = local // 4 % 4
+            if word == 0:
+                e.addr = (e.addr & ~0xffffffff) | merge(e.addr & 0xffffffff, value, m & ~3)
+            elif word == 1:
+                e.addr = (e.addr & 0xffffffff) | merge(e.addr >> 32, value, m) << 32
+            elif word == 2:
+                e.data = merge(e.data, value, m)
+            else:
+                e.ctrl = merge(e.ctrl, value, m & 1)
+
+    def _common_write(self, local, value, m):
+        q = self._selected_queue()
+        if local == rm.CC_DEVICE_FEATURE_SELECT:
+            self.device_feature_select = merge(self.device_feature_select, value, m)
+        elif local == rm.CC_DRIVER_FEATURE_SELECT:
+            self.driver_feature_select = merge(self.driver_feature_select, value, m)
+        elif local == rm.CC_DRIVER_FEATURE:
+            sel = self.driver_feature_select
+            if sel < 2 and not self.features_ok:
+                word = merge(self.driver_features >> 32 * sel & 0xffffffff, value, m)
+                self.driver_features &= ~(0xffffffff << 32 * sel)
+                self.driver_features |= word << 32 * sel
+        elif local == rm.CC_MSIX_CONFIG:
+            if m & 0xffff:
+                self.msix_config = self._vector(merge(self.msix_config, value, m & 0xffff))
+        elif local == rm.CC_DEVICE_STATUS:
+            if m & 0xff and value & 0xff == 0:
+                self.virtio_reset()
+                return
+            if m & 0xffff0000:
+                self.queue_select = merge(self.queue_select << 16, value, m & 0xffff0000) >> 16
+            if m & 0xff:
+                self._write_status(value & 0xff)
+        elif q is None:
+            return
+        elif local == rm.CC_QUEUE_SIZE:
+            if m & 0xffff:
+                q.size = merge(q.size, value, m & 0xffff)
+            if m & 0xffff0000:
+                q.msix_vector = self._vector(
+                    merge(q.msix_vector << 16, value, m & 0xffff0000) >> 16)
+        elif local == rm.CC_QUEUE_ENABLE:
+            if m & 1 and value & 1:
+                q.enable = 1
+        else:
+            for base, name in ((rm.CC_QUEUE_DESC, "desc"), (rm.CC_QUEUE_DRIVER, "driver"),
+                               (rm.CC_QUEUE_DEVICE, "device")):
+                if local in (base, base + 4):
+                    shift = 8 * (local - base)
+                    old = getattr(q, name)
+                    word = merge(old >> shift & 0xffffffff, value, m)
+                    setattr(q, name, (old & ~(0xffffffff << shift)) | word << shift)
+
+    def _write_status(self, value):
+        # DEVICE_NEEDS_RESET belongs to the device; the driver cannot set or clear it.
+        value = (value & ~rm.STATUS_DEVICE_NEEDS_RESET) | \
+                (self.device_status & rm.STATUS_DEVICE_NEEDS_RESET)
+        # [VIRTIO-1.2 2.2.2] The device fails to set FEATURES_OK unless it accepts the subset.
+        if value & rm.STATUS_FEATURES_OK and not self.features_acceptable(self.driver_features):
+            value &= ~rm.STATUS_FEATURES_OK
+        self.device_status = value
+
+    def features_acceptable(self, features):
+        """[VIRTIO-1.2 2.2.2, 6.1] A subset of the offered features that includes VERSION_1."""
+        return (features & ~self.p.offered_features) == 0 and \
+            bool(features >> rm.VIRTIO_F_VERSION_1 & 1)
+
+
+def merge(old, value, m):
+    return (old & ~m) | (value & m)

@@ -1,0 +1,178 @@
+# Ref: OASIS virtio 1.2, section 5.2 (Block Device); Linux include/uapi/linux/virtio_blk.h
+"""One parameter object for the whole device.
+
+:class:`DeviceParams` drives the RTL build (``rtl/``), the golden model (``model/``), the
+testbench driver (``tb/``) and the documentation. Nothing here imports Amaranth or cocotb.
+"""
+
+from dataclasses import dataclass, field, replace
+
+from . import regmap as rm
+
+
+__all__ = ["DeviceParams", "DEFAULT_FEATURES"]
+
+
+# [VIRTIO-1.2 5.2.3] Feature bits the device offers by default. Each one is backed by a field of
+# struct virtio_blk_config that the device presents (see DeviceParams.blk_config).
+DEFAULT_FEATURES = (
+    (1 << rm.VIRTIO_BLK_F_SIZE_MAX) |
+    (1 << rm.VIRTIO_BLK_F_SEG_MAX) |
+    (1 << rm.VIRTIO_BLK_F_GEOMETRY) |
+    (1 << rm.VIRTIO_BLK_F_BLK_SIZE) |
+    (1 << rm.VIRTIO_BLK_F_FLUSH) |
+    (1 << rm.VIRTIO_BLK_F_TOPOLOGY) |
+    (1 << rm.VIRTIO_BLK_F_MQ) |
+    (1 << rm.VIRTIO_BLK_F_DISCARD) |
+    (1 << rm.VIRTIO_BLK_F_WRITE_ZEROES) |
+    (1 << rm.VIRTIO_RING_F_INDIRECT_DESC) |
+    (1 << rm.VIRTIO_RING_F_EVENT_IDX) |
+    (1 << rm.VIRTIO_F_VERSION_1)
+)
+
+
+@dataclass(frozen=True)
+class DeviceParams:
+    """Build-time parameters of the virtio-blk endpoint.
+
+    Parameters
+    ----------
+    capacity : int
+        Disk size in 512-byte sectors ([VIRTIO-1.2 5.2.4] ``capacity``).
+    num_queues : int
+        Number of request virtqueues (1 to 16). More than one is offered only with
+        ``VIRTIO_BLK_F_MQ``.
+    max_queue_size : int
+        Largest split virtqueue size the device accepts; a power of two, 2 to 32768.
+    bar0_size : int
+        Size of BAR0 in bytes; a power of two, at least :data:`regmap.BAR0_MIN_SIZE`.
+    bar0_64bit : bool
+        BAR0 is a 64-bit memory BAR (BAR0+BAR1). ``False`` builds a 32-bit BAR0, which QEMU's
+        proxy device needs because it sizes BARs one 32-bit register at a time.
+    msix : bool
+        Present the MSI-X capability, table and PBA. ``False`` for QEMU co-simulation.
+    features : int
+        Feature bits offered in ``device_feature`` (64 bits). Must include VERSION_1.
+    read_only : bool
+        Offer ``VIRTIO_BLK_F_RO``.
+    data_width : int
+        Width of the TLP streams in bits (64; 128 and 256 are reserved for later).
+    """
+    capacity: int = 2048                 # 1 MiB
+    num_queues: int = 2
+    max_queue_size: int = 256
+    bar0_size: int = 0x8000
+    bar0_64bit: bool = True
+    msix: bool = True
+    features: int = DEFAULT_FEATURES
+    read_only: bool = False
+    data_width: int = 64
+    subsystem_vendor_id: int = 0x1af4
+    subsystem_id: int = 0x1100
+    revision_id: int = 0x01
+    # [PCIe-3.0 7.8.3] Max_Payload_Size Supported, encoded (0 = 128 B ... 5 = 4096 B).
+    max_payload_size_supported: int = 1  # 256 bytes
+    # [VIRTIO-1.2 4.1.4.4] notify address = notify cap offset + queue_notify_off * multiplier.
+    notify_off_multiplier: int = 4
+    # struct virtio_blk_config limits, as offered.
+    size_max: int = 1 << 16
+    seg_max: int = 126
+    blk_size: int = 512
+    cylinders: int = 0
+    heads: int = 0
+    sectors: int = 0
+    physical_block_exp: int = 0
+    alignment_offset: int = 0
+    min_io_size: int = 1
+    opt_io_size: int = 0
+    max_discard_sectors: int = 1 << 16
+    max_discard_seg: int = 1
+    discard_sector_alignment: int = 1
+    max_write_zeroes_sectors: int = 1 << 16
+    max_write_zeroes_seg: int = 1
+    write_zeroes_may_unmap: int = 0
+
+    def __post_init__(self):
+        def check(cond, msg):
+            if not cond:
+                raise ValueError(msg)
+        check(isinstance(self.capacity, int) and 0 < self.capacity < 1 << 64,
+              f"capacity must be between 1 and 2**64-1 sectors, not {self.capacity!r}")
+        check(isinstance(self.num_queues, int) and 1 <= self.num_queues <= rm.MAX_QUEUES,
+              f"num_queues must be between 1 and {rm.MAX_QUEUES}, not {self.num_queues!r}")
+        check(isinstance(self.max_queue_size, int) and 2 <= self.max_queue_size <= 32768 and
+              self.max_queue_size & (self.max_queue_size - 1) == 0,
+              f"max_queue_size must be a power of two between 2 and 32768, "
+              f"not {self.max_queue_size!r}")
+        check(isinstance(self.bar0_size, int) and self.bar0_size >= rm.BAR0_MIN_SIZE and
+              self.bar0_size & (self.bar0_size - 1) == 0,
+              f"bar0_size must be a power of two of at least {rm.BAR0_MIN_SIZE:#x} bytes, "
+              f"not {self.bar0_size!r}")
+        check(self.bar0_64bit or self.bar0_size <= 1 << 31,
+              f"a 32-bit BAR0 cannot be {self.bar0_size:#x} bytes")
+        check(self.data_width in (64,),
+              f"data_width must be 64 (128 and 256 are not implemented yet), "
+              f"not {self.data_width!r}")
+        check(0 <= self.features < 1 << 64, "features must fit in 64 bits")
+        check(self.features >> rm.VIRTIO_F_VERSION_1 & 1,
+              "features must include VIRTIO_F_VERSION_1 [VIRTIO-1.2 7.1]")
+        check(self.num_queues == 1 or self.features >> rm.VIRTIO_BLK_F_MQ & 1,
+              "num_queues > 1 needs VIRTIO_BLK_F_MQ in features [VIRTIO-1.2 5.2.3]")
+        check(0 <= self.max_payload_size_supported <= 5,
+              "max_payload_size_supported is the encoded field, 0 (128 B) to 5 (4096 B)")
+        check(self.notify_off_multiplier in (0, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+              "notify_off_multiplier must be 0 or an even power of two up to 512 "
+              "[VIRTIO-1.2 4.1.4.4]")
+        check(self.notify_off_multiplier * (self.num_queues - 1) + 2 <= rm.REGION_SIZE,
+              "the notify region does not fit its 4 KiB window")
+
+    def replace(self, **changes):
+        return replace(self, **changes)
+
+    @property
+    def offered_features(self):
+        """The 64-bit ``device_feature`` value."""
+        f = self.features
+        if self.read_only:
+            f |= 1 << rm.VIRTIO_BLK_F_RO
+        return f
+
+    @property
+    def msix_table_size(self):
+        """MSI-X vectors: one per queue plus the configuration vector (0 without MSI-X)."""
+        return self.num_queues + 1 if self.msix else 0
+
+    @property
+    def notify_length(self):
+        return self.notify_off_multiplier * (self.num_queues - 1) + 4
+
+    def blk_config(self):
+        """``struct virtio_blk_config`` as bytes, as the device presents it [VIRTIO-1.2 5.2.4]."""
+        b = bytearray(rm.BLK_CONFIG_LENGTH)
+
+        def put(off, size, value):
+            b[off:off + size] = int(value).to_bytes(size, "little")
+        put(0x00, 8, self.capacity)
+        put(0x08, 4, self.size_max)
+        put(0x0c, 4, self.seg_max)
+        put(0x10, 2, self.cylinders)
+        put(0x12, 1, self.heads)
+        put(0x13, 1, self.sectors)
+        put(0x14, 4, self.blk_size)
+        put(0x18, 1, self.physical_block_exp)
+        put(0x19, 1, self.alignment_offset)
+        put(0x1a, 2, self.min_io_size)
+        put(0x1c, 4, self.opt_io_size)
+        put(0x20, 1, 0)                       # writeback: write-through until CONFIG_WCE
+        put(0x22, 2, self.num_queues)
+        put(0x24, 4, self.max_discard_sectors)
+        put(0x28, 4, self.max_discard_seg)
+        put(0x2c, 4, self.discard_sector_alignment)
+        put(0x30, 4, self.max_write_zeroes_sectors)
+        put(0x34, 4, self.max_write_zeroes_seg)
+        put(0x38, 1, self.write_zeroes_may_unmap)
+        return bytes(b)
+
+    def capabilities(self):
+        """The capability list, as ``[(offset, cap_id, length, extra)]`` in list order."""
+        return rm.capability_layout(self)

@@ -1,0 +1,311 @@
+# Ref: OASIS virtio 1.2, sections 2.1, 2.2, 4.1.4, 5.2; PCI Local Bus 3.0 section 6; PCIe Base 3.0
+# sections 7.5, 7.7, 7.8; Linux include/uapi/linux/{virtio_config,virtio_pci,virtio_blk,virtio_ring}.h
+"""The register map: the one source of truth shared by the RTL, the model, the driver and docs.
+
+Everything here is plain data: constants, offsets, and the table of type-0 configuration space
+registers (reset value, writable bits, write-1-to-clear bits) that both :mod:`rtl.config_space`
+and :mod:`model.device` are built from. ``python -m model.regmap`` prints it as Markdown.
+"""
+
+from dataclasses import dataclass
+
+
+# -- virtio constants (Linux include/uapi/linux/virtio_config.h, virtio_ring.h, virtio_blk.h) --
+
+# [VIRTIO-1.2 2.1] Device status field.
+STATUS_ACKNOWLEDGE        = 0x01
+STATUS_DRIVER             = 0x02
+STATUS_DRIVER_OK          = 0x04
+STATUS_FEATURES_OK        = 0x08
+STATUS_DEVICE_NEEDS_RESET = 0x40
+STATUS_FAILED             = 0x80
+
+# [VIRTIO-1.2 6] Reserved feature bits.
+VIRTIO_RING_F_INDIRECT_DESC = 28
+VIRTIO_RING_F_EVENT_IDX     = 29
+VIRTIO_F_VERSION_1          = 32
+VIRTIO_F_ACCESS_PLATFORM    = 33
+VIRTIO_F_RING_PACKED        = 34
+
+# [VIRTIO-1.2 5.2.3] Block device feature bits.
+VIRTIO_BLK_F_SIZE_MAX     = 1
+VIRTIO_BLK_F_SEG_MAX      = 2
+VIRTIO_BLK_F_GEOMETRY     = 4
+VIRTIO_BLK_F_RO           = 5
+VIRTIO_BLK_F_BLK_SIZE     = 6
+VIRTIO_BLK_F_FLUSH        = 9
+VIRTIO_BLK_F_TOPOLOGY     = 10
+VIRTIO_BLK_F_CONFIG_WCE   = 11
+VIRTIO_BLK_F_MQ           = 12
+VIRTIO_BLK_F_DISCARD      = 13
+VIRTIO_BLK_F_WRITE_ZEROES = 14
+
+FEATURE_NAMES = {
+    VIRTIO_BLK_F_SIZE_MAX: "SIZE_MAX", VIRTIO_BLK_F_SEG_MAX: "SEG_MAX",
+    VIRTIO_BLK_F_GEOMETRY: "GEOMETRY", VIRTIO_BLK_F_RO: "RO", VIRTIO_BLK_F_BLK_SIZE: "BLK_SIZE",
+    VIRTIO_BLK_F_FLUSH: "FLUSH", VIRTIO_BLK_F_TOPOLOGY: "TOPOLOGY",
+    VIRTIO_BLK_F_CONFIG_WCE: "CONFIG_WCE", VIRTIO_BLK_F_MQ: "MQ",
+    VIRTIO_BLK_F_DISCARD: "DISCARD", VIRTIO_BLK_F_WRITE_ZEROES: "WRITE_ZEROES",
+    VIRTIO_RING_F_INDIRECT_DESC: "RING_INDIRECT_DESC", VIRTIO_RING_F_EVENT_IDX: "RING_EVENT_IDX",
+    VIRTIO_F_VERSION_1: "VERSION_1", VIRTIO_F_ACCESS_PLATFORM: "ACCESS_PLATFORM",
+    VIRTIO_F_RING_PACKED: "RING_PACKED",
+}
+
+
+def feature_names(bits):
+    """``0x1_0000_1000`` -> ``"MQ VERSION_1"``; unnamed bits print as ``bit<N>``."""
+    return " ".join(FEATURE_NAMES.get(n, f"bit{n}") for n in range(64) if bits >> n & 1) or "-"
+
+
+# [VIRTIO-1.2 4.1.5.1.2.1] "no vector" for msix_config / queue_msix_vector.
+VIRTIO_MSI_NO_VECTOR = 0xffff
+
+# -- PCI identity [VIRTIO-1.2 4.1.2] --
+
+VENDOR_ID   = 0x1af4
+DEVICE_ID   = 0x1040 + 2      # modern device id = 0x1040 + virtio device id (block = 2)
+CLASS_CODE  = 0x018000        # mass storage controller, "other"
+MAX_QUEUES  = 16
+
+# -- BAR0 layout: each virtio structure in its own 4 KiB window --
+
+REGION_SIZE     = 0x1000
+COMMON_OFFSET   = 0x0000
+ISR_OFFSET      = 0x1000
+DEVICE_OFFSET   = 0x2000
+NOTIFY_OFFSET   = 0x3000
+MSIX_TABLE_OFFSET = 0x4000
+MSIX_PBA_OFFSET   = 0x5000
+BAR0_MIN_SIZE   = 0x8000
+
+COMMON_LENGTH   = 0x38        # struct virtio_pci_common_cfg up to queue_device
+ISR_LENGTH      = 4
+BLK_CONFIG_LENGTH = 0x3c      # struct virtio_blk_config up to write_zeroes_may_unmap + unused1
+
+# [VIRTIO-1.2 4.1.4.3] struct virtio_pci_common_cfg field offsets.
+CC_DEVICE_FEATURE_SELECT = 0x00
+CC_DEVICE_FEATURE        = 0x04
+CC_DRIVER_FEATURE_SELECT = 0x08
+CC_DRIVER_FEATURE        = 0x0c
+CC_MSIX_CONFIG           = 0x10
+CC_NUM_QUEUES            = 0x12
+CC_DEVICE_STATUS         = 0x14
+CC_CONFIG_GENERATION     = 0x15
+CC_QUEUE_SELECT          = 0x16
+CC_QUEUE_SIZE            = 0x18
+CC_QUEUE_MSIX_VECTOR     = 0x1a
+CC_QUEUE_ENABLE          = 0x1c
+CC_QUEUE_NOTIFY_OFF      = 0x1e
+CC_QUEUE_DESC            = 0x20
+CC_QUEUE_DRIVER          = 0x28
+CC_QUEUE_DEVICE          = 0x30
+
+# [VIRTIO-1.2 4.1.4] virtio_pci_cap cfg_type values.
+VIRTIO_PCI_CAP_COMMON_CFG = 1
+VIRTIO_PCI_CAP_NOTIFY_CFG = 2
+VIRTIO_PCI_CAP_ISR_CFG    = 3
+VIRTIO_PCI_CAP_DEVICE_CFG = 4
+VIRTIO_PCI_CAP_PCI_CFG    = 5
+
+# -- PCI capability IDs --
+PCI_CAP_ID_PM     = 0x01
+PCI_CAP_ID_VNDR   = 0x09
+PCI_CAP_ID_EXP    = 0x10
+PCI_CAP_ID_MSIX   = 0x11
+
+CFG_SPACE_SIZE     = 0x100     # conventional header + capabilities
+CFG_EXT_SPACE_SIZE = 0x1000    # [PCIe-3.0 7.2.2] extended space: no extended capabilities, reads 0
+
+# Command register bits [PCI-3.0 6.2.2].
+CMD_IO_SPACE     = 1 << 0
+CMD_MEMORY_SPACE = 1 << 1
+CMD_BUS_MASTER   = 1 << 2
+CMD_PARITY_ERR   = 1 << 6
+CMD_SERR         = 1 << 8
+CMD_INTX_DISABLE = 1 << 10
+# Status register bits.
+STS_INTERRUPT             = 1 << 3
+STS_CAP_LIST              = 1 << 4
+STS_SIGNALED_TARGET_ABORT = 1 << 11
+# PCIe Device Status bits [PCIe-3.0 7.8.5].
+DEVSTA_URD = 1 << 3
+
+
+@dataclass(frozen=True)
+class Cap:
+    """One capability structure in configuration space."""
+    name: str
+    offset: int
+    cap_id: int
+    length: int
+    cfg_type: int = 0     # virtio vendor capabilities only
+    bar: int = 0
+    bar_offset: int = 0
+    bar_length: int = 0
+
+
+def capability_layout(p):
+    """Place the capabilities for parameters ``p``; returns a list of :class:`Cap` in list order.
+
+    [PCI-3.0 6.7] The list starts at the Capabilities Pointer (0x34); each entry is DW-aligned.
+    """
+    caps = []
+    off = 0x40
+
+    def add(name, cap_id, length, **kw):
+        nonlocal off
+        caps.append(Cap(name, off, cap_id, length, **kw))
+        off += (length + 3) & ~3
+    add("pm", PCI_CAP_ID_PM, 8)
+    if p.msix:
+        add("msix", PCI_CAP_ID_MSIX, 12)
+    add("pcie", PCI_CAP_ID_EXP, 0x3c)
+    # [VIRTIO-1.2 4.1.4] struct virtio_pci_cap, 16 bytes; the notify one adds the multiplier and
+    # the PCI_CFG one adds pci_cfg_data.
+    add("virtio-common", PCI_CAP_ID_VNDR, 16, cfg_type=VIRTIO_PCI_CAP_COMMON_CFG,
+        bar_offset=COMMON_OFFSET, bar_length=COMMON_LENGTH)
+    add("virtio-notify", PCI_CAP_ID_VNDR, 20, cfg_type=VIRTIO_PCI_CAP_NOTIFY_CFG,
+        bar_offset=NOTIFY_OFFSET, bar_length=p.notify_length)
+    add("virtio-isr", PCI_CAP_ID_VNDR, 16, cfg_type=VIRTIO_PCI_CAP_ISR_CFG,
+        bar_offset=ISR_OFFSET, bar_length=ISR_LENGTH)
+    add("virtio-device", PCI_CAP_ID_VNDR, 16, cfg_type=VIRTIO_PCI_CAP_DEVICE_CFG,
+        bar_offset=DEVICE_OFFSET, bar_length=BLK_CONFIG_LENGTH)
+    add("virtio-pci-cfg", PCI_CAP_ID_VNDR, 20, cfg_type=VIRTIO_PCI_CAP_PCI_CFG)
+    assert off <= CFG_SPACE_SIZE
+    return caps
+
+
+def find_cap(p, name):
+    for cap in capability_layout(p):
+        if cap.name == name:
+            return cap
+    return None
+
+
+@dataclass(frozen=True)
+class Reg:
+    """One DW of configuration space.
+
+    Reads return ``(value & live) | (reset & ~live)`` with ``live = wmask | w1c`` and ``value``
+    what reset, writes and hardware events left, so constant bits read as their reset value. A write with byte enables ``be``
+    replaces the enabled bytes of ``wmask`` with the written data, and clears the enabled bits of
+    ``w1c`` written as 1. ``special`` names the DWs whose behaviour the table cannot express; the
+    RTL and the model both implement those by hand (see :mod:`model.device`).
+    """
+    name: str
+    reset: int
+    wmask: int = 0
+    w1c: int = 0
+    special: str = ""
+
+
+def config_registers(p):
+    """The type-0 configuration header and capabilities as ``{dw_index: Reg}``.
+
+    DWs not in the table (and the whole extended space) read 0 and ignore writes.
+    """
+    regs = {}
+
+    def reg(offset, *args, **kw):
+        assert offset % 4 == 0 and offset // 4 not in regs
+        regs[offset // 4] = Reg(*args, **kw)
+
+    caps = capability_layout(p)
+    nexts = {c.offset: (caps[i + 1].offset if i + 1 < len(caps) else 0) for i, c in enumerate(caps)}
+
+    # [PCI-3.0 6.2] Type-0 header.
+    reg(0x00, "id", DEVICE_ID << 16 | VENDOR_ID)
+    # Command: Memory Space, Bus Master, Parity Error Response, SERR#, INTx Disable are RW; there
+    # is no I/O BAR, so I/O Space is hardwired to 0. Status: Capabilities List is 1; the error
+    # bits are RW1C; Interrupt Status (bit 3) reflects the INTx state (special).
+    reg(0x04, "command_status", STS_CAP_LIST << 16,
+        wmask=CMD_MEMORY_SPACE | CMD_BUS_MASTER | CMD_PARITY_ERR | CMD_SERR | CMD_INTX_DISABLE,
+        w1c=0xf900 << 16, special="status")
+    reg(0x08, "class_revision", CLASS_CODE << 8 | p.revision_id)
+    # Cache Line Size is RW with no effect on PCIe [PCIe-3.0 7.5.1.3]; header type 0.
+    reg(0x0c, "bist_header_latency_cls", 0x00000000, wmask=0x000000ff)
+    size_mask = (1 << 64) - p.bar0_size
+    if p.bar0_64bit:
+        # [PCI-3.0 6.2.5.1] 64-bit, non-prefetchable (ISR reads have side effects) memory BAR.
+        reg(0x10, "bar0", 0x4, wmask=size_mask & 0xfffffff0)
+        reg(0x14, "bar1", 0, wmask=0xffffffff)
+    else:
+        reg(0x10, "bar0", 0x0, wmask=size_mask & 0xfffffff0)
+    reg(0x2c, "subsystem", p.subsystem_id << 16 | p.subsystem_vendor_id)
+    reg(0x34, "cap_ptr", caps[0].offset)
+    # Interrupt Line is RW scratch for software; Interrupt Pin = INTA#.
+    reg(0x3c, "interrupt", 0x01 << 8, wmask=0x000000ff)
+
+    for c in caps:
+        hdr = nexts[c.offset] << 8 | c.cap_id
+        o = c.offset
+        if c.name == "pm":
+            # [PCI-PM 1.2 3.2.3] PMC: version 3, no PME, D1/D2 unsupported.
+            reg(o, "pm_cap", 0x0003 << 16 | hdr)
+            # PMCSR: PowerState (1:0) takes D0 or D3hot only; NoSoftReset (bit 3) = 1.
+            reg(o + 4, "pm_csr", 0x00000008, wmask=0x3, special="pmcsr")
+        elif c.name == "msix":
+            # [PCIe-3.0 7.7] Message Control: Table Size N-1 (RO), Function Mask (14) and
+            # MSI-X Enable (15) RW. Table and PBA in BAR0 (BIR 0).
+            reg(o, "msix_cap", (p.msix_table_size - 1) << 16 | hdr, wmask=0xc000 << 16)
+            reg(o + 4, "msix_table", MSIX_TABLE_OFFSET | 0)
+            reg(o + 8, "msix_pba", MSIX_PBA_OFFSET | 0)
+        elif c.name == "pcie":
+            # [PCIe-3.0 7.8.2] PCI Express Capabilities: version 2, PCI Express Endpoint.
+            reg(o + 0x00, "pcie_cap", 0x0002 << 16 | hdr)
+            # [PCIe-3.0 7.8.3] Device Capabilities: MPSS, Extended Tag supported (bit 5),
+            # Role-Based Error Reporting (bit 15).
+            reg(o + 0x04, "pcie_devcap",
+                p.max_payload_size_supported | 1 << 5 | 1 << 15)
+            # [PCIe-3.0 7.8.4] Device Control: error reporting enables (3:0), Relaxed Ordering
+            # (4, reset 1), Max_Payload_Size (7:5), Extended Tag (8), No Snoop (11, reset 1),
+            # Max_Read_Request_Size (14:12, reset 512 B). [7.8.5] Device Status: the error
+            # detected bits (3:0) are RW1C; Unsupported Request Detected is bit 3.
+            reg(o + 0x08, "pcie_devctl_devsta", 0x2810, wmask=0x79ff, w1c=0x000f << 16,
+                special="devsta")
+            # [PCIe-3.0 7.8.6] Link Capabilities: 5.0 GT/s, x4.
+            reg(o + 0x0c, "pcie_linkcap", 4 << 4 | 2)
+            # [PCIe-3.0 7.8.7/8] Link Control RW bits (ASPM, RCB, Common Clock, Extended Sync);
+            # Link Status: 5.0 GT/s, x4, Slot Clock Configuration.
+            reg(o + 0x10, "pcie_linkctl_linksta", (1 << 12 | 4 << 4 | 2) << 16, wmask=0x00cb)
+            # Slot and Root registers (0x14-0x23) are reserved for an endpoint: 0.
+            reg(o + 0x24, "pcie_devcap2", 0)
+            reg(o + 0x28, "pcie_devctl2", 0)
+            # [PCIe-3.0 7.8.18] Supported Link Speeds: 2.5 and 5.0 GT/s.
+            reg(o + 0x2c, "pcie_linkcap2", 0x6)
+            # Link Control 2: Target Link Speed RW, reset 5.0 GT/s.
+            reg(o + 0x30, "pcie_linkctl2", 0x2, wmask=0xf)
+            reg(o + 0x34, "pcie_slotcap2", 0)
+            reg(o + 0x38, "pcie_slotctl2", 0)
+        elif c.cfg_type == VIRTIO_PCI_CAP_PCI_CFG:
+            # [VIRTIO-1.2 4.1.4.9] The driver programs bar, offset and length, then accesses
+            # pci_cfg_data to reach BAR0 through configuration space.
+            reg(o + 0x0, c.name, c.cfg_type << 24 | c.length << 16 | hdr)
+            reg(o + 0x4, c.name + "_bar", 0, wmask=0x000000ff)
+            reg(o + 0x8, c.name + "_offset", 0, wmask=0xffffffff)
+            reg(o + 0xc, c.name + "_length", 0, wmask=0xffffffff)
+            reg(o + 0x10, c.name + "_data", 0, wmask=0xffffffff, special="pci_cfg_data")
+        else:
+            # [VIRTIO-1.2 4.1.4] cap_vndr, cap_next, cap_len, cfg_type; bar, id, padding;
+            # offset; length; (notify) notify_off_multiplier.
+            reg(o + 0x0, c.name, c.cfg_type << 24 | c.length << 16 | hdr)
+            reg(o + 0x4, c.name + "_bar", c.bar)
+            reg(o + 0x8, c.name + "_offset", c.bar_offset)
+            reg(o + 0xc, c.name + "_length", c.bar_length)
+            if c.cfg_type == VIRTIO_PCI_CAP_NOTIFY_CFG:
+                reg(o + 0x10, c.name + "_multiplier", p.notify_off_multiplier)
+    return regs
+
+
+def describe(p):
+    """The register map for parameters ``p`` as Markdown (for docs/registers.md)."""
+    lines = ["| offset | name | reset | writable | RW1C | notes |", "|---|---|---|---|---|---|"]
+    for dw, r in sorted(config_registers(p).items()):
+        lines.append(f"| 0x{dw * 4:03x} | {r.name} | 0x{r.reset:08x} | 0x{r.wmask:08x} | "
+                     f"0x{r.w1c:08x} | {r.special} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from .params import DeviceParams
+    print(describe(DeviceParams()))
