@@ -1,0 +1,310 @@
+# Ref: PCIe Base 3.0, sections 2.2.7 (requests), 2.2.9 (completions), 2.3.1 (request handling)
+"""The request side of the endpoint: receives requests, answers them, reports errors.
+
+Configuration Type 0 requests go to :class:`rtl.config_space.ConfigSpace`, memory requests that
+hit BAR0 go to :class:`rtl.virtio_regs.VirtioRegisters`. Every non-posted request gets exactly
+one completion; requests the function does not support are completed with UR (non-posted) or
+dropped (posted), and set Unsupported Request Detected.
+"""
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux, Array
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .tlp import Fmt, TlpType, CplStatus, TlpDw0, ReqDw1, CfgDw2, CplDw1, CplDw2, \
+    TlpStreamSignature
+from .regport import RegisterSignature
+
+
+__all__ = ["Completer"]
+
+
+class Completer(wiring.Component):
+    """Target of configuration and BAR0 memory requests.
+
+    Register accesses are 1 or 2 DW: [VIRTIO-1.2 4.1.3.1] drivers access each field at its
+    natural width, so a memory request to BAR0 that is longer, or runs past the end of BAR0, is
+    completed with Completer Abort (reads) or discarded (writes) [PCIe-3.0 2.3.1], setting
+    Signaled Target Abort.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+
+    Attributes
+    ----------
+    rx : TlpStreamSignature, in
+        Requests (and, until the DMA engine claims them, completions) from the link.
+    tx : TlpStreamSignature, out
+        Completions to the link.
+    cfg : RegisterSignature(10), out
+        Configuration space accesses.
+    bar : RegisterSignature, out
+        BAR0 accesses.
+    command : Signal(16), in
+        Command register (Memory Space Enable gates BAR0 decode).
+    bar0_base : Signal(64), in
+    completer_id : Signal(16), out
+        Bus and Device Numbers captured from Type 0 Configuration Writes [PCIe-3.0 2.2.6.2];
+        the function number is 0.
+    ur_detected, target_abort : Signal(1), out
+        Pulses for Device Status and Status.
+    """
+    def __init__(self, params):
+        self.params = params
+        bar_addr_width = (params.bar0_size // 4 - 1).bit_length()
+        super().__init__({
+            "rx":           In(TlpStreamSignature(params.data_width)),
+            "tx":           Out(TlpStreamSignature(params.data_width)),
+            "cfg":          Out(RegisterSignature(10)),
+            "bar":          Out(RegisterSignature(bar_addr_width)),
+            "command":      In(16),
+            "bar0_base":    In(64),
+            "completer_id": Out(16),
+            "ur_detected":  Out(1),
+            "target_abort": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        size_bits = (p.bar0_size - 1).bit_length()
+
+        # -- capture the first three beats: up to a 4 DW header and 2 DW of data ---------------
+        dws = [Signal(32, name=f"dw{i}") for i in range(6)]
+        beat = Signal(2)
+
+        dw0 = TlpDw0(dws[0])
+        dw1 = ReqDw1(dws[1])
+        cfg_dw2 = CfgDw2(dws[2])
+        four_dw = dw0.fmt.as_value()[0]
+        has_data = dw0.fmt.as_value()[1]
+        prefix = dw0.fmt.as_value()[2]
+        typ = dw0.type
+        addr = Signal(64)
+        m.d.comb += addr.eq(Mux(four_dw,
+                                Cat(Const(0, 2), dws[3][2:], dws[2]),
+                                Cat(Const(0, 2), dws[2][2:])))
+        wdata = Array([Mux(four_dw, dws[4], dws[3]), Mux(four_dw, dws[5], dws[4])])
+
+        is_mem  = ~prefix & (typ == TlpType.MEM)
+        is_mrd  = is_mem & ~has_data
+        is_mwr  = is_mem & has_data
+        is_lock = ~prefix & ~has_data & (typ == TlpType.MEM_LOCKED)
+        is_cfg0 = ~prefix & ~four_dw & (typ == TlpType.CFG0)
+        is_cpl  = ~prefix & ((typ == TlpType.CPL) | (typ == TlpType.CPL_LOCKED))
+        is_msg  = ~prefix & (typ[3:] == 0b10)
+        posted  = is_mwr | is_msg | prefix
+        # [PCIe-3.0 2.2.8.6] Vendor_Defined Type 1 messages are silently discarded.
+        is_vdm1 = is_msg & (dws[1][:8] == 0x7f)
+
+        bar_hit = Signal()
+        m.d.comb += bar_hit.eq(self.command[1] &
+                               ((addr >> size_bits) == (self.bar0_base >> size_bits)))
+        offset = addr[2:size_bits]
+        last_dw = (1 << (size_bits - 2)) - 1
+        length = dw0.length
+        len_ok = (length == 1) | ((length == 2) & (offset != last_dw))
+
+        # [PCIe-3.0 2.2.9] Byte Count and Lower Address of a memory read completion.
+        def first_set(be):
+            return Mux(be[0], 0, Mux(be[1], 1, Mux(be[2], 2, 3)))
+
+        def last_end(be):
+            return Mux(be[3], 4, Mux(be[2], 3, Mux(be[1], 2, 1)))
+        first_be, last_be = dw1.first_be, dw1.last_be
+        rd_byte_count = Signal(12)
+        with m.If(length == 1):
+            with m.If(first_be == 0):
+                m.d.comb += rd_byte_count.eq(1)          # zero-length read
+            with m.Else():
+                m.d.comb += rd_byte_count.eq(last_end(first_be) - first_set(first_be))
+        with m.Else():
+            m.d.comb += rd_byte_count.eq(4 - first_set(first_be) + last_end(last_be))
+        rd_lower_address = Cat(Mux(first_be == 0, 0, first_set(first_be))[:2], addr[2:7])
+
+        # -- completion being built --------------------------------------------------------------
+        cpl_dw0 = Signal(TlpDw0)
+        cpl_dw1 = Signal(CplDw1)
+        cpl_dw2 = Signal(CplDw2)
+        cpl_data = Array(Signal(32, name=f"cpl_data{i}") for i in range(2))
+        idx = Signal(1)
+
+        bus_dev = Signal(13)
+        m.d.comb += self.completer_id.eq(Cat(Const(0, 3), bus_dev))
+
+        def start_completion(status, with_data, byte_count, lower_address, locked=False):
+            return [
+                cpl_dw0.eq(0),
+                cpl_dw0.fmt.eq(Mux(with_data, Fmt.DW3_DATA, Fmt.DW3_NODATA)),
+                cpl_dw0.type.eq(TlpType.CPL_LOCKED if locked else TlpType.CPL),
+                cpl_dw0.tc.eq(dw0.tc),
+                cpl_dw0.attr.eq(dw0.attr),
+                cpl_dw0.attr2.eq(dw0.attr2),
+                cpl_dw0.length.eq(Mux(with_data, length, 0)),
+                cpl_dw1.completer_id.eq(self.completer_id),
+                cpl_dw1.status.eq(status),
+                cpl_dw1.bcm.eq(0),
+                cpl_dw1.byte_count.eq(byte_count),
+                cpl_dw2.requester_id.eq(dw1.requester_id),
+                cpl_dw2.tag.eq(dw1.tag),
+                cpl_dw2.lower_address.eq(lower_address),
+            ]
+
+        with m.FSM():
+            with m.State("Receive"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(self.rx.valid):
+                    n = Mux(self.rx.payload.first, 0, beat)
+                    for b in range(3):
+                        with m.If(n == b):
+                            m.d.sync += [
+                                dws[2 * b].eq(self.rx.payload.data[:32]),
+                                dws[2 * b + 1].eq(self.rx.payload.data[32:64]),
+                            ]
+                    m.d.sync += beat.eq(Mux(n == 3, 3, n + 1))
+                    with m.If(self.rx.payload.last):
+                        m.d.sync += beat.eq(0)
+                        m.next = "Decode"
+
+            with m.State("Decode"):
+                m.d.sync += idx.eq(0)
+                with m.If(is_cfg0 & (cfg_dw2.function == 0) & ~(has_data & dw0.ep)):
+                    with m.If(has_data):
+                        m.d.sync += start_completion(CplStatus.SC, 0, 4, 0)
+                        m.next = "Config-Write"
+                    with m.Else():
+                        m.d.sync += start_completion(CplStatus.SC, 1, 4, 0)
+                        m.next = "Config-Read"
+                with m.Elif(is_mrd & bar_hit):
+                    with m.If(len_ok):
+                        m.d.sync += start_completion(CplStatus.SC, 1, rd_byte_count,
+                                                     rd_lower_address)
+                        m.next = "BAR-Read"
+                    with m.Else():
+                        m.d.comb += self.target_abort.eq(1)
+                        m.d.sync += start_completion(CplStatus.CA, 0, rd_byte_count,
+                                                     rd_lower_address)
+                        m.next = "Send-Completion"
+                with m.Elif(is_mwr & bar_hit):
+                    with m.If(dw0.ep):
+                        # [PCIe-3.0 2.7.2.2] Poisoned write data must not be used.
+                        m.next = "Receive"
+                    with m.Elif(len_ok):
+                        m.next = "BAR-Write"
+                    with m.Else():
+                        m.d.comb += self.target_abort.eq(1)
+                        m.next = "Receive"
+                with m.Elif(is_cpl | is_vdm1):
+                    # Unexpected Completion / ignored message: discard.
+                    m.next = "Receive"
+                with m.Elif(posted):
+                    m.d.comb += self.ur_detected.eq(1)
+                    m.next = "Receive"
+                with m.Else():
+                    # [PCIe-3.0 2.3.1] Unsupported Request: I/O, Type 1 configuration, MRdLk,
+                    # AtomicOps, requests to functions 1-7, poisoned configuration writes, and
+                    # memory reads that miss BAR0 or arrive with Memory Space disabled.
+                    m.d.comb += self.ur_detected.eq(1)
+                    m.d.sync += start_completion(
+                        CplStatus.UR, 0, Mux(is_mrd | is_lock, rd_byte_count, 4),
+                        Mux(is_mrd | is_lock, rd_lower_address, 0))
+                    with m.If(is_lock):
+                        m.d.sync += cpl_dw0.type.eq(TlpType.CPL_LOCKED)
+                    m.next = "Send-Completion"
+
+            with m.State("Config-Read"):
+                m.d.comb += [
+                    self.cfg.r_stb.eq(1),
+                    self.cfg.addr.eq(cfg_dw2.register),
+                    self.cfg.be.eq(first_be),
+                ]
+                m.next = "Config-Read-Data"
+
+            with m.State("Config-Read-Data"):
+                m.d.sync += cpl_data[0].eq(self.cfg.r_data)
+                m.next = "Send-Completion"
+
+            with m.State("Config-Write"):
+                m.d.comb += [
+                    self.cfg.w_stb.eq(1),
+                    self.cfg.addr.eq(cfg_dw2.register),
+                    self.cfg.be.eq(first_be),
+                    self.cfg.w_data.eq(wdata[0]),
+                ]
+                # [PCIe-3.0 2.2.6.2] Capture Bus and Device Number from Type 0 writes.
+                m.d.sync += [
+                    bus_dev.eq(Cat(cfg_dw2.device, cfg_dw2.bus)),
+                    cpl_dw1.completer_id.eq(Cat(Const(0, 3), cfg_dw2.device, cfg_dw2.bus)),
+                ]
+                m.next = "Send-Completion"
+
+            with m.State("BAR-Read"):
+                m.d.comb += [
+                    self.bar.r_stb.eq(1),
+                    self.bar.addr.eq(offset + idx),
+                    self.bar.be.eq(Mux(length == 1, first_be, Mux(idx, last_be, first_be))),
+                ]
+                m.next = "BAR-Read-Data"
+
+            with m.State("BAR-Read-Data"):
+                m.d.sync += cpl_data[idx].eq(self.bar.r_data)
+                with m.If((idx == 0) & (length == 2)):
+                    m.d.sync += idx.eq(1)
+                    m.next = "BAR-Read"
+                with m.Else():
+                    m.d.sync += idx.eq(0)
+                    m.next = "Send-Completion"
+
+            with m.State("BAR-Write"):
+                m.d.comb += [
+                    self.bar.w_stb.eq(1),
+                    self.bar.addr.eq(offset + idx),
+                    self.bar.be.eq(Mux(length == 1, first_be, Mux(idx, last_be, first_be))),
+                    self.bar.w_data.eq(wdata[idx]),
+                ]
+                with m.If((idx == 0) & (length == 2)):
+                    m.d.sync += idx.eq(1)
+                with m.Else():
+                    m.next = "Receive"
+
+            with m.State("Send-Completion"):
+                n_data = cpl_dw0.length
+                with_data = cpl_dw0.fmt.as_value()[1]
+                m.d.comb += [
+                    self.tx.valid.eq(1),
+                    self.tx.payload.first.eq(idx == 0),
+                ]
+                with m.Switch(idx):
+                    with m.Case(0):
+                        m.d.comb += [
+                            self.tx.payload.data.eq(Cat(cpl_dw0, cpl_dw1)),
+                            self.tx.payload.keep.eq(0b11),
+                        ]
+                    with m.Case(1):
+                        m.d.comb += [
+                            self.tx.payload.data.eq(Cat(cpl_dw2, cpl_data[0])),
+                            self.tx.payload.keep.eq(Mux(with_data, 0b11, 0b01)),
+                            self.tx.payload.last.eq(~with_data | (n_data == 1)),
+                        ]
+                # A 2 DW completion needs a third beat, sent from the next state.
+                with m.If(self.tx.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 1):
+                        m.d.sync += idx.eq(0)
+                        with m.If(with_data & (n_data == 2)):
+                            m.next = "Send-Completion-Tail"
+                        with m.Else():
+                            m.next = "Receive"
+
+            with m.State("Send-Completion-Tail"):
+                m.d.comb += [
+                    self.tx.valid.eq(1),
+                    self.tx.payload.data.eq(cpl_data[1]),
+                    self.tx.payload.keep.eq(0b01),
+                    self.tx.payload.last.eq(1),
+                ]
+                with m.If(self.tx.ready):
+                    m.next = "Receive"
+
+        return m

@@ -1,0 +1,331 @@
+# Ref: OASIS virtio 1.2, sections 2.1, 2.2, 4.1.4.3-4.1.4.8, 4.1.5; PCIe Base 3.0 section 7.7
+"""BAR0: the virtio modern PCI transport structures and the MSI-X table.
+
+The layout is :mod:`model.regmap`'s: common configuration at 0x0000, ISR status at 0x1000,
+device configuration (``struct virtio_blk_config``) at 0x2000, notifications at 0x3000, MSI-X
+table at 0x4000 and PBA at 0x5000. The behaviour of every field, including the choices the spec
+leaves open, is the golden model's (:mod:`model.device`).
+"""
+
+from amaranth.hdl import Module, Signal, Array, Cat, Const, Mux
+from amaranth.lib import wiring, stream, data
+from amaranth.lib.wiring import In, Out
+
+from model import regmap as rm
+from .regport import RegisterSignature, byte_mask
+
+
+__all__ = ["VirtioRegisters", "QueueConfigLayout"]
+
+
+def merge(old, new, mask):
+    return (old & ~mask) | (new & mask)
+
+
+class QueueConfigLayout(data.StructLayout):
+    """What the driver configured for one virtqueue [VIRTIO-1.2 4.1.4.3]."""
+    def __init__(self):
+        super().__init__({
+            "size":        16,
+            "msix_vector": 16,
+            "enable":      1,
+            "desc":        64,
+            "driver":      64,
+            "device":      64,
+        })
+
+
+class VirtioRegisters(wiring.Component):
+    """BAR0 register file.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+
+    Attributes
+    ----------
+    bus : RegisterSignature, in
+        BAR0 accesses by DW offset.
+    notify : stream.Signature(16), out
+        Queue indices written to the notify region [VIRTIO-1.2 4.1.5.2]. A notification that
+        arrives while the stream is stalled replaces the one waiting (the queue engine re-reads
+        every queue's avail index, so no work is lost).
+    device_status : Signal(8), out
+    driver_features : Signal(64), out
+    queues : Array of QueueConfigLayout, out
+        Per-queue configuration, for the queue engine.
+    isr_set : Signal(2), in
+        Pulses that set ISR bits: bit 0 queue interrupt, bit 1 configuration change.
+    isr : Signal(8), out
+        ISR status.
+    """
+    def __init__(self, params):
+        self.params = params
+        self.addr_width = (params.bar0_size // 4 - 1).bit_length()
+        super().__init__({
+            "bus":             In(RegisterSignature(self.addr_width)),
+            "notify":          Out(stream.Signature(16)),
+            "device_status":   Out(8),
+            "driver_features": Out(64),
+            "queues":          Out(QueueConfigLayout()).array(params.num_queues),
+            "isr_set":         In(2),
+            "isr":             Out(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        nq = p.num_queues
+        nv = p.msix_table_size
+        bus = self.bus
+
+        # -- state -----------------------------------------------------------------------------
+        device_feature_select = Signal(32)
+        driver_feature_select = Signal(32)
+        driver_features       = Signal(64)
+        msix_config           = Signal(16, init=rm.VIRTIO_MSI_NO_VECTOR)
+        device_status         = Signal(8)
+        queue_select          = Signal(16)
+        isr                   = Signal(8)
+        q_size   = Array(Signal(16, init=p.max_queue_size, name=f"q{i}_size") for i in range(nq))
+        q_vector = Array(Signal(16, init=rm.VIRTIO_MSI_NO_VECTOR, name=f"q{i}_vector")
+                         for i in range(nq))
+        q_enable = Array(Signal(1, name=f"q{i}_enable") for i in range(nq))
+        q_desc   = Array(Signal(64, name=f"q{i}_desc") for i in range(nq))
+        q_driver = Array(Signal(64, name=f"q{i}_driver") for i in range(nq))
+        q_device = Array(Signal(64, name=f"q{i}_device") for i in range(nq))
+        # [PCIe-3.0 7.7.2] MSI-X table entries; the Mask Bit resets to 1.
+        mx_addr = Array(Signal(64, name=f"msix{i}_addr") for i in range(nv))
+        mx_data = Array(Signal(32, name=f"msix{i}_data") for i in range(nv))
+        mx_ctrl = Array(Signal(1, init=1, name=f"msix{i}_mask") for i in range(nv))
+
+        m.d.comb += [
+            self.device_status.eq(device_status),
+            self.driver_features.eq(driver_features),
+            self.isr.eq(isr),
+        ]
+        for i in range(nq):
+            m.d.comb += [
+                self.queues[i].size.eq(q_size[i]),
+                self.queues[i].msix_vector.eq(q_vector[i]),
+                self.queues[i].enable.eq(q_enable[i]),
+                self.queues[i].desc.eq(q_desc[i]),
+                self.queues[i].driver.eq(q_driver[i]),
+                self.queues[i].device.eq(q_device[i]),
+            ]
+
+        # -- address decode --------------------------------------------------------------------
+        region = bus.addr[10:]           # 4 KiB windows
+        local = Cat(Const(0, 2), bus.addr[:10])   # byte offset inside the window
+        sel_valid = queue_select < nq
+        qs = queue_select[:max(1, (nq - 1).bit_length())]
+        entry = local[4:]
+        entry_valid = entry < nv
+        offered = p.offered_features
+        features_ok = device_status[3]
+
+        def vector(v):
+            # [VIRTIO-1.2 4.1.5.1.2] Keep a vector only if it names an MSI-X table entry.
+            return Mux(v < nv, v, rm.VIRTIO_MSI_NO_VECTOR) if nv else rm.VIRTIO_MSI_NO_VECTOR
+
+        # -- reads (one cycle latency) ---------------------------------------------------------
+        r_data = Signal(32)
+        m.d.comb += bus.r_data.eq(r_data)
+        with m.If(bus.r_stb):
+            m.d.sync += r_data.eq(0)
+            with m.Switch(region):
+                with m.Case(0):
+                    with m.Switch(local):
+                        with m.Case(rm.CC_DEVICE_FEATURE_SELECT):
+                            m.d.sync += r_data.eq(device_feature_select)
+                        with m.Case(rm.CC_DEVICE_FEATURE):
+                            with m.Switch(device_feature_select):
+                                with m.Case(0):
+                                    m.d.sync += r_data.eq(offered & 0xffffffff)
+                                with m.Case(1):
+                                    m.d.sync += r_data.eq(offered >> 32)
+                        with m.Case(rm.CC_DRIVER_FEATURE_SELECT):
+                            m.d.sync += r_data.eq(driver_feature_select)
+                        with m.Case(rm.CC_DRIVER_FEATURE):
+                            with m.Switch(driver_feature_select):
+                                with m.Case(0):
+                                    m.d.sync += r_data.eq(driver_features[:32])
+                                with m.Case(1):
+                                    m.d.sync += r_data.eq(driver_features[32:])
+                        with m.Case(rm.CC_MSIX_CONFIG):
+                            m.d.sync += r_data.eq(Cat(msix_config, Const(nq, 16)))
+                        with m.Case(rm.CC_DEVICE_STATUS):
+                            # config_generation stays 0: the configuration never changes yet.
+                            m.d.sync += r_data.eq(Cat(device_status, Const(0, 8), queue_select))
+                        with m.Case(rm.CC_QUEUE_SIZE):
+                            with m.If(sel_valid):
+                                m.d.sync += r_data.eq(Cat(q_size[qs], q_vector[qs]))
+                        with m.Case(rm.CC_QUEUE_ENABLE):
+                            with m.If(sel_valid):
+                                # queue_notify_off = queue index
+                                m.d.sync += r_data.eq(Cat(q_enable[qs], Const(0, 15),
+                                                          queue_select))
+                        for base, arr in ((rm.CC_QUEUE_DESC, q_desc),
+                                          (rm.CC_QUEUE_DRIVER, q_driver),
+                                          (rm.CC_QUEUE_DEVICE, q_device)):
+                            for half in range(2):
+                                with m.Case(base + 4 * half):
+                                    with m.If(sel_valid):
+                                        m.d.sync += r_data.eq(arr[qs][32 * half:32 * half + 32])
+                with m.Case(1):
+                    with m.If(local == 0):
+                        m.d.sync += r_data.eq(isr)
+                with m.Case(2):
+                    cfg = p.blk_config()
+                    with m.Switch(local):
+                        for off in range(0, rm.BLK_CONFIG_LENGTH, 4):
+                            with m.Case(off):
+                                m.d.sync += r_data.eq(int.from_bytes(cfg[off:off + 4], "little"))
+                if nv:
+                    with m.Case(4):
+                        with m.If(entry_valid):
+                            with m.Switch(local[2:4]):
+                                with m.Case(0):
+                                    m.d.sync += r_data.eq(mx_addr[entry][:32])
+                                with m.Case(1):
+                                    m.d.sync += r_data.eq(mx_addr[entry][32:])
+                                with m.Case(2):
+                                    m.d.sync += r_data.eq(mx_data[entry])
+                                with m.Case(3):
+                                    m.d.sync += r_data.eq(mx_ctrl[entry])
+                    with m.Case(5):
+                        # Pending bits: none can be pending before the interrupt logic exists.
+                        pass
+
+        # -- writes ----------------------------------------------------------------------------
+        mask = Signal(32)
+        m.d.comb += mask.eq(byte_mask(bus.be))
+        w = bus.w_data
+        virtio_reset = Signal()
+        notify_write = Signal()
+
+        with m.If(bus.w_stb):
+            with m.Switch(region):
+                with m.Case(0):
+                    with m.Switch(local):
+                        with m.Case(rm.CC_DEVICE_FEATURE_SELECT):
+                            m.d.sync += device_feature_select.eq(
+                                merge(device_feature_select, w, mask))
+                        with m.Case(rm.CC_DRIVER_FEATURE_SELECT):
+                            m.d.sync += driver_feature_select.eq(
+                                merge(driver_feature_select, w, mask))
+                        with m.Case(rm.CC_DRIVER_FEATURE):
+                            # [VIRTIO-1.2 3.1.1] No new features after FEATURES_OK.
+                            with m.If(~features_ok):
+                                with m.Switch(driver_feature_select):
+                                    with m.Case(0):
+                                        m.d.sync += driver_features[:32].eq(
+                                            merge(driver_features[:32], w, mask))
+                                    with m.Case(1):
+                                        m.d.sync += driver_features[32:].eq(
+                                            merge(driver_features[32:], w, mask))
+                        with m.Case(rm.CC_MSIX_CONFIG):
+                            with m.If(mask[:16].any()):
+                                m.d.sync += msix_config.eq(
+                                    vector(merge(msix_config, w[:16], mask[:16])))
+                        with m.Case(rm.CC_DEVICE_STATUS):
+                            with m.If(bus.be[0] & (w[:8] == 0)):
+                                # [VIRTIO-1.2 4.1.4.3.1] Writing 0 resets the device.
+                                m.d.comb += virtio_reset.eq(1)
+                            with m.Else():
+                                m.d.sync += queue_select.eq(
+                                    merge(queue_select, w[16:], mask[16:]))
+                                with m.If(bus.be[0]):
+                                    status = Signal(8)
+                                    driver_ok = Signal()
+                                    m.d.comb += [
+                                        # [VIRTIO-1.2 2.2.2] Fail FEATURES_OK unless the driver
+                                        # accepted a subset of the offered features that
+                                        # includes VERSION_1 [VIRTIO-1.2 6.1].
+                                        driver_ok.eq(
+                                            ((driver_features & ~offered
+                                              & 0xffffffffffffffff) == 0) &
+                                            driver_features[rm.VIRTIO_F_VERSION_1]),
+                                        status.eq(w[:8]),
+                                        # DEVICE_NEEDS_RESET is the device's to set.
+                                        status[6].eq(device_status[6]),
+                                    ]
+                                    with m.If(~driver_ok):
+                                        m.d.comb += status[3].eq(0)
+                                    m.d.sync += device_status.eq(status)
+                        with m.Case(rm.CC_QUEUE_SIZE):
+                            with m.If(sel_valid):
+                                with m.If(mask[:16].any()):
+                                    m.d.sync += q_size[qs].eq(merge(q_size[qs], w[:16],
+                                                                    mask[:16]))
+                                with m.If(mask[16:].any()):
+                                    m.d.sync += q_vector[qs].eq(
+                                        vector(merge(q_vector[qs], w[16:], mask[16:])))
+                        with m.Case(rm.CC_QUEUE_ENABLE):
+                            # [VIRTIO-1.2 4.1.4.3.2] The driver MUST NOT write 0.
+                            with m.If(sel_valid & bus.be[0] & w[0]):
+                                m.d.sync += q_enable[qs].eq(1)
+                        for base, arr in ((rm.CC_QUEUE_DESC, q_desc),
+                                          (rm.CC_QUEUE_DRIVER, q_driver),
+                                          (rm.CC_QUEUE_DEVICE, q_device)):
+                            for half in range(2):
+                                with m.Case(base + 4 * half):
+                                    with m.If(sel_valid):
+                                        sl = arr[qs][32 * half:32 * half + 32]
+                                        m.d.sync += sl.eq(merge(sl, w, mask))
+                with m.Case(3):
+                    # [VIRTIO-1.2 4.1.5.2] Available buffer notification: the queue index.
+                    with m.If((local < p.notify_length) & mask.any()):
+                        m.d.comb += notify_write.eq(1)
+                        m.d.sync += [
+                            self.notify.valid.eq(1),
+                            self.notify.payload.eq(w[:16] & mask[:16]),
+                        ]
+                if nv:
+                    with m.Case(4):
+                        with m.If(entry_valid):
+                            with m.Switch(local[2:4]):
+                                with m.Case(0):
+                                    # Message Address bits 1:0 are 0 (DW aligned).
+                                    m.d.sync += mx_addr[entry][:32].eq(
+                                        merge(mx_addr[entry][:32], w, mask & ~3))
+                                with m.Case(1):
+                                    m.d.sync += mx_addr[entry][32:].eq(
+                                        merge(mx_addr[entry][32:], w, mask))
+                                with m.Case(2):
+                                    m.d.sync += mx_data[entry].eq(merge(mx_data[entry], w, mask))
+                                with m.Case(3):
+                                    m.d.sync += mx_ctrl[entry].eq(merge(mx_ctrl[entry], w[0],
+                                                                        mask[0]))
+
+        with m.If(self.notify.valid & self.notify.ready & ~notify_write):
+            m.d.sync += self.notify.valid.eq(0)
+
+        # ISR: set by the interrupt logic, cleared by reading byte 0 [VIRTIO-1.2 4.1.4.5].
+        isr_next = Signal(8)
+        m.d.comb += isr_next.eq(isr)
+        with m.If(bus.r_stb & (region == 1) & (local == 0) & bus.be[0]):
+            m.d.comb += isr_next.eq(0)
+        m.d.sync += isr.eq(isr_next | self.isr_set)
+
+        with m.If(virtio_reset):
+            m.d.sync += [
+                device_feature_select.eq(0),
+                driver_feature_select.eq(0),
+                driver_features.eq(0),
+                msix_config.eq(rm.VIRTIO_MSI_NO_VECTOR),
+                device_status.eq(0),
+                queue_select.eq(0),
+                isr.eq(0),
+            ]
+            for i in range(nq):
+                m.d.sync += [
+                    q_size[i].eq(p.max_queue_size),
+                    q_vector[i].eq(rm.VIRTIO_MSI_NO_VECTOR),
+                    q_enable[i].eq(0),
+                    q_desc[i].eq(0),
+                    q_driver[i].eq(0),
+                    q_device[i].eq(0),
+                ]
+
+        return m
