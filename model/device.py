@@ -215,7 +215,7 @@ class VirtioBlkModel:
         length = self._cfg_value((cap.offset + 12) // 4)
         if bar != 0 or length not in (1, 2, 4) or offset % length:
             return None
-        if offset + length > self.p.bar0_size or offset == 0x14:
+        if offset + length > self.p.bar0_size:
             return None
         return offset, length
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from . import regmap as rm
 
 
-__all__ = ["DeviceParams", "DEFAULT_FEATURES"]
+__all__ = ["DeviceParams", "DEFAULT_FEATURES", "VARIANTS"]
 
 
 # [VIRTIO-1.2 5.2.3] Feature bits the device offers by default. Each one is backed by a field of
@@ -176,3 +176,15 @@ class DeviceParams:
     def capabilities(self):
         """The capability list, as ``[(offset, cap_id, length, extra)]`` in list order."""
         return rm.capability_layout(self)
+
+
+# The builds that exist, by top-level module name. The RTL build (``rtl/build.py``), the
+# testbench and the synthesis script all take their parameters from here.
+#
+# ``virtio_blk_ep_qemu`` is the one QEMU's proxy device needs: a 32-bit BAR0 (QEMU sizes BARs
+# one 32-bit register at a time) and no MSI-X (only guest RAM is shared, so MSI-X writes cannot
+# land).
+VARIANTS = {
+    "virtio_blk_ep":      DeviceParams(),
+    "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False),
+}

