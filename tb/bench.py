@@ -54,10 +54,9 @@ class TB:
     dut : cocotb handle
         The toplevel; its name picks the parameters from :data:`model.params.VARIANTS`.
     stalls : bool
-        Random idle cycles on ``rx`` and back-pressure on ``tx``. Defaults to the ``STALLS``
-        environment variable.
+        Random idle cycles (30%) on ``rx`` and back-pressure (30%) on ``tx``.
     """
-    def __init__(self, dut, stalls=None):
+    def __init__(self, dut, stalls=False):
         self.dut = dut
         self.log = logging.getLogger("cocotb.tb")
         self.log.setLevel(logging.INFO)
@@ -67,8 +66,6 @@ class TB:
         self.params = VARIANTS[self.name]
         self.seed = seed_from_env(self.log)
         self.rng = random.Random(self.seed)
-        if stalls is None:
-            stalls = os.environ.get("STALLS", "0") == "1"
         self.model = VirtioBlkModel(self.params)
         self.scoreboard = Scoreboard(self.model, self.log)
 

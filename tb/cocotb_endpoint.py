@@ -55,10 +55,11 @@ async def snapshot_common(drv, p):
 
 
 @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
-async def headline(dut):
+@cocotb.parametrize(stalls=[False, True])
+async def headline(dut, stalls):
     """Enumerate, find the virtio structures like Linux, negotiate every offered feature, reach
     DRIVER_OK, and print a summary."""
-    tb = TB(dut)
+    tb = TB(dut, stalls)
     p = tb.params
     pci = await tb.start()
 
@@ -141,10 +142,11 @@ async def headline(dut):
 
 
 @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
-async def negotiation(dut):
+@cocotb.parametrize(stalls=[False, True])
+async def negotiation(dut, stalls):
     """[VIRTIO-1.2 3.1.1, 2.2.2] FEATURES_OK only for an offered subset with VERSION_1; reset
     returns every register to its reset value."""
-    tb = TB(dut)
+    tb = TB(dut, stalls)
     p = tb.params
     await tb.start()
     drv = tb.driver()
@@ -193,12 +195,13 @@ async def negotiation(dut):
 
 
 @cocotb.test(timeout_time=200, timeout_unit="ms")
-async def random_access(dut):
+@cocotb.parametrize(stalls=[False, True])
+async def random_access(dut, stalls):
     """Random configuration and BAR0 traffic: sizes 1/2/4/8, partial byte enables, reserved and
     read-only fields, offsets outside BAR0; the scoreboard compares every completion."""
-    tb = TB(dut)
+    tb = TB(dut, stalls)
     p = tb.params
-    n = int(os.environ.get("N_ACCESSES", 2000))
+    n = int(os.environ.get("N_ACCESSES") or 2000)
     pci = await tb.start()
     drv = tb.driver()
     caps = await drv.find_capabilities()
@@ -294,10 +297,11 @@ async def random_access(dut):
 
 
 @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
-async def unsupported_requests(dut):
+@cocotb.parametrize(stalls=[False, True])
+async def unsupported_requests(dut, stalls):
     """[PCIe-3.0 2.3.1] UR for what the function does not support; CA for BAR0 accesses wider
     than a field; nothing decoded with Memory Space Enable clear."""
-    tb = TB(dut)
+    tb = TB(dut, stalls)
     p = tb.params
     pci = await tb.start()
     bus = pci.pcie_id.bus

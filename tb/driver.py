@@ -47,25 +47,8 @@ _MIN_LENGTH = {
     rm.VIRTIO_PCI_CAP_DEVICE_CFG: 0,
 }
 
-# Common configuration fields: (offset, size).
-_COMMON = {
-    "device_feature_select": (rm.CC_DEVICE_FEATURE_SELECT, 4),
-    "device_feature":        (rm.CC_DEVICE_FEATURE, 4),
-    "driver_feature_select": (rm.CC_DRIVER_FEATURE_SELECT, 4),
-    "driver_feature":        (rm.CC_DRIVER_FEATURE, 4),
-    "msix_config":           (rm.CC_MSIX_CONFIG, 2),
-    "num_queues":            (rm.CC_NUM_QUEUES, 2),
-    "device_status":         (rm.CC_DEVICE_STATUS, 1),
-    "config_generation":     (rm.CC_CONFIG_GENERATION, 1),
-    "queue_select":          (rm.CC_QUEUE_SELECT, 2),
-    "queue_size":            (rm.CC_QUEUE_SIZE, 2),
-    "queue_msix_vector":     (rm.CC_QUEUE_MSIX_VECTOR, 2),
-    "queue_enable":          (rm.CC_QUEUE_ENABLE, 2),
-    "queue_notify_off":      (rm.CC_QUEUE_NOTIFY_OFF, 2),
-    "queue_desc":            (rm.CC_QUEUE_DESC, 8),
-    "queue_driver":          (rm.CC_QUEUE_DRIVER, 8),
-    "queue_device":          (rm.CC_QUEUE_DEVICE, 8),
-}
+# Common configuration fields by name: (offset, size), from the register map.
+_COMMON = {name: (offset, size) for offset, size, name, _ in rm.COMMON_FIELDS}
 
 
 class VirtioPciDriver:

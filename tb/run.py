@@ -10,6 +10,7 @@ results and waves (``WAVES=1``: FST from Verilator, VCD from Icarus) in
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -47,8 +48,12 @@ def verilator_env():
                                    " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
-def run(sim, toplevel="virtio_blk_ep", testcase=None, extra_env=None):
-    """Generate, build and run; returns ``(tests, failed)`` from the results file."""
+def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None):
+    """Generate, build and run; returns ``(tests, failed)`` from the results file.
+
+    ``tests`` names cocotb tests: ``"headline"`` runs every parametrization of it,
+    ``"headline/stalls=False"`` just that one.
+    """
     from rtl.build import generate   # Amaranth is only needed here, not in the cocotb process
 
     if sim not in SIMULATORS:
@@ -60,18 +65,26 @@ def run(sim, toplevel="virtio_blk_ep", testcase=None, extra_env=None):
     if sim == "verilator":
         verilator_env()
         # FST rather than VCD: smaller, and GTKWave and Surfer read it.
-        build_args += ["-Wno-fatal"] + (["--trace-fst"] if waves else [])
+        # --no-timing: the one delay in the Verilog is the time-0 trigger (rtl/build.py).
+        build_args += ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--no-timing"] + (["--trace-fst"] if waves else [])
     runner = get_runner(sim)
     runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                  build_args=build_args, timescale=("1ns", "1ps"), waves=waves)
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
     results = runner.test(test_module=TEST_MODULE, hdl_toplevel=toplevel,
-                          testcase=testcase, build_dir=build_dir, test_dir=build_dir,
+                          test_filter=_test_filter(tests), build_dir=build_dir,
+                          test_dir=build_dir,
                           waves=waves, extra_env=env,
                           results_xml=str(build_dir / "results.xml")
                           if not os.environ.get("PYTEST_CURRENT_TEST") else None)
     return get_results(results)
+
+
+def _test_filter(names):
+    if not names:
+        return None
+    return r"\.(" + "|".join(re.escape(n) for n in names) + r")(/.*)?$"
 
 
 def main():

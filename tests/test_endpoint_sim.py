@@ -20,7 +20,7 @@ from .sim_helpers import stream_put, stream_get, tlp_beats, beats_to_dws, cfg0, 
 
 STATUS = {0: SC, 1: UR, 4: CA}
 BAR0 = 0x1_2340_0000
-N_ACCESSES = int(os.environ.get("N_ACCESSES", 2500))
+N_ACCESSES = int(os.environ.get("N_ACCESSES") or 2500)
 
 
 class Harness:

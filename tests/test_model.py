@@ -830,3 +830,10 @@ def test_pci_cfg_window_write_queue_select():
     data = window(h, *QUEUE_SELECT)
     h.cfg_write(data, 1, 2)
     assert h.get(QUEUE_SELECT) == 1
+
+
+def test_register_map_document_is_current():
+    """docs/registers.md is generated from model/regmap.py; it must not drift (make regmap)."""
+    import pathlib
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "registers.md"
+    assert doc.read_text() == rm.describe(DeviceParams()), "run `make regmap`"
