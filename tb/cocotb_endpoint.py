@@ -235,7 +235,23 @@ async def random_access(dut, stalls):
         return rng.choice([0, 1, 0xff, rng.randrange(1 << 8 * size)])
 
     counts = {"cfg_read": 0, "cfg_write": 0, "mem_read": 0, "mem_write": 0, "outside": 0}
+    offered = p.offered_features
+
+    def random_features():
+        bits = offered & rng.randrange(1 << 64)
+        if rng.random() < 0.3:
+            bits |= 1 << rng.randrange(64)                 # maybe an unoffered bit
+        if rng.random() < 0.3:
+            bits ^= 1 << rm.VIRTIO_F_VERSION_1             # maybe without VERSION_1
+        return bits
+
+    negotiations = 0
     for i in range(n):
+        if rng.random() < 0.02 and tb.model.memory_enabled:
+            # A whole driver negotiation, on top of the n single accesses: reset, status
+            # bits, feature words, FEATURES_OK read back (the scoreboard checks each access).
+            await drv.negotiate(("exact", random_features()))
+            negotiations += 1
         size = rng.choice([1, 2, 4, 8])
         if rng.random() < 0.3:
             # Configuration space: header, capabilities, PCI_CFG window, extended space.
@@ -291,7 +307,7 @@ async def random_access(dut, stalls):
         for s_off, s_len in structures:
             for off in range(s_off, s_off + s_len - 3, 4):
                 await tb.mem_read(base + off, 4)
-    tb.log.info("random accesses: %s", counts)
+    tb.log.info("random accesses: %s, and %d negotiations", counts, negotiations)
     assert sum(counts.values()) - counts["outside"] == n
     tb.finish()
 
