@@ -330,6 +330,15 @@ async def unsupported_requests(dut, stalls):
         return bool(sta & rm.DEVSTA_URD)
 
     assert not await urd_set_and_clear()
+    drv = tb.driver()
+    await drv.find_capabilities()
+
+    async def state():
+        """Configuration space and every virtio register, to show nothing changed."""
+        cfg = [await pci.config_read_dword(off) for off in range(0, 0x100, 4)]
+        return cfg, await snapshot_common(drv, p)
+
+    before = await state()
 
     def req(fmt_type, tag, **kw):
         t = Tlp()
@@ -389,8 +398,6 @@ async def unsupported_requests(dut, stalls):
     assert (await tb.inject(r)).status == CplStatus.UR
     assert await pci.config_read_byte(0x3c) == 0
     # A poisoned memory write does not land either.
-    drv = tb.driver()
-    await drv.find_capabilities()
     await tb.mem_write(tb.bar0 + rm.CC_QUEUE_SELECT, b"\x01\x00", poisoned=True)
     assert await drv.common_read("queue_select") == 0
 
@@ -399,7 +406,14 @@ async def unsupported_requests(dut, stalls):
     cpl = await tb.mem_read(tb.bar0, 4)
     assert cpl.status == CplStatus.UR
     assert await urd_set_and_clear()
+    await tb.mem_write(tb.bar0 + rm.CC_QUEUE_SELECT, b"\x01\x00")
+    await tb.mem_write(tb.bar0 + rm.CC_DEVICE_STATUS, b"\x01")
+    assert await urd_set_and_clear()          # [PCIe-3.0 2.3.1] posted UR: no completion
     await pci.config_write_word(0x04, rm.CMD_MEMORY_SPACE | rm.CMD_BUS_MASTER)
     assert (await tb.mem_read(tb.bar0 + rm.CC_NUM_QUEUES, 2)).status == CplStatus.SC
     tb.log.info("Memory Space Enable clear -> UR, as required")
+
+    # None of it changed any state.
+    after = await state()
+    assert after == before, "unsupported requests changed the device's state"
     tb.finish()

@@ -1,6 +1,6 @@
 # Ref: PCIe Base 3.0 sections 2.2.9 (Completion rules), 2.3.1 (request handling)
-"""Scoreboard: every request into the DUT also goes to the golden model, and every completion
-out of the DUT must match what the model predicted, field by field.
+"""TLP checker and scoreboard: every request into the DUT also goes to the golden model, and
+every TLP out of the DUT must be well-formed and match what the model predicted, field by field.
 
 It sits on the shim, so it sees all traffic, including the RootComplex's own enumeration and the
 cocotbext-pcie helpers' accesses, not only what a test asks for explicitly. A mismatch is logged
@@ -10,9 +10,10 @@ with both sides in full and recorded; :meth:`Scoreboard.check` fails the test at
 from cocotbext.pcie.core.tlp import Tlp, TlpType, CplStatus
 
 from model.device import SC, UR, CA
+from .shim import dws_to_tlp
 
 
-__all__ = ["Scoreboard"]
+__all__ = ["Scoreboard", "framing_problem"]
 
 
 _STATUS = {SC: CplStatus.SC, UR: CplStatus.UR, CA: CplStatus.CA}
@@ -42,6 +43,22 @@ def read_lower_address(tlp):
     """[PCIe-3.0 2.2.9] Lower Address: address bits 6:2 and the offset of the first enabled
     byte."""
     return (tlp.address & 0x7c) | (_first_set(tlp.first_be) if tlp.first_be else 0)
+
+
+def framing_problem(dws):
+    """What is wrong with the framing of one TLP's DWs, or None. [PCIe-3.0 2.2.1, 2.2.2]"""
+    if not dws:
+        return "empty"
+    fmt = dws[0] >> 29
+    if fmt & 0b100:
+        return f"TLP prefixes (Fmt {fmt:#05b}) are not sent by this function"
+    hdr = 4 if fmt & 1 else 3
+    has_data = bool(fmt & 0b10)
+    length = dws[0] & 0x3ff
+    expected = hdr + ((length or 1024) if has_data else 0)
+    if len(dws) != expected:
+        return (f"{len(dws)} DWs, but Fmt {fmt:#05b} and Length {length} make {expected}")
+    return None
 
 
 class Expected:
@@ -123,9 +140,23 @@ class Scoreboard:
 
     # -- completions ---------------------------------------------------------------------------
 
-    def completion(self, cpl):
-        """Called by the shim for each TLP the DUT sends."""
+    def completion(self, dws):
+        """Called by the shim with the DWs of each TLP the DUT sends. Returns the :class:`Tlp`,
+        or None if the TLP is malformed (recorded as an error)."""
         self.completions += 1
+        problem = framing_problem(dws)
+        if problem is None:
+            cpl = dws_to_tlp(dws)
+            if not cpl.check():
+                problem = "fails cocotbext-pcie's Tlp.check()"
+        if problem is not None:
+            self.error(f"malformed TLP from the DUT ({problem}): "
+                       f"{' '.join(f'{dw:08x}' for dw in dws)}")
+            return None
+        self._match(cpl)
+        return cpl
+
+    def _match(self, cpl):
         if cpl.fmt_type not in _CPL_TYPES:
             self.error(f"DUT sent a request, but has no DMA yet: {cpl!r}")
             return

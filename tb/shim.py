@@ -91,9 +91,12 @@ class TlpShim(Device):
         Probability that ``tx.ready`` is low in a cycle (back-pressure).
     rng : random.Random
         Source of the stalls, so a seed replays them.
-    on_request, on_completion : callables
-        Called with each TLP into the DUT, and each TLP out of it, in link order. The
-        testbench's scoreboard and protocol checker hang here.
+    on_request : callable
+        Called with each :class:`Tlp` into the DUT, in link order.
+    on_completion : callable
+        Called with the DWs of each TLP out of the DUT, in link order; returns the parsed
+        :class:`Tlp`, or None if it is malformed (the shim then stops the test). The
+        testbench's TLP checker and scoreboard hang here.
     """
     def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
                  on_request=None, on_completion=None):
@@ -105,7 +108,7 @@ class TlpShim(Device):
         self.stall_prob = stall_prob
         self.rng = rng or random.Random(0)
         self.on_request = on_request or (lambda tlp: None)
-        self.on_completion = on_completion or (lambda tlp: None)
+        self.on_completion = on_completion or dws_to_tlp
         self.rx_queue = Queue()
         self.rx_count = 0
         self.tx_count = 0
@@ -177,16 +180,11 @@ class TlpShim(Device):
             tx_ready.value = int(not (self.stall_prob and self.rng.random() < self.stall_prob))
 
     def _from_dut(self, dws):
-        tlp = dws_to_tlp(dws)
-        # [PCIe-3.0 2.2.2] Length covers exactly the payload carried.
-        hdr = tlp.get_header_size_dw()
-        expected = hdr + (tlp.length or 1024 if tlp.has_data() else 0)
-        if len(dws) != expected:
-            raise AssertionError(f"DUT sent {len(dws)} DWs for a TLP needing {expected}: "
-                                 f"{' '.join(f'{dw:08x}' for dw in dws)}")
         self.tx_count += 1
+        tlp = self.on_completion(dws)
+        if tlp is None:
+            raise AssertionError("the DUT sent a malformed TLP (see the TLP checker's error)")
         self.log.debug("From DUT: %r", tlp)
-        self.on_completion(tlp)
         slot = self._local.pop((int(tlp.requester_id), tlp.tag), None) \
             if tlp.is_completion() else None
         if slot is not None:
