@@ -1,0 +1,128 @@
+# Ref: PCIe Base 3.0, sections 2.2 (TLP formats) and 2.4 (ordering)
+"""Joining and splitting TLP streams, a whole packet at a time.
+
+The endpoint has one link but several TLP sources (the completer's completions, the DMA
+engine's requests) and sinks (requests go to the completer, completions to the DMA engine).
+:class:`TlpArbiter` merges sources onto one stream and :class:`TlpRouter` splits one stream by
+TLP kind; neither ever interleaves the beats of two packets.
+"""
+
+from amaranth.hdl import Module, Signal, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .tlp import TlpStreamSignature, TlpDw0, TlpType
+
+
+__all__ = ["TlpArbiter", "TlpRouter"]
+
+
+class TlpArbiter(wiring.Component):
+    """Merges ``n`` TLP streams onto one, packet by packet, in round-robin order.
+
+    A grant starts on a ``first`` beat and lasts until that packet's ``last`` beat has been
+    taken, so packets stay whole. After a packet, the port after it has priority, so no source
+    can starve another. [PCIe-3.0 2.4.1] ordering holds per source; the arbiter adds no
+    reordering within a source.
+
+    Parameters
+    ----------
+    data_width : int
+        Width of the TLP streams.
+    n : int
+        Number of sources, at least 1.
+
+    Attributes
+    ----------
+    i : array of TlpStreamSignature(data_width), in
+        The sources; ``i[0]`` first after reset.
+    o : TlpStreamSignature(data_width), out
+        The merged stream.
+    """
+    def __init__(self, data_width, n):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"TlpArbiter needs at least one source, not {n!r}")
+        self.data_width = data_width
+        self.n = n
+        super().__init__({
+            "i": In(TlpStreamSignature(data_width)).array(n),
+            "o": Out(TlpStreamSignature(data_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.n
+        grant = Signal(range(n), init=n - 1)  # the port granted now or last; i[0] goes first
+        locked = Signal()            # inside a packet of port `grant`
+        pick = Signal(range(n))      # the port to take when not locked
+
+        # Round robin: the first valid port after the last granted one.
+        m.d.comb += pick.eq(grant)
+        for k in reversed(range(1, n + 1)):
+            for g in range(n):
+                with m.If((grant == g) & self.i[(g + k) % n].valid):
+                    m.d.comb += pick.eq((g + k) % n)
+        sel = Mux(locked, grant, pick)
+
+        with m.Switch(sel):
+            for k in range(n):
+                with m.Case(k):
+                    m.d.comb += [
+                        self.o.valid.eq(self.i[k].valid),
+                        self.o.payload.eq(self.i[k].payload),
+                        self.i[k].ready.eq(self.o.ready),
+                    ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [
+                grant.eq(sel),
+                locked.eq(~self.o.payload.last),
+            ]
+        return m
+
+
+class TlpRouter(wiring.Component):
+    """Splits one TLP stream into completions and everything else.
+
+    The kind is decided from DW0 on each packet's ``first`` beat and held to its ``last``.
+
+    Parameters
+    ----------
+    data_width : int
+        Width of the TLP streams.
+
+    Attributes
+    ----------
+    i : TlpStreamSignature(data_width), in
+        TLPs from the link.
+    requests : TlpStreamSignature(data_width), out
+        Every TLP that is not a completion (to the completer).
+    completions : TlpStreamSignature(data_width), out
+        Cpl, CplD, CplLk and CplDLk [PCIe-3.0 2.2.9] (to the DMA engine's reassembly).
+    """
+    def __init__(self, data_width):
+        self.data_width = data_width
+        super().__init__({
+            "i":           In(TlpStreamSignature(data_width)),
+            "requests":    Out(TlpStreamSignature(data_width)),
+            "completions": Out(TlpStreamSignature(data_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dw0 = TlpDw0(self.i.payload.data[:32])
+        # [PCIe-3.0 2.2.1 Table 2-3] Completions are Type 0101x with Fmt 000 or 010; a prefix
+        # (Fmt 100) is not a completion header.
+        is_cpl_now = ((dw0.type[1:] == TlpType.CPL >> 1) & ~dw0.fmt.as_value()[2])
+        in_cpl = Signal()            # the packet in progress is a completion
+        is_cpl = Mux(self.i.payload.first, is_cpl_now, in_cpl)
+
+        for port, want in ((self.completions, 1), (self.requests, 0)):
+            m.d.comb += port.payload.eq(self.i.payload)
+            with m.If(is_cpl == want):
+                m.d.comb += [
+                    port.valid.eq(self.i.valid),
+                    self.i.ready.eq(port.ready),
+                ]
+        with m.If(self.i.valid & self.i.ready & self.i.payload.first):
+            m.d.sync += in_cpl.eq(is_cpl_now)
+        return m
