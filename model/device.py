@@ -27,6 +27,7 @@ the specs leave a choice open, the choice is written down here and in ``docs/reg
 from dataclasses import dataclass, field
 
 from . import regmap as rm
+from .regmap import merge
 
 
 __all__ = ["VirtioBlkModel", "QueueState", "SC", "UR", "CA"]
@@ -150,6 +151,11 @@ class VirtioBlkModel:
         # [PCIe-3.0 7.8.5] Unsupported Request Detected.
         self._set_event("pcie_devctl_devsta", rm.DEVSTA_URD << 16)
 
+    def poisoned_received(self):
+        """[PCIe-3.0 7.5.1.2] A Poisoned TLP (data with EP set) arrived: Status.Detected Parity
+        Error, whatever Parity Error Response says."""
+        self._set_event("command_status", rm.STS_DETECTED_PARITY_ERROR << 16)
+
     def _target_abort(self):
         # [PCI-3.0 6.2.3] Signaled Target Abort: the function completed a request as CA.
         self._set_event("command_status", rm.STS_SIGNALED_TARGET_ABORT << 16)
@@ -182,6 +188,8 @@ class VirtioBlkModel:
 
     def config_write(self, dw, value, be=0xf, function=0, bus=0, dev=0, poisoned=False):
         """Configuration Write Type 0. Returns the completion status."""
+        if poisoned:
+            self.poisoned_received()
         if function != 0 or poisoned:
             # [PCIe-3.0 2.7.2.2] A poisoned Configuration Write is discarded and completes UR.
             self._unsupported_request()
@@ -221,8 +229,15 @@ class VirtioBlkModel:
 
     # -- memory requests ----------------------------------------------------------------------
 
+    @property
+    def power_state(self):
+        """PMCSR PowerState: 0 = D0, 3 = D3hot."""
+        return self._cfg_value(self._reg_dw("pm_csr")) & 3
+
     def _bar_hit(self, addr):
-        return self.memory_enabled and addr & ~(self.p.bar0_size - 1) == self.bar0_base
+        # [PCIe-3.0 5.3.1.4.1] In D3hot only configuration requests and messages are taken.
+        return (self.memory_enabled and self.power_state != 3 and
+                addr & ~(self.p.bar0_size - 1) == self.bar0_base)
 
     def mem_read(self, addr, length_dw, first_be, last_be=0):
         """Memory Read Request. Returns ``(status, bytes)`` with ``length_dw * 4`` bytes on SC."""
@@ -242,6 +257,8 @@ class VirtioBlkModel:
     def mem_write(self, addr, data, first_be, last_be=0, poisoned=False):
         """Posted Memory Write Request; ``data`` holds ``4 * length`` bytes."""
         length_dw = len(data) // 4
+        if poisoned:
+            self.poisoned_received()
         if not self._bar_hit(addr):
             self._unsupported_request()
             return UR
@@ -257,8 +274,21 @@ class VirtioBlkModel:
             self.bar_write_dw(off + i, int.from_bytes(data[4 * i:4 * i + 4], "little"), be)
         return SC
 
-    def unsupported(self):
-        """Any request type the function does not support (I/O, Type 1, MRdLk, AtomicOp, Msg)."""
+    def message(self, code, poisoned=False):
+        """A Message request with Message Code ``code`` [PCIe-3.0 2.2.8]: the ones in
+        :data:`regmap.MESSAGES_ACCEPTED` are dropped without error, any other is an Unsupported
+        Request (posted, so only Unsupported Request Detected records it)."""
+        if code in rm.MESSAGES_ACCEPTED:
+            if poisoned:
+                self.poisoned_received()
+            return
+        self.unsupported(poisoned)
+
+    def unsupported(self, poisoned=False):
+        """Any request type the function does not support (I/O, Type 1, MRdLk, AtomicOp, Msg);
+        ``poisoned`` if it carried data with EP set."""
+        if poisoned:
+            self.poisoned_received()
         self._unsupported_request()
         return UR
 
@@ -333,9 +363,11 @@ class VirtioBlkModel:
         if region == 0:
             self._common_write(local, value, m)
         elif region == 3:
-            # [VIRTIO-1.2 4.1.5.2] The driver notifies by writing the queue index.
+            # [VIRTIO-1.2 4.1.5.2] The driver notifies by writing the 16-bit queue index at
+            # the queue's notify address: lanes 2-3 when that is 2 mod 4 (a multiplier of 2).
             if local < self.p.notify_length and m:
-                self.notifications.append(value & m & 0xffff)
+                self.notifications.append(value & m & 0xffff if m & 0xffff
+                                          else (value & m) >> 16)
         elif region == 4 and local // 16 < self.p.msix_table_size:
             e = self.msix_table[local // 16]
             word = local // 4 % 4
@@ -404,7 +436,3 @@ class VirtioBlkModel:
         """[VIRTIO-1.2 2.2.2, 6.1] A subset of the offered features that includes VERSION_1."""
         return (features & ~self.p.offered_features) == 0 and \
             bool(features >> rm.VIRTIO_F_VERSION_1 & 1)
-
-
-def merge(old, value, m):
-    return (old & ~m) | (value & m)

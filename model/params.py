@@ -27,7 +27,12 @@ DEFAULT_FEATURES = (
     (1 << rm.VIRTIO_BLK_F_WRITE_ZEROES) |
     (1 << rm.VIRTIO_RING_F_INDIRECT_DESC) |
     (1 << rm.VIRTIO_RING_F_EVENT_IDX) |
-    (1 << rm.VIRTIO_F_VERSION_1)
+    (1 << rm.VIRTIO_F_VERSION_1) |
+    # [VIRTIO-1.2 6.1] A hardware device should offer these: its DMA goes through the
+    # platform's IOMMU, and its accesses need the platform's memory ordering, so the driver
+    # must use the DMA API and real barriers.
+    (1 << rm.VIRTIO_F_ACCESS_PLATFORM) |
+    (1 << rm.VIRTIO_F_ORDER_PLATFORM)
 )
 
 
@@ -136,6 +141,11 @@ class DeviceParams:
         if self.read_only:
             f |= 1 << rm.VIRTIO_BLK_F_RO
         return f
+
+    @property
+    def bar0_dw_bits(self):
+        """Width of a DW index into BAR0."""
+        return (self.bar0_size // 4 - 1).bit_length()
 
     @property
     def msix_table_size(self):

@@ -26,6 +26,8 @@ VIRTIO_RING_F_EVENT_IDX     = 29
 VIRTIO_F_VERSION_1          = 32
 VIRTIO_F_ACCESS_PLATFORM    = 33
 VIRTIO_F_RING_PACKED        = 34
+VIRTIO_F_ORDER_PLATFORM     = 36
+VIRTIO_F_NOTIFICATION_DATA  = 38
 
 # [VIRTIO-1.2 5.2.3] Block device feature bits.
 VIRTIO_BLK_F_SIZE_MAX     = 1
@@ -48,7 +50,8 @@ FEATURE_NAMES = {
     VIRTIO_BLK_F_DISCARD: "DISCARD", VIRTIO_BLK_F_WRITE_ZEROES: "WRITE_ZEROES",
     VIRTIO_RING_F_INDIRECT_DESC: "RING_INDIRECT_DESC", VIRTIO_RING_F_EVENT_IDX: "RING_EVENT_IDX",
     VIRTIO_F_VERSION_1: "VERSION_1", VIRTIO_F_ACCESS_PLATFORM: "ACCESS_PLATFORM",
-    VIRTIO_F_RING_PACKED: "RING_PACKED",
+    VIRTIO_F_RING_PACKED: "RING_PACKED", VIRTIO_F_ORDER_PLATFORM: "ORDER_PLATFORM",
+    VIRTIO_F_NOTIFICATION_DATA: "NOTIFICATION_DATA",
 }
 
 
@@ -127,8 +130,25 @@ CMD_INTX_DISABLE = 1 << 10
 STS_INTERRUPT             = 1 << 3
 STS_CAP_LIST              = 1 << 4
 STS_SIGNALED_TARGET_ABORT = 1 << 11
+STS_DETECTED_PARITY_ERROR = 1 << 15
+# [PCIe-3.0 2.2.8] Messages an endpoint accepts and drops without error, by Message Code. Any
+# other message is an Unsupported Request (posted: no completion, URD set).
+MESSAGES_ACCEPTED = {
+    0x00: "Unlock",                       # 2.2.8.4
+    0x14: "PM_Active_State_Nak",          # 2.2.8.2
+    0x19: "PME_Turn_Off",                 # 2.2.8.2 (the PME_TO_Ack reply is not sent yet)
+    0x50: "Set_Slot_Power_Limit",         # 2.2.8.5
+    0x7f: "Vendor_Defined Type 1",        # 2.2.8.6: silently discarded
+}
+
 # PCIe Device Status bits [PCIe-3.0 7.8.5].
 DEVSTA_URD = 1 << 3
+
+
+def merge(old, value, mask):
+    """``old`` with the bits set in ``mask`` taken from ``value``: a register write with byte
+    enables. Works on ints (the model) and Amaranth values (the RTL) alike."""
+    return (old & ~mask) | (value & mask)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from .tlp import Fmt, TlpType, CplStatus, TlpDw0, ReqDw1, CfgDw2, CplDw1, CplDw2, \
     TlpStreamSignature
 from .regport import RegisterSignature
+from model import regmap as rm
 
 
 __all__ = ["Completer"]
@@ -43,26 +44,30 @@ class Completer(wiring.Component):
         BAR0 accesses.
     command : Signal(16), in
         Command register (Memory Space Enable gates BAR0 decode).
+    power_state : Signal(2), in
+        PMCSR PowerState; BAR0 is not decoded in D3hot.
     bar0_base : Signal(64), in
     completer_id : Signal(16), out
         Bus and Device Numbers captured from Type 0 Configuration Writes [PCIe-3.0 2.2.6.2];
         the function number is 0.
-    ur_detected, target_abort : Signal(1), out
+    ur_detected, target_abort, poisoned_received : Signal(1), out
         Pulses for Device Status and Status.
     """
     def __init__(self, params):
         self.params = params
-        bar_addr_width = (params.bar0_size // 4 - 1).bit_length()
+        bar_addr_width = params.bar0_dw_bits
         super().__init__({
             "rx":           In(TlpStreamSignature(params.data_width)),
             "tx":           Out(TlpStreamSignature(params.data_width)),
             "cfg":          Out(RegisterSignature(10)),
             "bar":          Out(RegisterSignature(bar_addr_width)),
             "command":      In(16),
+            "power_state":  In(2),
             "bar0_base":    In(64),
             "completer_id": Out(16),
             "ur_detected":  Out(1),
             "target_abort": Out(1),
+            "poisoned_received": Out(1),
         })
 
     def elaborate(self, platform):
@@ -95,11 +100,15 @@ class Completer(wiring.Component):
         is_cpl  = ~prefix & ((typ == TlpType.CPL) | (typ == TlpType.CPL_LOCKED))
         is_msg  = ~prefix & (typ[3:] == 0b10)
         posted  = is_mwr | is_msg | prefix
-        # [PCIe-3.0 2.2.8.6] Vendor_Defined Type 1 messages are silently discarded.
-        is_vdm1 = is_msg & (dws[1][:8] == 0x7f)
+        # [PCIe-3.0 2.2.8] Messages an endpoint takes without error (Set_Slot_Power_Limit,
+        # Unlock, ...; see regmap.MESSAGES_ACCEPTED); any other is an Unsupported Request.
+        msg_accepted = is_msg & Cat(dws[1][:8] == code
+                                    for code in rm.MESSAGES_ACCEPTED).any()
 
         bar_hit = Signal()
-        m.d.comb += bar_hit.eq(self.command[1] &
+        # [PCIe-3.0 5.3.1.4.1] In D3hot a function takes only configuration requests and
+        # messages: memory requests are Unsupported Requests.
+        m.d.comb += bar_hit.eq(self.command[1] & (self.power_state != 3) &
                                ((addr >> size_bits) == (self.bar0_base >> size_bits)))
         offset = addr[2:size_bits]
         last_dw = (1 << (size_bits - 2)) - 1
@@ -171,6 +180,9 @@ class Completer(wiring.Component):
                         m.next = "Decode"
 
             with m.State("Decode"):
+                # [PCIe-3.0 2.7.2.2] A Poisoned TLP received (data with EP set) is logged
+                # whatever happens to it next.
+                m.d.comb += self.poisoned_received.eq(has_data & dw0.ep)
                 m.d.sync += idx.eq(0)
                 with m.If(is_cfg0 & (cfg_dw2.function == 0) & ~(has_data & dw0.ep)):
                     with m.If(has_data):
@@ -198,8 +210,8 @@ class Completer(wiring.Component):
                     with m.Else():
                         m.d.comb += self.target_abort.eq(1)
                         m.next = "Receive"
-                with m.Elif(is_cpl | is_vdm1):
-                    # Unexpected Completion / ignored message: discard.
+                with m.Elif(is_cpl | msg_accepted):
+                    # Unexpected Completion, or a message that needs no action: discard.
                     m.next = "Receive"
                 with m.Elif(posted):
                     m.d.comb += self.ur_detected.eq(1)

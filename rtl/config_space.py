@@ -36,6 +36,8 @@ class ConfigSpace(wiring.Component):
         BAR0 base address (the size bits read as 0).
     devctl : Signal(16), out
         PCI Express Device Control: Max_Payload_Size, Max_Read_Request_Size, Extended Tag.
+    power_state : Signal(2), out
+        PMCSR PowerState: 0 = D0, 3 = D3hot.
     msix_enable, msix_mask : Signal(1), out
         MSI-X Enable and Function Mask.
     intx_pending : Signal(1), in
@@ -43,23 +45,27 @@ class ConfigSpace(wiring.Component):
     ur_detected, target_abort : Signal(1), in
         Pulses that set Device Status.Unsupported Request Detected and Status.Signaled Target
         Abort.
+    poisoned_received : Signal(1), in
+        A pulse for each poisoned TLP received: sets Status.Detected Parity Error.
     """
     def __init__(self, params):
         self.params = params
         self.regs = rm.config_registers(params)
         self._dw = {r.name: dw for dw, r in self.regs.items()}
-        bar_addr_width = (params.bar0_size // 4 - 1).bit_length()
+        bar_addr_width = params.bar0_dw_bits
         super().__init__({
             "bus":          In(RegisterSignature(10)),
             "bar":          Out(RegisterSignature(bar_addr_width)),
             "command":      Out(16),
             "bar0_base":    Out(64),
             "devctl":       Out(16),
+            "power_state":  Out(2),
             "msix_enable":  Out(1),
             "msix_mask":    Out(1),
             "intx_pending": In(1),
             "ur_detected":  In(1),
             "target_abort": In(1),
+            "poisoned_received": In(1),
         })
 
     def elaborate(self, platform):
@@ -85,6 +91,7 @@ class ConfigSpace(wiring.Component):
         m.d.comb += [
             self.command.eq(field("command_status")[:16]),
             self.devctl.eq(field("pcie_devctl_devsta")[:16]),
+            self.power_state.eq(field("pm_csr")[:2]),
         ]
         base = field("bar0")[4:32] << 4
         if p.bar0_64bit:
@@ -183,5 +190,10 @@ class ConfigSpace(wiring.Component):
         with m.If(self.target_abort):
             dw = self._dw["command_status"]
             m.d.sync += store[dw][16 + 11].eq(1)
+        with m.If(self.poisoned_received):
+            # [PCIe-3.0 7.5.1.2] Detected Parity Error: set on receiving a Poisoned TLP,
+            # whatever Parity Error Response says.
+            dw = self._dw["command_status"]
+            m.d.sync += store[dw][16 + 15].eq(1)
 
         return m

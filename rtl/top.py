@@ -71,6 +71,8 @@ class VirtioBlkEndpoint(wiring.Component):
             completer.bar0_base.eq(config.bar0_base),
             config.ur_detected.eq(completer.ur_detected),
             config.target_abort.eq(completer.target_abort),
+            config.poisoned_received.eq(completer.poisoned_received),
+            completer.power_state.eq(config.power_state),
             # Nothing consumes notifications until the queue engine exists.
             regs.notify.ready.eq(1),
         ]

@@ -12,14 +12,11 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from model import regmap as rm
+from model.regmap import merge
 from .regport import RegisterSignature, byte_mask
 
 
 __all__ = ["VirtioRegisters", "QueueConfigLayout"]
-
-
-def merge(old, new, mask):
-    return (old & ~mask) | (new & mask)
 
 
 class QueueConfigLayout(data.StructLayout):
@@ -61,7 +58,7 @@ class VirtioRegisters(wiring.Component):
     """
     def __init__(self, params):
         self.params = params
-        self.addr_width = (params.bar0_size // 4 - 1).bit_length()
+        self.addr_width = params.bar0_dw_bits
         super().__init__({
             "bus":             In(RegisterSignature(self.addr_width)),
             "notify":          Out(stream.Signature(16)),
@@ -274,12 +271,14 @@ class VirtioRegisters(wiring.Component):
                                         sl = arr[qs][32 * half:32 * half + 32]
                                         m.d.sync += sl.eq(merge(sl, w, mask))
                 with m.Case(3):
-                    # [VIRTIO-1.2 4.1.5.2] Available buffer notification: the queue index.
+                    # [VIRTIO-1.2 4.1.5.2] Available buffer notification: the 16-bit queue
+                    # index, in lanes 2-3 when the notify address is 2 mod 4 (multiplier 2).
                     with m.If((local < p.notify_length) & mask.any()):
                         m.d.comb += notify_write.eq(1)
                         m.d.sync += [
                             self.notify.valid.eq(1),
-                            self.notify.payload.eq(w[:16] & mask[:16]),
+                            self.notify.payload.eq(Mux(mask[:16].any(), w[:16] & mask[:16],
+                                                       w[16:] & mask[16:])),
                         ]
                 if nv:
                     with m.Case(4):

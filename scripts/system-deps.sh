@@ -22,6 +22,9 @@ need iverilog      sh -c "command -v iverilog && iverilog -V"
 need g++           sh -c "command -v g++"
 need make          sh -c "command -v make"
 need perl          perl -MPod::Usage -MGetopt::Long -e 1
+# Verilator's FST wave writer (WAVES=1) compiles against zlib and lz4.
+need zlib1g-dev    test -f /usr/include/zlib.h
+need liblz4-dev    test -f /usr/include/lz4.h
 if [ -n "$venv" ]; then
 	# cocotb embeds Python in the simulator through the shared libpython.
 	need libpython3.11 "$venv/bin/cocotb-config" --libpython

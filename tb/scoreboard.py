@@ -126,11 +126,13 @@ class Scoreboard:
             m.mem_write(tlp.address, bytes(tlp.get_data()), tlp.first_be, tlp.last_be,
                         poisoned=bool(tlp.ep))
         elif t in _CPL_TYPES:
-            pass  # [PCIe-3.0 2.3.2] an Unexpected Completion is discarded
+            # [PCIe-3.0 2.3.2] An Unexpected Completion is discarded (poisoned data logged).
+            if tlp.ep and tlp.has_data():
+                m.poisoned_received()
         else:
             # I/O, Configuration Type 1, MRdLk, AtomicOps: Unsupported Request. (Messages
             # cannot reach here: cocotbext-pcie's Tlp does not encode them.)
-            exp = Expected(tlp, m.unsupported())
+            exp = Expected(tlp, m.unsupported(poisoned=bool(tlp.ep) and tlp.has_data()))
         if exp is not None:
             exp.completer_id = m.completer_id
             key = (int(tlp.requester_id), tlp.tag)

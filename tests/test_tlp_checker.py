@@ -71,6 +71,9 @@ def test_matching_completion_passes(board):
     ("tag",            "matches no outstanding request"),
     ("requester_id",   "matches no outstanding request"),
     ("tc",             "TC/Attr"),
+    ("no_data",        "type CPL, expected CPL_DATA"),
+    ("locked",         "type CPL_LOCKED_DATA, expected CPL_DATA"),
+    ("long",           "8 data bytes, expected 4"),
 ])
 def test_bad_completion_is_an_error(board, fault, message):
     req = cfg_read(0, tag=7)
@@ -92,6 +95,14 @@ def test_bad_completion_is_an_error(board, fault, message):
         cpl.requester_id = PcieId(0, 1, 0)
     elif fault == "tc":
         cpl.tc = 1
+    elif fault == "no_data":
+        cpl = Tlp.create_completion_for_tlp(req, EP)
+        cpl.byte_count = 4
+    elif fault == "locked":
+        cpl.fmt_type = TlpType.CPL_LOCKED_DATA
+    elif fault == "long":
+        cpl.byte_count = 8
+        cpl.set_data(b"\xf4\x1a\x42\x10" * 2)
     board.completion(tlp_to_dws(cpl))
     assert any(message in e for e in board.errors), board.errors
     with pytest.raises(AssertionError):
