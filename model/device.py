@@ -366,8 +366,9 @@ class VirtioBlkModel:
             # [VIRTIO-1.2 4.1.5.2] The driver notifies by writing the 16-bit queue index at
             # the queue's notify address: lanes 2-3 when that is 2 mod 4 (a multiplier of 2).
             if local < self.p.notify_length and m:
-                self.notifications.append(value & m & 0xffff if m & 0xffff
-                                          else (value & m) >> 16)
+                q = value & m & 0xffff if m & 0xffff else (value & m) >> 16
+                if q < self.p.num_queues:   # any other index names no queue: dropped
+                    self.notifications.append(q)
         elif region == 4 and local // 16 < self.p.msix_table_size:
             e = self.msix_table[local // 16]
             word = local // 4 % 4

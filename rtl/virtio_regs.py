@@ -44,9 +44,8 @@ class VirtioRegisters(wiring.Component):
     bus : RegisterSignature, in
         BAR0 accesses by DW offset.
     notify : stream.Signature(16), out
-        Queue indices written to the notify region [VIRTIO-1.2 4.1.5.2]. A notification that
-        arrives while the stream is stalled replaces the one waiting (the queue engine re-reads
-        every queue's avail index, so no work is lost).
+        Queue indices written to the notify region [VIRTIO-1.2 4.1.5.2]. Notifications for a
+        queue whose previous one has not been taken yet merge with it; none is lost.
     device_status : Signal(8), out
     driver_features : Signal(64), out
     queues : Array of QueueConfigLayout, out
@@ -200,6 +199,7 @@ class VirtioRegisters(wiring.Component):
         w = bus.w_data
         virtio_reset = Signal()
         notify_write = Signal()
+        notify_index = Signal(16)
 
         with m.If(bus.w_stb):
             with m.Switch(region):
@@ -274,11 +274,10 @@ class VirtioRegisters(wiring.Component):
                     # [VIRTIO-1.2 4.1.5.2] Available buffer notification: the 16-bit queue
                     # index, in lanes 2-3 when the notify address is 2 mod 4 (multiplier 2).
                     with m.If((local < p.notify_length) & mask.any()):
-                        m.d.comb += notify_write.eq(1)
-                        m.d.sync += [
-                            self.notify.valid.eq(1),
-                            self.notify.payload.eq(Mux(mask[:16].any(), w[:16] & mask[:16],
-                                                       w[16:] & mask[16:])),
+                        m.d.comb += [
+                            notify_write.eq(1),
+                            notify_index.eq(Mux(mask[:16].any(), w[:16] & mask[:16],
+                                                w[16:] & mask[16:])),
                         ]
                 if nv:
                     with m.Case(4):
@@ -297,8 +296,26 @@ class VirtioRegisters(wiring.Component):
                                     m.d.sync += mx_ctrl[entry].eq(merge(mx_ctrl[entry], w[0],
                                                                         mask[0]))
 
-        with m.If(self.notify.valid & self.notify.ready & ~notify_write):
-            m.d.sync += self.notify.valid.eq(0)
+        # Doorbells wait in a per-queue pending bitmap, so none is lost while the queue engine
+        # is busy and repeats for one queue merge (the engine reads avail->idx anyway). The
+        # stream's payload holds still until taken; the lowest pending queue goes next. An
+        # index at or beyond num_queues names no queue and is dropped.
+        pending = Signal(nq)
+        pending_all = Signal(nq)
+        m.d.comb += pending_all.eq(pending)
+        waiting = self.notify.valid & ~self.notify.ready      # presented, not taken yet
+        with m.If(notify_write & (notify_index < nq) &
+                  ~(waiting & (self.notify.payload == notify_index))):
+            m.d.comb += pending_all.eq(pending | (1 << notify_index)[:nq])
+        m.d.sync += pending.eq(pending_all)
+        with m.If(~self.notify.valid | self.notify.ready):
+            m.d.sync += self.notify.valid.eq(pending_all.any())
+            for q in reversed(range(nq)):
+                with m.If(pending_all[q]):
+                    m.d.sync += self.notify.payload.eq(q)
+            with m.If(pending_all.any()):
+                # Lowest set bit cleared: x & (x - 1).
+                m.d.sync += pending.eq(pending_all & (pending_all - 1))
 
         # ISR: set by the interrupt logic, cleared by reading byte 0 [VIRTIO-1.2 4.1.4.5].
         isr_next = Signal(8)
@@ -316,6 +333,8 @@ class VirtioRegisters(wiring.Component):
                 device_status.eq(0),
                 queue_select.eq(0),
                 isr.eq(0),
+                pending.eq(0),
+                self.notify.valid.eq(0),
             ]
             for i in range(nq):
                 m.d.sync += [

@@ -93,3 +93,26 @@ def test_isr_is_set_from_inside_and_cleared_by_reading():
         assert ctx.get(dut.isr) == 0
         assert await read(ctx, dut, model, rm.ISR_OFFSET) == 0
     run(p, bench)
+
+
+def test_notify_waits_while_stalled_and_merges_repeats():
+    """Doorbells that arrive while the queue engine is busy wait, one per queue, and the
+    waiting payload never changes under the consumer; an index past num_queues is dropped."""
+    p = DeviceParams(num_queues=4)
+
+    async def bench(ctx, dut, model):
+        ctx.set(dut.notify.ready, 0)
+        for q in (2, 0, 2, 7, 1):
+            await write(ctx, dut, model, rm.NOTIFY_OFFSET + q * p.notify_off_multiplier, q, 0x3)
+            assert ctx.get(dut.notify.valid)
+            assert ctx.get(dut.notify.payload) == 2, "the waiting payload changed"
+        taken = []
+        ctx.set(dut.notify.ready, 1)
+        for _ in range(6):
+            if ctx.get(dut.notify.valid):
+                taken.append(ctx.get(dut.notify.payload))   # transferred at this edge
+            await ctx.tick()
+        # Queue 2 was waiting first; then the rest of the bitmap, lowest first; 7 is no queue.
+        assert taken == [2, 0, 1], taken
+        assert model.notifications == [2, 0, 2, 1]
+    run(p, bench)
