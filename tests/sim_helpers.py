@@ -4,7 +4,8 @@ import struct
 
 
 __all__ = ["stream_put", "stream_get", "tlp_beats", "beats_to_dws",
-           "cfg0", "mem_req", "parse_cpl"]
+           "cfg0", "mem_req", "parse_cpl", "stream_get_within", "dma_data_beats", "parse_mem_req",
+           "tlp_put", "tlp_get", "completion"]
 
 
 async def stream_put(ctx, stream, payload):
@@ -80,3 +81,89 @@ def parse_cpl(dws):
         "requester_id": dw2 >> 16, "tag": dw2 >> 8 & 0xff, "lower_address": dw2 & 0x7f,
         "data": dws[3:],
     }
+
+
+def dma_data_beats(data, width=64):
+    """Bytes of one DMA transfer -> beat payloads (dicts) of a ``DmaData(width)`` stream: packed
+    from byte lane 0, ``keep`` per byte (all set but on the last beat), ``last`` on the last."""
+    per = width // 8
+    beats = []
+    for i in range(0, len(data), per):
+        chunk = bytes(data[i:i + per])
+        beats.append({
+            "data": int.from_bytes(chunk, "little"),
+            "keep": (1 << len(chunk)) - 1,
+            "last": int(i + per >= len(data)),
+        })
+    return beats
+
+
+def parse_mem_req(dws):
+    """A memory request's DWs (as from :func:`beats_to_dws`) -> dict of header fields, the
+    DW-aligned ``addr``, ``n_dw`` (Length decoded, 0 meaning 1024), ``four_dw`` and the payload
+    DWs in ``data``."""
+    dw0, dw1 = dws[:2]
+    fmt = dw0 >> 29
+    four_dw = bool(fmt & 1)
+    if four_dw:
+        addr = dws[2] << 32 | dws[3]
+    else:
+        addr = dws[2]
+    hdr_len = 4 if four_dw else 3
+    length = dw0 & 0x3ff
+    return {
+        "fmt": fmt, "type": dw0 >> 24 & 0x1f, "tc": dw0 >> 20 & 7, "attr": dw0 >> 12 & 3,
+        "attr2": dw0 >> 18 & 1, "th": dw0 >> 16 & 1, "td": dw0 >> 15 & 1, "ep": dw0 >> 14 & 1,
+        "at": dw0 >> 10 & 3, "length": length, "n_dw": length or 1024,
+        "requester_id": dw1 >> 16, "tag": dw1 >> 8 & 0xff,
+        "last_be": dw1 >> 4 & 0xf, "first_be": dw1 & 0xf,
+        "four_dw": four_dw, "addr_rsvd": addr & 3, "addr": addr & ~3,
+        "data": dws[hdr_len:],
+    }
+
+
+async def stream_get_within(ctx, stream, cycles):
+    """Like :func:`stream_get`, but fail if no transfer comes within ``cycles`` cycles, so a
+    design that hangs fails the test instead of running forever."""
+    ctx.set(stream.ready, 1)
+    for _ in range(cycles):
+        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        if valid:
+            ctx.set(stream.ready, 0)
+            return payload
+    raise AssertionError(f"no transfer on {stream!r} within {cycles} cycles")
+
+
+async def tlp_put(ctx, stream, dws, rng=None, idle=0.0):
+    """Send one TLP (a list of DWs) on ``stream``, with an idle cycle before each beat with
+    probability ``idle``."""
+    for beat in tlp_beats(dws, len(stream.payload.data)):
+        while rng is not None and rng.random() < idle:
+            await ctx.tick()
+        await stream_put(ctx, stream, beat)
+
+
+async def tlp_get(ctx, stream, rng=None, stall=0.0):
+    """Take one TLP from ``stream`` and return its DWs, holding ``ready`` low before each beat
+    with probability ``stall``; checks that ``first`` marks exactly the first beat."""
+    beats = []
+    while True:
+        while rng is not None and rng.random() < stall:
+            await ctx.tick()
+        beat = await stream_get(ctx, stream)
+        assert bool(beat.first) == (not beats), "first set inside a packet, or missing"
+        beats.append(beat)
+        if beat.last:
+            return beats_to_dws(beats, len(stream.payload.data))
+
+
+def completion(tag, byte_count, lower_address, data=None, status=0, ep=0, requester_id=0,
+               completer_id=0):
+    """A completion as DWs: CplD when ``data`` (a list of payload DWs) is given, else Cpl.
+    ``byte_count`` 4096 is encoded as 0 [PCIe-3.0 2.2.9]."""
+    n = len(data) if data is not None else 0
+    fmt = 0b010 if data is not None else 0b000
+    dw0 = fmt << 29 | 0b01010 << 24 | ep << 14 | (n & 0x3ff)
+    dw1 = completer_id << 16 | status << 13 | (byte_count & 0xfff)
+    dw2 = requester_id << 16 | tag << 8 | (lower_address & 0x7f)
+    return [dw0, dw1, dw2] + [_le(d) for d in (data or [])]

@@ -1,0 +1,559 @@
+# Ref: PCIe Base 3.0, sections 2.2.7 (memory requests), 2.3 (completions), 2.8 (timeout)
+"""The read half of the DMA engine: host memory to the client, in command order.
+
+A command (``addr``, ``length``, client ``tag``) becomes one or more Memory Read requests, each
+at most Max_Read_Request_Size long and never crossing an MRRS-aligned boundary (so never a 4 KB
+one). Every request owns a *slot*: its Tag is the slot number, and a slot of
+``max_read_request`` bytes in the reassembly buffer holds its data at the host address modulo
+``max_read_request``. Completions fill the slots in any order; the slots drain to the client in
+the order they were allocated (a ring), so data comes out in command order with no reorder logic
+beyond the ring itself. A slot, and with it its Tag, is freed only when it has drained, that is
+after its request completed, failed or timed out.
+
+The drain reads the buffer one aligned 64-bit word a cycle and shifts every word of a command by
+the same number of bytes (``addr % 8``): every request after a command's first starts on an MRRS
+boundary, so on a word boundary.
+"""
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux, Array
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from .tlp import Fmt, TlpType, CplStatus, TlpDw0, ReqDw1, CplDw1, CplDw2, TlpStreamSignature
+from .dma_layouts import DmaCommand, DmaData, DmaError, DmaStatus
+
+
+__all__ = ["DmaReadEngine", "DEFAULT_TIMEOUT"]
+
+
+# Completion timeout in cycles: 2**20 is 8.4 ms at 125 MHz, inside the 50 us to 50 ms range that
+# the default Completion Timeout Value (0000b) allows [PCIe-3.0 2.8, 7.8.16].
+DEFAULT_TIMEOUT = 1 << 20
+
+_MRR_SIZES = (128, 256, 512, 1024, 2048, 4096)
+
+# The command as the drain needs it: passed from the request side in a FIFO.
+_CmdInfo = data.StructLayout({
+    "length": 17,
+    "shift":  3,     # addr % 8: the byte lane of the first byte in the buffer's words
+    "tag":    8,
+})
+
+
+class DmaReadEngine(wiring.Component):
+    """Reads host memory with Memory Read requests and returns the bytes in command order.
+
+    Every command gets exactly ``length`` bytes on ``data`` (byte ``k`` in lane ``k % 8`` of
+    beat ``k // 8``), then one ``status``. A request that fails (a completion with UR or CA
+    status or EP set, or no complete answer within ``timeout`` cycles) reads as zeros over its
+    whole range, up to ``max_read_request`` bytes; the rest of the command still carries data and
+    the status reports the first failed request in address order. With Bus Master Enable clear
+    no request is sent and the bytes read as zeros; Bus Master Enable is checked before each
+    request, so clearing it in the middle of a command stops the rest. A zero ``length`` is a
+    client error: nothing is sent and one beat with ``keep`` clear comes out, then a status.
+
+    The status of a command waits in a register until taken; the last data beat of the next
+    command waits for that, so a client must take statuses as it takes data.
+
+    Up to ``tags`` requests are outstanding at once. The Tag of a request is its slot number, so
+    tags stay below 32 unless ``tags`` is larger and Extended Tag Field Enable is set.
+
+    Parameters
+    ----------
+    data_width : int
+        Width of the TLP and data streams in bits; 64 only for now.
+    tags : int
+        Number of slots, and so of requests outstanding at once, 1 to 256. The reassembly
+        buffer holds ``tags * max_read_request`` bytes.
+    max_read_request : int
+        Largest request the engine sends, in bytes (128 to 4096, a power of two); the
+        programmed Max_Read_Request_Size is used when it is smaller.
+    timeout : int
+        Completion timeout in cycles, counted from the request's last beat [PCIe-3.0 2.8].
+
+    Attributes
+    ----------
+    cmd : stream.Signature(DmaCommand), in
+        Commands: ``length`` (1 to ``DMA_MAX_LENGTH``) bytes at ``addr``; ``tag`` comes back
+        in the status.
+    data : stream.Signature(DmaData(data_width)), out
+        The bytes of each command, packed from lane 0; ``keep`` all set but on the command's
+        last beat, ``last`` on that beat. Bytes outside ``keep`` are zero.
+    status : stream.Signature(DmaStatus), out
+        One per command, after its last data beat: the client's tag and OK or the first error.
+    tx : TlpStreamSignature(data_width), out
+        Memory Read requests.
+    cpl : TlpStreamSignature(data_width), in
+        Completions from the link; never back-pressured.
+    bus_master : Signal(1), in
+        Bus Master Enable (Command register bit 2).
+    requester_id : Signal(16), in
+        Bus, Device and Function Number of this function.
+    max_read_request_size : Signal(3), in
+        Max_Read_Request_Size from Device Control (0 is 128 B, ..., 5 is 4096 B).
+    extended_tag : Signal(1), in
+        Extended Tag Field Enable from Device Control; only matters when ``tags`` > 32. Takes
+        effect when no request is outstanding.
+    unexpected_cpl : Signal(1), out
+        Pulses once for each completion that was dropped: its tag names no outstanding request,
+        its Requester ID is not ours, or its Byte Count, Lower Address or Length do not continue
+        the request's data [PCIe-3.0 2.3.2].
+
+    Raises
+    ------
+    ValueError
+        For a parameter out of range.
+    """
+    def __init__(self, data_width=64, tags=8, max_read_request=512, timeout=DEFAULT_TIMEOUT):
+        if data_width != 64:
+            raise ValueError(f"DmaReadEngine data_width must be 64 (128 and 256 are not "
+                             f"implemented yet), not {data_width!r}")
+        if not isinstance(tags, int) or isinstance(tags, bool) or not 1 <= tags <= 256:
+            raise ValueError(f"DmaReadEngine tags must be an integer from 1 to 256 (the 8-bit "
+                             f"Tag field), not {tags!r}")
+        if max_read_request not in _MRR_SIZES or isinstance(max_read_request, bool):
+            raise ValueError(f"DmaReadEngine max_read_request must be one of 128, 256, 512, "
+                             f"1024, 2048 or 4096 bytes, not {max_read_request!r}")
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+            raise ValueError(f"DmaReadEngine timeout must be a positive number of cycles, "
+                             f"not {timeout!r}")
+        self.data_width = data_width
+        self.tags = tags
+        self.max_read_request = max_read_request
+        self.timeout = timeout
+        super().__init__({
+            "cmd":                   In(stream.Signature(DmaCommand)),
+            "data":                  Out(stream.Signature(DmaData(data_width))),
+            "status":                Out(stream.Signature(DmaStatus)),
+            "tx":                    Out(TlpStreamSignature(data_width)),
+            "cpl":                   In(TlpStreamSignature(data_width)),
+            "bus_master":            In(1),
+            "requester_id":          In(16),
+            "max_read_request_size": In(3),
+            "extended_tag":          In(1),
+            "unexpected_cpl":        Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        tags = self.tags
+        off_bits = exact_log2(self.max_read_request)   # byte offset inside a slot
+        word_bits = off_bits - 3                        # 64-bit word inside a slot
+        mrr_code = off_bits - 7                         # Device Control encoding of the limit
+
+        OK, UR, CA, EP, TIMEOUT, BMD = (Const(e.value, 3) for e in (
+            DmaError.OK, DmaError.UNSUPPORTED_REQUEST, DmaError.COMPLETER_ABORT,
+            DmaError.POISONED, DmaError.TIMEOUT, DmaError.BUS_MASTER_DISABLED))
+
+        def first_error(old, new):
+            return Mux(old == OK, new, old)
+
+        # -- reassembly buffer: a slot of max_read_request bytes per tag, even and odd DWs in
+        # separate banks so that one beat (two DWs, on either DW alignment) writes in one cycle.
+        depth = tags << word_bits
+        m.submodules.even_bank = even = Memory(shape=32, depth=depth, init=[])
+        m.submodules.odd_bank  = odd  = Memory(shape=32, depth=depth, init=[])
+        even_w, odd_w = even.write_port(), odd.write_port()
+        even_r, odd_r = even.read_port(), odd.read_port()
+
+        # -- per-slot state --------------------------------------------------------------------
+        def per_slot(name, shape):
+            return Array(Signal(shape, name=f"{name}{t}") for t in range(tags))
+        busy       = per_slot("busy", 1)         # allocated, not drained yet
+        waiting    = per_slot("waiting", 1)      # request sent, completions expected
+        done       = per_slot("done", 1)         # ready to drain
+        error      = per_slot("error", 3)        # DmaError, the first one seen
+        first_word = per_slot("first_word", word_bits)
+        last_word  = per_slot("last_word", word_bits)
+        remaining  = per_slot("remaining", 13)   # bytes still to come: the next Byte Count
+        next_off   = per_slot("next_off", off_bits)  # slot offset of the next byte to come
+        timer      = per_slot("timer", range(self.timeout))
+
+        # The ring of slots: allocated at `tail`, drained at `head`.
+        head = Signal(range(tags))
+        tail = Signal(range(tags))
+        used = Signal(range(tags + 1))
+        alloc = Signal()
+        free = Signal()
+        if tags > 32:
+            # [PCIe-3.0 2.2.6.2] Without Extended Tag Field Enable only tags 0 to 31 may be
+            # used. The ring size changes only while the ring is empty.
+            ring_last = Signal(range(tags), init=31)
+            with m.If((used == 0) & ~alloc):
+                m.d.sync += [
+                    ring_last.eq(Mux(self.extended_tag, tags - 1, 31)),
+                    head.eq(0),
+                    tail.eq(0),
+                ]
+        else:
+            ring_last = Const(tags - 1, range(tags))
+
+        def ring_next(i):
+            return Mux(i == ring_last, 0, i + 1)
+        m.d.sync += used.eq(used + alloc - free)
+
+        # -- request side: split commands, allocate slots, send MRd --------------------------
+        m.submodules.cmd_fifo = cmd_fifo = fifo.SyncFIFOBuffered(
+            width=_CmdInfo.size, depth=max(tags, 2))
+        cmd_w = data.View(_CmdInfo, cmd_fifo.w_data)
+
+        cur_addr = Signal(64)
+        rem_len = Signal(17)
+
+        # [PCIe-3.0 7.8.4] Max_Read_Request_Size, limited to what the slots hold. The reserved
+        # encodings 6 and 7 are read as our limit.
+        mrrs_code = Signal(3)
+        m.d.comb += mrrs_code.eq(Mux(self.max_read_request_size > mrr_code, mrr_code,
+                                     self.max_read_request_size))
+        boundary_mask = Signal(12)
+        with m.Switch(mrrs_code):
+            for k in range(mrr_code + 1):
+                with m.Case(k):
+                    m.d.comb += boundary_mask.eq((128 << k) - 1)
+        # [PCIe-3.0 2.2.7] A request must not cross a 4 KB boundary; splitting at MRRS-aligned
+        # boundaries also keeps every request inside one slot-sized block of the address space.
+        to_boundary = Signal(13)
+        req_len = Signal(13)
+        m.d.comb += [
+            to_boundary.eq((boundary_mask & ~cur_addr[:12]) + 1),
+            req_len.eq(Mux(rem_len < to_boundary, rem_len, to_boundary)),
+        ]
+
+        # [PCIe-3.0 2.2.5] First and Last DW Byte Enables; Last BE is 0 for a 1 DW request.
+        req_end = Signal(14)
+        req_dws = Signal(11)
+        be_start = Signal(4)
+        be_end = Signal(4)
+        m.d.comb += [
+            req_end.eq(cur_addr[:2] + req_len),
+            req_dws.eq((req_end + 3) >> 2),
+            be_start.eq(Array(Const(0b1111 << k & 0b1111, 4) for k in range(4))[cur_addr[:2]]),
+            be_end.eq(Array(Const(v, 4) for v in (0b1111, 0b0001, 0b0011, 0b0111))[req_end[:2]]),
+        ]
+
+        # A request whose slot is filled without a TLP: Bus Master Enable clear
+        # [PCI-3.0 6.2.2], or a zero-length command.
+        dead = ~self.bus_master | (rem_len == 0)
+        req_last = rem_len == req_len          # the command's last request
+        start_off = cur_addr[:off_bits]
+        end_off = start_off + Mux(req_len == 0, 1, req_len) - 1
+
+        hdr_dw0 = Signal(TlpDw0)
+        hdr_dw1 = Signal(ReqDw1)
+        hdr_addr_hi = Signal(32)
+        hdr_addr_lo = Signal(32)
+        hdr_4dw = Signal()
+        req_tag = Signal(range(tags))
+        req_cmd_last = Signal()
+        sent = Signal()
+
+        with m.FSM(name="request"):
+            with m.State("Accept-Command"):
+                m.d.comb += [
+                    self.cmd.ready.eq(cmd_fifo.w_rdy),
+                    cmd_fifo.w_en.eq(self.cmd.valid),
+                    cmd_w.length.eq(self.cmd.payload.length),
+                    cmd_w.shift.eq(self.cmd.payload.addr[:3]),
+                    cmd_w.tag.eq(self.cmd.payload.tag),
+                ]
+                with m.If(self.cmd.valid & cmd_fifo.w_rdy):
+                    m.d.sync += [
+                        cur_addr.eq(self.cmd.payload.addr),
+                        rem_len.eq(self.cmd.payload.length),
+                    ]
+                    m.next = "Allocate-Tag"
+
+            with m.State("Allocate-Tag"):
+                with m.If(used != ring_last + 1):
+                    m.d.comb += alloc.eq(1)
+                    four_dw = cur_addr[32:].any()
+                    m.d.sync += [
+                        tail.eq(ring_next(tail)),
+                        cur_addr.eq(cur_addr + req_len),
+                        rem_len.eq(rem_len - req_len),
+                        req_tag.eq(tail),
+                        req_cmd_last.eq(req_last),
+                        # [PCIe-3.0 2.2.4.1] 32-bit addressing below 4 GB, 64-bit above.
+                        hdr_4dw.eq(four_dw),
+                        hdr_dw0.eq(0),
+                        hdr_dw0.fmt.eq(Mux(four_dw, Fmt.DW4_NODATA, Fmt.DW3_NODATA)),
+                        hdr_dw0.type.eq(TlpType.MEM),
+                        hdr_dw0.length.eq(req_dws[:10]),     # 1024 DW is encoded as 0
+                        hdr_dw1.requester_id.eq(self.requester_id),
+                        hdr_dw1.tag.eq(tail),
+                        hdr_dw1.first_be.eq(Mux(req_dws == 1, be_start & be_end, be_start)),
+                        hdr_dw1.last_be.eq(Mux(req_dws == 1, 0, be_end)),
+                        hdr_addr_hi.eq(cur_addr[32:]),
+                        hdr_addr_lo.eq(Cat(Const(0, 2), cur_addr[2:32])),
+                    ]
+                    with m.If(dead):
+                        with m.If(req_last):
+                            m.next = "Accept-Command"
+                    with m.Else():
+                        m.next = "Send-Header"
+
+            with m.State("Send-Header"):
+                m.d.comb += [
+                    self.tx.valid.eq(1),
+                    self.tx.payload.data.eq(Cat(hdr_dw0, hdr_dw1)),
+                    self.tx.payload.keep.eq(0b11),
+                    self.tx.payload.first.eq(1),
+                ]
+                with m.If(self.tx.ready):
+                    m.next = "Send-Address"
+
+            with m.State("Send-Address"):
+                m.d.comb += [
+                    self.tx.valid.eq(1),
+                    self.tx.payload.data.eq(Mux(hdr_4dw, Cat(hdr_addr_hi, hdr_addr_lo),
+                                                hdr_addr_lo)),
+                    self.tx.payload.keep.eq(Mux(hdr_4dw, 0b11, 0b01)),
+                    self.tx.payload.last.eq(1),
+                ]
+                with m.If(self.tx.ready):
+                    m.d.comb += sent.eq(1)
+                    with m.If(req_cmd_last):
+                        m.next = "Accept-Command"
+                    with m.Else():
+                        m.next = "Allocate-Tag"
+
+        # -- completion side: check each completion against its slot, write its payload -------
+        cpl = self.cpl
+        m.d.comb += cpl.ready.eq(1)
+
+        c_beat = Signal(2)       # the next beat: 0 header DW0-1, 1 DW2 and payload, 2 payload
+        c_dw0 = Signal(TlpDw0)
+        c_dw1 = Signal(CplDw1)
+        c_acc = Signal()         # the completion in progress was accepted
+        c_slot = Signal(range(tags))
+        c_final = Signal()
+        c_err = Signal(3)
+        c_left = Signal(11)      # payload DWs still to write
+        c_dw = Signal(off_bits - 2)  # slot DW index of the next payload DW
+
+        dw2 = CplDw2(cpl.payload.data[:32])
+        beat1 = cpl.valid & ~cpl.payload.first & (c_beat == 1)
+        beatn = cpl.valid & ~cpl.payload.first & (c_beat == 2)
+        idx = dw2.tag[:len(c_slot)]
+        sc = c_dw1.status == CplStatus.SC
+        has_data = c_dw0.fmt == Fmt.DW3_DATA
+        byte_count = Mux(c_dw1.byte_count == 0, 4096, c_dw1.byte_count)
+        length_dw = Mux(c_dw0.length == 0, 1024, c_dw0.length)
+        lower_addr = dw2.lower_address
+        # Bytes of this completion from its first enabled byte; [PCIe-3.0 2.2.9] its Byte Count
+        # is the bytes left in the request, so it is the last one when they all fit.
+        c_bytes = Signal(13)
+        m.d.comb += c_bytes.eq(Cat(Const(0, 2), length_dw) - lower_addr[:2])
+        final = byte_count <= c_bytes
+        need_dws = (lower_addr[:2] + byte_count + 3) >> 2
+        tag_ok = waiting[idx]
+        if tags < 256:
+            tag_ok &= dw2.tag < tags
+        # [PCIe-3.0 2.3.1.1] Completions of one request come in address order, each with the
+        # Byte Count still to come and the Lower Address of its first byte: both must continue
+        # the slot exactly, and the last one must end with the request.
+        continues = ((byte_count == remaining[idx]) &
+                     (lower_addr == next_off[idx][:7]) &
+                     (~final | (length_dw == need_dws)))
+        accept = Signal()
+        m.d.comb += accept.eq(
+            (c_dw0.type == TlpType.CPL) &
+            ((c_dw0.fmt == Fmt.DW3_NODATA) | has_data) &
+            (dw2.requester_id == self.requester_id) &
+            tag_ok &
+            (~sc | (has_data & continues)))
+        # [PCIe-3.0 2.3.2] A status other than SC ends the request; a reserved status is handled
+        # as UR, and so is CRS, which only configuration requests may get.
+        # [PCIe-3.0 2.7.2.2] Poisoned data must not be used.
+        cpl_err = Mux(sc, Mux(c_dw0.ep, EP, OK),
+                      Mux(c_dw1.status == CplStatus.CA, CA, UR))
+
+        with m.If(cpl.valid):
+            with m.If(cpl.payload.first):
+                m.d.sync += [
+                    c_dw0.eq(cpl.payload.data[:32]),
+                    c_dw1.eq(cpl.payload.data[32:]),
+                    c_acc.eq(0),
+                    c_beat.eq(Mux(cpl.payload.last, 0, 1)),
+                ]
+                with m.If(cpl.payload.last):
+                    m.d.comb += self.unexpected_cpl.eq(1)     # no room for a header
+            with m.Elif(c_beat == 1):
+                m.d.sync += [
+                    c_acc.eq(accept),
+                    c_slot.eq(idx),
+                    c_final.eq(~sc | final),
+                    c_err.eq(cpl_err),
+                    c_left.eq(Mux(accept & sc, length_dw - 1, 0)),
+                    c_dw.eq(next_off[idx][2:] + 1),
+                    c_beat.eq(Mux(cpl.payload.last, 0, 2)),
+                ]
+                with m.If(~accept):
+                    m.d.comb += self.unexpected_cpl.eq(1)
+            with m.Elif(c_beat == 2):
+                with m.If(cpl.payload.last):
+                    m.d.sync += [c_beat.eq(0), c_acc.eq(0)]
+
+        # Payload DWs of this beat: one on the second beat (after DW2), then two. A digest DW
+        # after the payload (TD set) is not written.
+        w_slot = Mux(c_beat == 1, idx, c_slot)
+        w_dw = Mux(c_beat == 1, next_off[idx][2:], c_dw)
+        w_lo = Mux(c_beat == 1, cpl.payload.data[32:], cpl.payload.data[:32])
+        w_hi = cpl.payload.data[32:]
+        w_n = Signal(2)
+        with m.If(beat1 & accept & sc):
+            m.d.comb += w_n.eq(1)
+        with m.Elif(beatn):
+            m.d.comb += w_n.eq(Mux(c_left >= 2, 2, c_left))
+        with m.If(beatn):
+            m.d.sync += [c_left.eq(c_left - w_n), c_dw.eq(c_dw + w_n)]
+        odd_first = w_dw[0]
+        row = w_dw[1:]
+        m.d.comb += [
+            even_w.addr.eq(Cat(Mux(odd_first, row + 1, row)[:word_bits], w_slot)),
+            even_w.data.eq(Mux(odd_first, w_hi, w_lo)),
+            even_w.en.eq(Mux(odd_first, w_n >= 2, w_n >= 1)),
+            odd_w.addr.eq(Cat(row, w_slot)),
+            odd_w.data.eq(Mux(odd_first, w_lo, w_hi)),
+            odd_w.en.eq(Mux(odd_first, w_n >= 1, w_n >= 2)),
+        ]
+
+        # A slot receiving a completion does not time out in the middle of it.
+        holding = Mux(beat1, accept, (c_beat == 2) & c_acc)
+        progress = beat1 & accept & sc & ~final
+        commit = cpl.valid & ~cpl.payload.first & cpl.payload.last & holding
+        commit_final = Mux(c_beat == 1, ~sc | final, c_final)
+        commit_err = Mux(c_beat == 1, cpl_err, c_err)
+
+        # -- drain: read the slots in ring order, a word a cycle --------------------------------
+        s1_valid = Signal()      # the read ports hold a word of the stream
+        s1_err = Signal(3)
+        s1_take = Signal()
+        s1_word = Signal(64)
+        advance = ~s1_valid | s1_take
+        at_start = Signal(init=1)
+        widx = Signal(word_bits)
+        cur_w = Mux(at_start, first_word[head], widx)
+        fetch = advance & done[head]
+        m.d.comb += [
+            even_r.addr.eq(Cat(cur_w, head)),
+            odd_r.addr.eq(Cat(cur_w, head)),
+            even_r.en.eq(advance),
+            odd_r.en.eq(advance),
+            # A failed request reads as zeros.
+            s1_word.eq(Mux(s1_err == OK, Cat(even_r.data, odd_r.data), 0)),
+        ]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(fetch), s1_err.eq(error[head])]
+        with m.If(fetch):
+            with m.If(cur_w == last_word[head]):
+                m.d.comb += free.eq(1)
+                m.d.sync += [head.eq(ring_next(head)), at_start.eq(1)]
+            with m.Else():
+                m.d.sync += [widx.eq(cur_w + 1), at_start.eq(0)]
+
+        # -- per-slot updates, in order of priority ----------------------------------------------
+        for t in range(tags):
+            with m.If(waiting[t]):
+                with m.If(timer[t] != 0):
+                    m.d.sync += timer[t].eq(timer[t] - 1)
+                with m.Elif(~(holding & (w_slot == t))):
+                    # [PCIe-3.0 2.8] Completion Timeout: the request ends with an error and its
+                    # tag becomes free once the slot has drained.
+                    m.d.sync += [
+                        waiting[t].eq(0),
+                        done[t].eq(1),
+                        error[t].eq(first_error(error[t], TIMEOUT)),
+                    ]
+            with m.If(progress & (idx == t)):
+                m.d.sync += [
+                    remaining[t].eq(byte_count - c_bytes),
+                    next_off[t].eq(next_off[t] + c_bytes),
+                ]
+            with m.If(commit & (w_slot == t)):
+                m.d.sync += error[t].eq(first_error(error[t], commit_err))
+                with m.If(commit_final):
+                    m.d.sync += [waiting[t].eq(0), done[t].eq(1)]
+            with m.If(sent & (req_tag == t)):
+                m.d.sync += [waiting[t].eq(1), timer[t].eq(self.timeout - 1)]
+            with m.If(alloc & (tail == t)):
+                m.d.sync += [
+                    busy[t].eq(1),
+                    waiting[t].eq(0),
+                    done[t].eq(dead),
+                    error[t].eq(Mux(self.bus_master, OK, BMD)),
+                    first_word[t].eq(start_off[3:]),
+                    last_word[t].eq(end_off[3:off_bits]),
+                    remaining[t].eq(req_len),
+                    next_off[t].eq(start_off),
+                ]
+            with m.If(free & (head == t)):
+                m.d.sync += [busy[t].eq(0), done[t].eq(0)]
+
+        # -- output: shift the word stream by the command's byte offset --------------------------
+        info = data.View(_CmdInfo, cmd_fifo.r_data)
+        prev_valid = Signal()    # `prev` holds word `beat` of the current command
+        prev = Signal(64)
+        beat = Signal(14)
+        cmd_err = Signal(3)
+        st_valid = Signal()
+        st_tag = Signal(8)
+        st_err = Signal(3)
+
+        length = Mux(info.length == 0, 1, info.length)
+        last_beat = beat == ((length - 1) >> 3)
+        # Beat j takes bytes shift..7 of word j and, when shift is not 0 and word j + 1 still
+        # belongs to the command, bytes 0..shift-1 of word j + 1.
+        need_next = (info.shift != 0) & (Cat(Const(0, 3), beat + 1) < info.shift + length)
+        out_valid = (cmd_fifo.r_rdy & prev_valid & (~need_next | s1_valid) &
+                     (~last_beat | ~st_valid))
+        window = Cat(prev, s1_word)
+        shifted = Array(window[8 * k:8 * k + 64] for k in range(8))[info.shift]
+        keep = Signal(8)
+        with m.If(~last_beat):
+            m.d.comb += keep.eq(0xff)
+        with m.Elif(info.length != 0):
+            m.d.comb += keep.eq(Array(Const((1 << k) - 1 if k else 0xff, 8)
+                                      for k in range(8))[length[:3]])
+        m.d.comb += [
+            self.data.valid.eq(out_valid),
+            self.data.payload.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
+            self.data.payload.keep.eq(keep),
+            self.data.payload.last.eq(last_beat),
+        ]
+        take = out_valid & self.data.ready
+        load = s1_valid & (~prev_valid | (take & ~last_beat))
+        m.d.comb += s1_take.eq(load | (take & last_beat & need_next))
+
+        with m.If(load):
+            m.d.sync += [
+                prev.eq(s1_word),
+                cmd_err.eq(Mux(~prev_valid & (beat == 0), s1_err, first_error(cmd_err, s1_err))),
+                prev_valid.eq(1),
+            ]
+        with m.If(take):
+            with m.If(last_beat):
+                m.d.comb += cmd_fifo.r_en.eq(1)
+                m.d.sync += [
+                    prev_valid.eq(0),
+                    beat.eq(0),
+                    st_valid.eq(1),
+                    st_tag.eq(info.tag),
+                    st_err.eq(first_error(cmd_err, Mux(need_next, s1_err, OK))),
+                ]
+            with m.Else():
+                m.d.sync += [beat.eq(beat + 1), prev_valid.eq(s1_valid)]
+
+        with m.If(self.status.ready):
+            m.d.sync += st_valid.eq(0)
+        with m.If(take & last_beat):
+            m.d.sync += st_valid.eq(1)
+        m.d.comb += [
+            self.status.valid.eq(st_valid),
+            self.status.payload.tag.eq(st_tag),
+            self.status.payload.error.eq(st_err),
+        ]
+
+        return m
