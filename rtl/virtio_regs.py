@@ -304,9 +304,8 @@ class VirtioRegisters(wiring.Component):
         pending_all = Signal(nq)
         m.d.comb += pending_all.eq(pending)
         waiting = self.notify.valid & ~self.notify.ready      # presented, not taken yet
-        with m.If(notify_write & (notify_index < nq) &
-                  ~(waiting & (self.notify.payload == notify_index))):
-            m.d.comb += pending_all.eq(pending | (1 << notify_index)[:nq])
+        with m.If(notify_write & ~(waiting & (self.notify.payload == notify_index))):
+            m.d.comb += pending_all.eq(pending | Cat(notify_index == q for q in range(nq)))
         m.d.sync += pending.eq(pending_all)
         with m.If(~self.notify.valid | self.notify.ready):
             m.d.sync += self.notify.valid.eq(pending_all.any())
