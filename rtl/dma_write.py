@@ -1,0 +1,304 @@
+# Ref: PCIe Base 3.0, sections 2.2.2, 2.2.4.1, 2.2.5, 2.2.7 (Memory Write requests); PCI 3.0, 6.2.2
+"""The write half of the DMA engine: client write commands in, Memory Write TLPs out.
+
+A command names a host buffer (``addr``, ``length``); its data arrives on a separate stream,
+packed from byte lane 0. The engine cuts the buffer into Memory Write requests that follow the
+link's rules, moves each byte to the lane its host address needs, and reports one status per
+command once the last TLP has gone out. Memory writes are posted: nothing comes back from the
+host, so "done" means "handed to the link".
+"""
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
+from amaranth.lib import wiring, stream
+from amaranth.lib.wiring import In, Out
+
+from .tlp import Fmt, TlpType, TlpDw0, ReqDw1, TlpStreamSignature
+from .dma_layouts import DmaCommand, DmaData, DmaStatus, DmaError
+
+
+__all__ = ["DmaWriteEngine"]
+
+
+class DmaWriteEngine(wiring.Component):
+    """Turns client write commands into Memory Write TLPs.
+
+    Each command is cut at every Max_Payload_Size-aligned address, so the first TLP runs up to
+    the next such boundary and the others start on one: every TLP is at most Max_Payload_Size
+    long [PCIe-3.0 2.2.2] and none crosses a 4 KB boundary [PCIe-3.0 2.2.7], since every
+    Max_Payload_Size divides 4096. Requests below 4 GB use a 3 DW header, the others a 4 DW
+    header [PCIe-3.0 2.2.4.1]; a command that straddles 4 GB switches format at the boundary
+    (which is also a 4 KB boundary, so no TLP straddles it).
+
+    Bus Master Enable is sampled once, when a command is accepted: a command accepted with it
+    set is sent whole even if it is cleared meanwhile; a command accepted with it clear sends
+    nothing, takes and drops its data, and ends with ``BUS_MASTER_DISABLED`` [PCI-3.0 6.2.2].
+
+    ``max_payload_size`` and ``requester_id`` are read at the start of each TLP. The reserved
+    Max_Payload_Size encodings 110b and 111b are treated as 128 bytes, a size every function
+    may use.
+
+    The data stream is counted by the command's ``length``: a command takes
+    ``ceil(length / 8)`` beats whatever their ``keep`` and ``last`` bits say, and bytes past
+    ``length`` in its last beat are ignored. A command with ``length`` 0 (not a valid command)
+    takes no data, sends nothing and ends with ``OK``.
+
+    In the steady state the engine sends one 64-bit beat per cycle: a TLP costs its header
+    beats and the beats its payload spans, with no idle cycle between TLPs. A 24-byte buffer
+    between the data stream and the TLP stream realigns the bytes; the data stream is taken
+    at full rate as long as the TLP stream is. There is no combinational path between ports.
+
+    Parameters
+    ----------
+    data_width : int
+        Width of the TLP and data streams in bits; 64 (128 and 256 are not implemented yet).
+
+    Attributes
+    ----------
+    cmd : stream.Signature(DmaCommand), in
+        Write commands: ``length`` (1 to :data:`~rtl.dma_layouts.DMA_MAX_LENGTH`) bytes to
+        host address ``addr``; ``tag`` comes back in the status.
+    data : stream.Signature(DmaData(data_width)), in
+        The bytes of each command in address order, packed from byte lane 0: byte ``k`` of a
+        transfer is in lane ``k % 8`` of beat ``k // 8``.
+    status : stream.Signature(DmaStatus), out
+        One per command, in command order, after its last TLP has been taken by ``tx``:
+        ``OK``, or ``BUS_MASTER_DISABLED`` if nothing was sent.
+    tx : TlpStreamSignature(data_width), out
+        Memory Write requests (TC 0, no attributes, tag 0) to the link.
+    bus_master : Signal(1), in
+        Bus Master Enable, bit 2 of the Command register.
+    requester_id : Signal(16), in
+        Bus, Device and Function Numbers of this function.
+    max_payload_size : Signal(3), in
+        Max_Payload_Size of the Device Control register: 0 is 128 bytes ... 5 is 4096 bytes.
+
+    Raises
+    ------
+    ValueError
+        If ``data_width`` is not 64.
+    """
+
+    #: Realignment buffer size in bytes: two beats of slack above the one being sent.
+    BUFFER_BYTES = 24
+
+    def __init__(self, data_width=64):
+        if not isinstance(data_width, int) or data_width != 64:
+            raise ValueError(f"DmaWriteEngine data_width must be 64 (128 and 256 are not "
+                             f"implemented yet), not {data_width!r}")
+        self.data_width = data_width
+        super().__init__({
+            "cmd":              In(stream.Signature(DmaCommand)),
+            "data":             In(stream.Signature(DmaData(data_width))),
+            "status":           Out(stream.Signature(DmaStatus)),
+            "tx":               Out(TlpStreamSignature(data_width)),
+            "bus_master":       In(1),
+            "requester_id":     In(16),
+            "max_payload_size": In(3),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nbuf = self.BUFFER_BYTES
+
+        def byte_mask(n, lanes):
+            """All ones in byte lanes below ``n``."""
+            return Cat(*[(n > i).replicate(8) for i in range(lanes)])
+
+        # -- the command in progress -------------------------------------------------------------
+        addr      = Signal(64)          # host address of the first byte not yet put in a TLP
+        remaining = Signal(17)          # bytes not yet put in a TLP
+        tag       = Signal(8)
+        error     = Signal(DmaError)
+        drop      = Signal()            # accepted with Bus Master Enable clear
+        in_left   = Signal(17)          # bytes still to take from the data stream
+
+        # -- realignment buffer: bytes taken from `data`, not yet sent, packed from lane 0 -------
+        # Invariant: the bytes at and above `count` are zero, so appending is an OR.
+        buf   = Signal(8 * nbuf)
+        count = Signal(range(nbuf + 1))
+
+        # -- the TLP in progress -----------------------------------------------------------------
+        hdr0      = Signal(TlpDw0)
+        hdr1      = Signal(ReqDw1)
+        addr_hi   = Signal(32)
+        addr_lo   = Signal(32)
+        four_dw   = Signal()
+        tlp_left  = Signal(13)          # payload bytes of this TLP not yet sent
+        lane      = Signal(3)           # byte lane of its next payload byte in the next beat
+        with_addr = Signal()            # the next beat starts with DW2 of a 3 DW header
+
+        # -- planning the next TLP from the command cursor ---------------------------------------
+        # [PCIe-3.0 7.8.4] Max_Payload_Size, as a mask of the offset within one payload.
+        mps_mask = Signal(12)
+        with m.Switch(self.max_payload_size):
+            for code in range(6):
+                with m.Case(code):
+                    m.d.comb += mps_mask.eq((128 << code) - 1)
+            with m.Default():           # 110b and 111b are reserved: use the smallest size
+                m.d.comb += mps_mask.eq(127)
+        # [PCIe-3.0 2.2.2] A TLP's payload must not exceed Max_Payload_Size, and [PCIe-3.0
+        # 2.2.7] a request must not cross a 4 KB boundary: stop at the next MPS-aligned
+        # address, which is at or before the next 4 KB boundary.
+        room = Signal(13)
+        m.d.comb += room.eq(mps_mask - (addr[:12] & mps_mask) + 1)
+        tlp_len = Signal(13)
+        m.d.comb += tlp_len.eq(Mux(remaining < room, remaining, room))
+        offset = addr[:2]
+        span = Signal(13)               # from the first byte of the first DW to the last byte
+        m.d.comb += span.eq(offset + tlp_len)
+        n_dw = Signal(11)
+        m.d.comb += n_dw.eq((span + 3) >> 2)
+        last_lane = (span - 1)[:2]
+        first_be = Signal(4)
+        last_be = Signal(4)
+        for i in range(4):
+            # [PCIe-3.0 2.2.5] First DW BE enables the bytes from the start address on (and only
+            # up to the last byte if the request is 1 DW); Last DW BE the bytes up to the end,
+            # and it is 0000b for a 1 DW request.
+            m.d.comb += [
+                first_be[i].eq((offset <= i) & (span > i)),
+                last_be[i].eq((n_dw != 1) & (last_lane >= i)),
+            ]
+        # [PCIe-3.0 2.2.4.1] Addresses below 4 GB must use the 3 DW format.
+        plan_four_dw = addr[32:] != 0
+
+        def plan():
+            """Start the next TLP: latch its header, advance the command cursor."""
+            return [
+                hdr0.eq(0),
+                # [PCIe-3.0 2.2.7] MWr: Fmt 010b/011b, Type 0 0000b. TC 0 and no attributes.
+                hdr0.fmt.eq(Mux(plan_four_dw, Fmt.DW4_DATA, Fmt.DW3_DATA)),
+                hdr0.type.eq(TlpType.MEM),
+                hdr0.length.eq(n_dw),   # 1024 DW is encoded as 0
+                hdr1.first_be.eq(first_be),
+                hdr1.last_be.eq(last_be),
+                # [PCIe-3.0 2.2.6.2] Posted requests need no tag; send 0.
+                hdr1.tag.eq(0),
+                hdr1.requester_id.eq(self.requester_id),
+                addr_hi.eq(addr[32:]),
+                addr_lo.eq(Cat(Const(0, 2), addr[2:32])),
+                four_dw.eq(plan_four_dw),
+                tlp_left.eq(tlp_len),
+                # The payload starts at the DW holding `addr`: right after the header, which
+                # leaves it in the upper half of a beat (3 DW) or at the start of one (4 DW).
+                lane.eq(Mux(plan_four_dw, 0, 4) + offset),
+                with_addr.eq(~plan_four_dw),
+                addr.eq(addr + tlp_len),
+                remaining.eq(remaining - tlp_len),
+            ]
+
+        # -- taking data into the buffer ---------------------------------------------------------
+        in_avail = Mux(in_left >= 8, 8, in_left[:4])
+        in_n = Signal(4)                # bytes appended to the buffer this cycle
+        out_n = Signal(4)               # bytes sent from the buffer this cycle
+        m.d.comb += self.data.ready.eq((in_left != 0) & (count <= nbuf - 8))
+        with m.If(self.data.valid & self.data.ready):
+            m.d.sync += in_left.eq(in_left - in_avail)
+            m.d.comb += in_n.eq(Mux(drop, 0, in_avail))
+        in_bytes = self.data.payload.data & byte_mask(in_n, 8)
+        kept = Signal(range(nbuf + 1))
+        m.d.comb += kept.eq(count - out_n)
+        m.d.sync += [
+            buf.eq((buf >> Cat(Const(0, 3), out_n)) | (in_bytes << Cat(Const(0, 3), kept))),
+            count.eq(kept + in_n),
+        ]
+
+        # -- the next payload beat ---------------------------------------------------------------
+        to_beat_end = 8 - lane
+        need = Signal(4)                # payload bytes in the next beat
+        m.d.comb += need.eq(Mux(tlp_left < to_beat_end, tlp_left, to_beat_end))
+        end = Signal(4)                 # byte lane after the last payload byte of the beat
+        m.d.comb += end.eq(lane + need)
+        shifted = (buf[:64] << Cat(Const(0, 3), lane))[:64]
+        beat_data = (shifted & byte_mask(end, 8)) | Mux(with_addr, addr_lo, 0)
+
+        with m.FSM():
+            with m.State("Accept-Command"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    p = self.cmd.payload
+                    m.d.sync += [
+                        addr.eq(p.addr),
+                        remaining.eq(p.length),
+                        in_left.eq(p.length),
+                        tag.eq(p.tag),
+                        error.eq(DmaError.OK),
+                    ]
+                    with m.If(p.length == 0):
+                        m.next = "Send-Status"
+                    with m.Elif(~self.bus_master):
+                        # [PCI-3.0 6.2.2] With Bus Master Enable clear the function must not
+                        # issue memory requests: take the data and drop it.
+                        m.d.sync += [
+                            drop.eq(1),
+                            error.eq(DmaError.BUS_MASTER_DISABLED),
+                        ]
+                        m.next = "Drop-Data"
+                    with m.Else():
+                        m.next = "Plan-TLP"
+
+            with m.State("Drop-Data"):
+                with m.If(in_left == 0):
+                    m.d.sync += drop.eq(0)
+                    m.next = "Send-Status"
+
+            with m.State("Plan-TLP"):
+                m.d.sync += plan()
+                m.next = "Send-Header"
+
+            with m.State("Send-Header"):
+                m.d.comb += [
+                    self.tx.valid.eq(1),
+                    self.tx.payload.data.eq(Cat(hdr0, hdr1)),
+                    self.tx.payload.keep.eq(0b11),
+                    self.tx.payload.first.eq(1),
+                ]
+                with m.If(self.tx.ready):
+                    with m.If(four_dw):
+                        m.next = "Send-Address"
+                    with m.Else():
+                        m.next = "Send-Data"      # DW2 goes with the first payload DW
+
+            with m.State("Send-Address"):
+                # [PCIe-3.0 2.2.4.1 Figure 2-14] 64-bit address: bits 63:32 in DW2, 31:2 in DW3.
+                m.d.comb += [
+                    self.tx.valid.eq(1),
+                    self.tx.payload.data.eq(Cat(addr_hi, addr_lo)),
+                    self.tx.payload.keep.eq(0b11),
+                ]
+                with m.If(self.tx.ready):
+                    m.next = "Send-Data"
+
+            with m.State("Send-Data"):
+                last = tlp_left <= to_beat_end
+                m.d.comb += [
+                    self.tx.valid.eq(count >= need),
+                    self.tx.payload.data.eq(beat_data),
+                    self.tx.payload.keep.eq(Cat(Const(1, 1), end > 4)),
+                    self.tx.payload.last.eq(last),
+                ]
+                with m.If(self.tx.valid & self.tx.ready):
+                    m.d.comb += out_n.eq(need)
+                    m.d.sync += [
+                        tlp_left.eq(tlp_left - need),
+                        lane.eq(0),
+                        with_addr.eq(0),
+                    ]
+                    with m.If(last):
+                        with m.If(remaining == 0):
+                            m.next = "Send-Status"
+                        with m.Else():
+                            # Plan the next TLP now, so there is no idle cycle between TLPs.
+                            m.d.sync += plan()
+                            m.next = "Send-Header"
+
+            with m.State("Send-Status"):
+                m.d.comb += [
+                    self.status.valid.eq(1),
+                    self.status.payload.tag.eq(tag),
+                    self.status.payload.error.eq(error),
+                ]
+                with m.If(self.status.ready):
+                    m.next = "Accept-Command"
+
+        return m
