@@ -11,7 +11,6 @@ Tests build one :class:`TB` and read like a driver session::
 """
 
 import logging
-import os
 import random
 
 import cocotb
@@ -26,6 +25,7 @@ from model.device import VirtioBlkModel
 from .shim import TlpShim
 from .scoreboard import Scoreboard
 from .driver import VirtioPciDriver
+from .seed import seed_from_env
 
 
 __all__ = ["TB", "CLOCK_NS", "PEER_ID"]
@@ -37,13 +37,6 @@ PEER_ID = PcieId(0, 2, 0)
 
 # 250 MHz: the user clock of a 64-bit Gen2 x4 hard IP interface.
 CLOCK_NS = 4
-
-
-def seed_from_env(log):
-    """The run's seed: ``SEED`` from the environment, or a fresh one. Always logged."""
-    seed = int(os.environ.get("SEED") or random.randrange(1 << 32))
-    log.info("seed=%d (replay with SEED=%d)", seed, seed)
-    return seed
 
 
 class TB:
@@ -64,7 +57,7 @@ class TB:
         if self.name not in VARIANTS:
             raise ValueError(f"toplevel {self.name!r} is none of {sorted(VARIANTS)}")
         self.params = VARIANTS[self.name]
-        self.seed = seed_from_env(self.log)
+        self.seed = seed_from_env(self.log.info)
         self.rng = random.Random(self.seed)
         self.model = VirtioBlkModel(self.params)
         self.scoreboard = Scoreboard(self.model, self.log)

@@ -145,13 +145,18 @@ async def tlp_put(ctx, stream, dws, rng=None, idle=0.0):
 
 async def tlp_get(ctx, stream, rng=None, stall=0.0):
     """Take one TLP from ``stream`` and return its DWs, holding ``ready`` low before each beat
-    with probability ``stall``; checks that ``first`` marks exactly the first beat."""
+    with probability ``stall``; checks that ``first`` marks exactly the first beat and that
+    ``keep`` packs the DWs from DW0, only the last beat short."""
+    full = (1 << len(stream.payload.data) // 32) - 1
     beats = []
     while True:
         while rng is not None and rng.random() < stall:
             await ctx.tick()
         beat = await stream_get(ctx, stream)
         assert bool(beat.first) == (not beats), "first set inside a packet, or missing"
+        assert beat.keep and beat.keep & (beat.keep + 1) == 0, \
+            f"keep {beat.keep:#x}: DWs must be packed from DW0"
+        assert beat.last or beat.keep == full, "a DW missing before the last beat"
         beats.append(beat)
         if beat.last:
             return beats_to_dws(beats, len(stream.payload.data))

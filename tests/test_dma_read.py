@@ -11,13 +11,13 @@ injection answers a request with UR, CA, EP set, or not at all (completion timeo
 """
 
 import collections
-import os
 import random
 
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
+from tb.seed import seed_from_env
 from rtl.dma_layouts import DMA_MAX_LENGTH, DmaError
 from rtl.dma_read import DmaReadEngine
 from .sim_helpers import stream_put, stream_get, tlp_put, tlp_get, parse_mem_req, completion
@@ -36,12 +36,6 @@ FATE_ERROR = {
     "drop":    DmaError.TIMEOUT,     # no completion at all
     "partial": DmaError.TIMEOUT,     # some completions, not all
 }
-
-
-def seed():
-    s = int(os.environ.get("SEED") or random.randrange(1 << 32))
-    print(f"seed={s}")
-    return s
 
 
 class HostMemory:
@@ -430,7 +424,7 @@ def random_commands(rng, n, big=0, max_length=9000):
 def test_random_reads(stalls):
     """Random commands (1 B to 9 KB and one 64 KiB, any alignment, below, above and across
     4 GB), completions split at random and returned out of order across requests."""
-    s = seed()
+    s = seed_from_env()
     cmds = random_commands(random.Random(s), 30, big=1)
     Bench(cmds, s, stalls=stalls).run().check()
 
@@ -443,7 +437,7 @@ def test_random_reads(stalls):
     (16, 1024, 1, "none"),
 ])
 def test_request_sizes(tags, max_read_request, mrrs_code, split):
-    s = seed()
+    s = seed_from_env()
     rng = random.Random(s)
     cmds = random_commands(rng, 16)
     # Requests of every size up to 4 KB, starting on a 4 KB boundary and just before one.
@@ -456,7 +450,7 @@ def test_request_sizes(tags, max_read_request, mrrs_code, split):
 
 def test_zero_length_command():
     """A client error with a defined outcome: nothing sent, one beat with no bytes, OK."""
-    s = seed()
+    s = seed_from_env()
     cmds = [Command(0x1000, 0, 7), Command(0x1003, 5, 8), Command(0x2_0000_0005, 0, 9)]
     Bench(cmds, s).run().check()
 
@@ -464,7 +458,7 @@ def test_zero_length_command():
 @pytest.mark.parametrize("extended_tag", [0, 1])
 def test_extended_tags(extended_tag):
     """With 64 tags, tags 32 to 63 are used only with Extended Tag Field Enable set."""
-    s = seed()
+    s = seed_from_env()
     rng = random.Random(s)
     cmds = [Command(rng.randrange(1 << 40), 64 * 128 + rng.randrange(8), k) for k in range(3)]
     bench = Bench(cmds, s, tags=64, mrrs_code=0, extended_tag=extended_tag, delay=400,
@@ -483,7 +477,7 @@ def test_throughput():
     in, about 75 cycles, 1% of the transfer), so we ask for 95% of what the completions allow.
     With MPS-sized (256 B) completions the link allows 512 / 68 = 7.5 bytes a cycle.
     """
-    s = seed()
+    s = seed_from_env()
     for split in ("none", 256):
         cmd = Command(0x1_2345_0000, DMA_MAX_LENGTH, 1)
         bench = Bench([cmd], s, delay=0, split=split, in_order=True).run().check()
@@ -501,7 +495,7 @@ def test_throughput():
 def test_failed_request(fate):
     """The middle request of a command fails: its bytes read as zero, the rest of the command
     and the commands after it are delivered intact, the status names the error."""
-    s = seed()
+    s = seed_from_env()
     rng = random.Random(s)
     cmds = [Command(0x8000_1005, 1300, 0x11)]       # 507 + 512 + 281 bytes
     cmds += random_commands(rng, 6, max_length=2000)
@@ -516,7 +510,7 @@ def test_failed_request(fate):
 def test_random_errors(stalls):
     """About a third of the requests fail in one of the five ways; tags of requests that time
     out are not reused before their timeout."""
-    s = seed()
+    s = seed_from_env()
     rng = random.Random(s)
     fates = ["ok"] * 13 + ["ur", "ca", "ep", "drop", "partial"]
     # Every fate at least once among the first 20 requests (25 commands make 25 or more).
@@ -532,7 +526,7 @@ def test_random_errors(stalls):
 def test_unexpected_completions_are_dropped():
     """Completions with a tag not in use, another Requester ID, a stale Byte Count or a wrong
     Lower Address are dropped and counted, and the data is still right."""
-    s = seed()
+    s = seed_from_env()
     rng = random.Random(s)
     bench = Bench(random_commands(rng, 20, max_length=3000), s, inject=0.2, split="rcb")
     bench.run().check()
@@ -542,7 +536,7 @@ def test_unexpected_completions_are_dropped():
 def test_bus_master_disabled():
     """With Bus Master Enable clear nothing is sent and zeros come back; once it is set the
     engine works."""
-    s = seed()
+    s = seed_from_env()
     rng = random.Random(s)
     off = random_commands(rng, 5, big=1)
     for c in off:

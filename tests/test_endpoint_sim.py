@@ -16,6 +16,7 @@ from model.device import VirtioBlkModel, SC, UR, CA
 from model import regmap as rm
 from rtl.top import VirtioBlkEndpoint
 from tb.scoreboard import read_byte_count, read_lower_address
+from tb.seed import seed_from_env
 from .sim_helpers import stream_put, stream_get, tlp_beats, beats_to_dws, cfg0, mem_req, \
     parse_cpl
 
@@ -224,9 +225,7 @@ RANDOM_PARAMS = {
 def test_random_accesses_match_model(variant):
     """Random configuration and BAR0 traffic; every read and status compared with the model."""
     p = RANDOM_PARAMS[variant]
-    seed = int(os.environ.get("SEED") or random.randrange(1 << 32))
-    print(f"seed={seed}")
-    rng = random.Random(seed)
+    rng = random.Random(seed_from_env())
     base = BAR0 if p.bar0_64bit else 0xfe00_0000
     bar_dws = [rm.COMMON_OFFSET // 4 + i for i in range(rm.COMMON_LENGTH // 4 + 2)] + \
               [rm.ISR_OFFSET // 4, rm.ISR_OFFSET // 4 + 1] + \

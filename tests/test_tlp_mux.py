@@ -3,20 +3,14 @@
 source, every packet arrives exactly once, no source starves, and random stalls change none of it.
 """
 
-import os
 import random
 
 import pytest
 from amaranth.sim import Simulator
 
+from tb.seed import seed_from_env
 from rtl.tlp_mux import TlpArbiter, TlpRouter
-from .sim_helpers import stream_put, stream_get, tlp_beats, beats_to_dws, mem_req
-
-
-def seed():
-    s = int(os.environ.get("SEED") or random.randrange(1 << 32))
-    print(f"seed={s}")
-    return s
+from .sim_helpers import tlp_put, tlp_get, mem_req
 
 
 def random_packet(rng, source, index):
@@ -33,29 +27,10 @@ def random_cpl(rng, index, with_data):
     return [dw0, 0x0100_0000 | 4 * n, index << 8] + [index << 16 | k for k in range(n)]
 
 
-async def put_packet(ctx, port, dws, rng, idle):
-    for beat in tlp_beats(dws):
-        while rng.random() < idle:
-            await ctx.tick()
-        await stream_put(ctx, port, beat)
-
-
-async def get_packet(ctx, port, rng, stall):
-    beats = []
-    while True:
-        while rng.random() < stall:
-            await ctx.tick()
-        beat = await stream_get(ctx, port)
-        assert bool(beat.first) == (not beats), "first set inside a packet, or missing"
-        beats.append(beat)
-        if beat.last:
-            return beats_to_dws(beats)
-
-
 @pytest.mark.parametrize("stalls", [False, True])
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_arbiter_keeps_packets_whole_and_ordered(n, stalls):
-    rng = random.Random(seed())
+    rng = random.Random(seed_from_env())
     per_source = 40
     packets = [[random_packet(rng, s, i) for i in range(per_source)] for s in range(n)]
     dut = TlpArbiter(64, n)
@@ -68,13 +43,13 @@ def test_arbiter_keeps_packets_whole_and_ordered(n, stalls):
         async def bench(ctx):
             local = random.Random(rng.randrange(1 << 32))
             for dws in packets[s]:
-                await put_packet(ctx, dut.i[s], dws, local, idle)
+                await tlp_put(ctx, dut.i[s], dws, local, idle)
         return bench
 
     async def sink(ctx):
         local = random.Random(rng.randrange(1 << 32))
         for _ in range(n * per_source):
-            received.append(await get_packet(ctx, dut.o, local, stall))
+            received.append(await tlp_get(ctx, dut.o, local, stall))
 
     for s in range(n):
         sim.add_testbench(source(s))
@@ -98,13 +73,13 @@ def test_arbiter_round_robin_under_load():
     def source(s):
         async def bench(ctx):
             for i in range(3):
-                await put_packet(ctx, dut.i[s], mem_req(0, 2, 0xf, 0xf, data=[s << 24, 0]),
+                await tlp_put(ctx, dut.i[s], mem_req(0, 2, 0xf, 0xf, data=[s << 24, 0]),
                                  random.Random(0), 0.0)
         return bench
 
     async def sink(ctx):
         for _ in range(3 * n):
-            order.append((await get_packet(ctx, dut.o, random.Random(0), 0.0))[3] >> 24)
+            order.append((await tlp_get(ctx, dut.o, random.Random(0), 0.0))[3] >> 24)
 
     for s in range(n):
         sim.add_testbench(source(s))
@@ -120,7 +95,7 @@ def test_arbiter_rejects_no_sources():
 
 @pytest.mark.parametrize("stalls", [False, True])
 def test_router_splits_completions_from_requests(stalls):
-    rng = random.Random(seed())
+    rng = random.Random(seed_from_env())
     stream = []
     for i in range(120):
         kind = rng.choice(["req", "cpl", "cpld"])
@@ -143,13 +118,13 @@ def test_router_splits_completions_from_requests(stalls):
     async def source(ctx):
         local = random.Random(rng.randrange(1 << 32))
         for _, dws in stream:
-            await put_packet(ctx, dut.i, dws, local, idle)
+            await tlp_put(ctx, dut.i, dws, local, idle)
 
     def sink(kind, port):
         async def bench(ctx):
             local = random.Random(rng.randrange(1 << 32))
             for _ in range(len(want[kind])):
-                got[kind].append(await get_packet(ctx, port, local, stall))
+                got[kind].append(await tlp_get(ctx, port, local, stall))
         return bench
 
     sim.add_testbench(source)
