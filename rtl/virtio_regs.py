@@ -90,6 +90,12 @@ class VirtioRegisters(wiring.Component):
         q_desc   = Array(Signal(64, name=f"q{i}_desc") for i in range(nq))
         q_driver = Array(Signal(64, name=f"q{i}_driver") for i in range(nq))
         q_device = Array(Signal(64, name=f"q{i}_device") for i in range(nq))
+        # The 64-bit ring addresses, as 32-bit halves: (offset, registers, half).
+        ring_halves = [(base + 4 * half, arr, half)
+                       for base, arr in ((rm.CC_QUEUE_DESC, q_desc),
+                                         (rm.CC_QUEUE_DRIVER, q_driver),
+                                         (rm.CC_QUEUE_DEVICE, q_device))
+                       for half in range(2)]
         # [PCIe-3.0 7.7.2] MSI-X table entries; the Mask Bit resets to 1.
         mx_addr = Array(Signal(64, name=f"msix{i}_addr") for i in range(nv))
         mx_data = Array(Signal(32, name=f"msix{i}_data") for i in range(nv))
@@ -161,13 +167,10 @@ class VirtioRegisters(wiring.Component):
                                 # queue_notify_off = queue index
                                 m.d.sync += r_data.eq(Cat(q_enable[qs], Const(0, 15),
                                                           queue_select))
-                        for base, arr in ((rm.CC_QUEUE_DESC, q_desc),
-                                          (rm.CC_QUEUE_DRIVER, q_driver),
-                                          (rm.CC_QUEUE_DEVICE, q_device)):
-                            for half in range(2):
-                                with m.Case(base + 4 * half):
-                                    with m.If(sel_valid):
-                                        m.d.sync += r_data.eq(arr[qs][32 * half:32 * half + 32])
+                        for offset, arr, half in ring_halves:
+                            with m.Case(offset):
+                                with m.If(sel_valid):
+                                    m.d.sync += r_data.eq(arr[qs][32 * half:32 * half + 32])
                 with m.Case(1):
                     with m.If(local == 0):
                         m.d.sync += r_data.eq(isr)
@@ -262,14 +265,11 @@ class VirtioRegisters(wiring.Component):
                             # [VIRTIO-1.2 4.1.4.3.2] The driver MUST NOT write 0.
                             with m.If(sel_valid & bus.be[0] & w[0]):
                                 m.d.sync += q_enable[qs].eq(1)
-                        for base, arr in ((rm.CC_QUEUE_DESC, q_desc),
-                                          (rm.CC_QUEUE_DRIVER, q_driver),
-                                          (rm.CC_QUEUE_DEVICE, q_device)):
-                            for half in range(2):
-                                with m.Case(base + 4 * half):
-                                    with m.If(sel_valid):
-                                        sl = arr[qs][32 * half:32 * half + 32]
-                                        m.d.sync += sl.eq(merge(sl, w, mask))
+                        for offset, arr, half in ring_halves:
+                            with m.Case(offset):
+                                with m.If(sel_valid):
+                                    sl = arr[qs][32 * half:32 * half + 32]
+                                    m.d.sync += sl.eq(merge(sl, w, mask))
                 with m.Case(3):
                     # [VIRTIO-1.2 4.1.5.2] Available buffer notification: the 16-bit queue
                     # index, in lanes 2-3 when the notify address is 2 mod 4 (multiplier 2).
