@@ -27,6 +27,7 @@ the specs leave a choice open, the choice is written down here and in ``docs/reg
 from dataclasses import dataclass, field
 
 from . import regmap as rm
+from .blk import BlkProcessor, Batch
 from .regmap import merge
 
 
@@ -70,6 +71,8 @@ class VirtioBlkModel:
         self.regs = rm.config_registers(params)
         self.blk_config = params.blk_config()
         self.notifications = []
+        # The request engine; its disk survives resets, its ring state does not.
+        self.blk = BlkProcessor(params)
         self.power_on_reset()
 
     # -- resets -------------------------------------------------------------------------------
@@ -93,6 +96,37 @@ class VirtioBlkModel:
         self.queue_select = 0
         self.queues = [QueueState(self.p.max_queue_size) for _ in range(self.p.num_queues)]
         self.isr = 0
+        self.blk.reset()
+
+    # -- request processing -------------------------------------------------------------------
+
+    def process_queue(self, q, mem):
+        """Serve queue ``q`` after an available buffer notification, through :attr:`blk`.
+
+        Nothing is served (an empty :class:`model.blk.Batch` is returned) unless the queue
+        exists and is enabled, DRIVER_OK is set and DEVICE_NEEDS_RESET is not. A malformed
+        descriptor chain sets DEVICE_NEEDS_RESET [VIRTIO-1.2 2.1.2], which stops all queues
+        until the driver resets the device.
+
+        Parameters
+        ----------
+        q : int
+            Queue index.
+        mem : object
+            Host memory: ``read(addr, n) -> bytes``, ``write(addr, data)``.
+
+        Returns
+        -------
+        model.blk.Batch
+        """
+        if not (q < self.p.num_queues and self.queues[q].enable and
+                self.device_status & rm.STATUS_DRIVER_OK and
+                not self.device_status & rm.STATUS_DEVICE_NEEDS_RESET):
+            return Batch()
+        batch = self.blk.process(q, mem, self.queues[q], self.driver_features)
+        if batch.needs_reset:
+            self.device_status |= rm.STATUS_DEVICE_NEEDS_RESET
+        return batch
 
     # -- derived state ------------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ class DeviceParams:
         Offer ``VIRTIO_BLK_F_RO``.
     data_width : int
         Width of the TLP streams in bits (64; 128 and 256 are reserved for later).
+    serial : str
+        Device ID string returned by ``VIRTIO_BLK_T_GET_ID``: ASCII, at most
+        :data:`regmap.VIRTIO_BLK_ID_BYTES` (20) bytes [VIRTIO-1.2 5.2.6].
     """
     capacity: int = 2048                 # 1 MiB
     num_queues: int = 2
@@ -96,6 +99,7 @@ class DeviceParams:
     max_write_zeroes_sectors: int = 1 << 16
     max_write_zeroes_seg: int = 1
     write_zeroes_may_unmap: int = 0
+    serial: str = "virtio-blk-ep"
 
     def __post_init__(self):
         def check(cond, msg):
@@ -130,6 +134,10 @@ class DeviceParams:
               "[VIRTIO-1.2 4.1.4.4]")
         check(self.notify_off_multiplier * (self.num_queues - 1) + 2 <= rm.REGION_SIZE,
               "the notify region does not fit its 4 KiB window")
+        check(isinstance(self.serial, str) and self.serial.isascii() and
+              len(self.serial) <= rm.VIRTIO_BLK_ID_BYTES,
+              f"serial must be an ASCII string of at most {rm.VIRTIO_BLK_ID_BYTES} bytes "
+              f"[VIRTIO-1.2 5.2.6], not {self.serial!r}")
 
     def replace(self, **changes):
         return replace(self, **changes)
@@ -182,6 +190,11 @@ class DeviceParams:
         put(0x34, 4, self.max_write_zeroes_seg)
         put(0x38, 1, self.write_zeroes_may_unmap)
         return bytes(b)
+
+    def serial_bytes(self):
+        """The device ID string as ``VIRTIO_BLK_T_GET_ID`` returns it: 20 bytes, NUL padded, with
+        no terminator when the string is 20 bytes long [VIRTIO-1.2 5.2.6]."""
+        return self.serial.encode("ascii").ljust(rm.VIRTIO_BLK_ID_BYTES, b"\0")
 
     def capabilities(self):
         """The capability list, as ``[(offset, cap_id, length, extra)]`` in list order."""

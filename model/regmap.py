@@ -63,6 +63,41 @@ def feature_names(bits):
 # [VIRTIO-1.2 4.1.5.1.2.1] "no vector" for msix_config / queue_msix_vector.
 VIRTIO_MSI_NO_VECTOR = 0xffff
 
+
+# -- Split virtqueues [VIRTIO-1.2 2.7] (Linux include/uapi/linux/virtio_ring.h) --
+
+# [VIRTIO-1.2 2.7.5] struct virtq_desc flags.
+VIRTQ_DESC_F_NEXT     = 1
+VIRTQ_DESC_F_WRITE    = 2
+VIRTQ_DESC_F_INDIRECT = 4
+# [VIRTIO-1.2 2.7.6] virtq_avail.flags; [2.7.8] virtq_used.flags.
+VIRTQ_AVAIL_F_NO_INTERRUPT = 1
+VIRTQ_USED_F_NO_NOTIFY     = 1
+
+# -- Block requests [VIRTIO-1.2 5.2.6] (Linux include/uapi/linux/virtio_blk.h) --
+
+# struct virtio_blk_req type.
+VIRTIO_BLK_T_IN           = 0
+VIRTIO_BLK_T_OUT          = 1
+VIRTIO_BLK_T_FLUSH        = 4
+VIRTIO_BLK_T_GET_ID       = 8
+VIRTIO_BLK_T_GET_LIFETIME = 10
+VIRTIO_BLK_T_DISCARD      = 11
+VIRTIO_BLK_T_WRITE_ZEROES = 13
+VIRTIO_BLK_T_SECURE_ERASE = 14
+# struct virtio_blk_req status.
+VIRTIO_BLK_S_OK     = 0
+VIRTIO_BLK_S_IOERR  = 1
+VIRTIO_BLK_S_UNSUPP = 2
+# GET_ID: the device ID string is at most 20 bytes, NUL padded.
+VIRTIO_BLK_ID_BYTES = 20
+# struct virtio_blk_discard_write_zeroes flags: unmap (bit 0, write zeroes only).
+VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1
+# Sizes of struct virtio_blk_outhdr (type, reserved, sector) and of one
+# struct virtio_blk_discard_write_zeroes segment (sector, num_sectors, flags).
+BLK_OUTHDR_BYTES      = 16
+BLK_DISCARD_SEG_BYTES = 16
+BLK_SECTOR_BYTES      = 512     # [VIRTIO-1.2 5.2.6] protocol sectors are always 512 bytes
 # -- PCI identity [VIRTIO-1.2 4.1.2] --
 
 VENDOR_ID   = 0x1af4

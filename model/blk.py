@@ -1,0 +1,440 @@
+# Ref: OASIS virtio 1.2, sections 2.7 (Split Virtqueues), 5.2.6 (Block Device Operation); Linux
+# include/uapi/linux/virtio_ring.h (vring_need_event), include/uapi/linux/virtio_blk.h
+"""Golden model of virtio-blk request processing over split virtqueues.
+
+:class:`BlkProcessor` owns the disk and the device's side of each virtqueue (``last_avail_idx``,
+the used ``idx``, the used ``idx`` at the last interrupt decision) and serves the available ring
+the way the RTL does. Host memory is any object with ``read(addr, n) -> bytes`` and
+``write(addr, data)``; every access the device makes to it goes through those two calls.
+
+What one :meth:`BlkProcessor.process` call does, on an available buffer notification:
+
+1. Read ``avail->idx`` once, then serve every entry from ``last_avail_idx`` up to it, in order.
+2. For each entry: walk the descriptor chain, execute the request against the disk, write the
+   data and the status byte, then the used element ``{id = head, len}`` and then ``used->idx``.
+3. With ``VIRTIO_F_EVENT_IDX``, write ``avail_event = last_avail_idx``.
+4. If at least one used element was added, decide whether to interrupt: one decision for the
+   batch. (The RTL decides after every request; "an interrupt for the batch" is the same as "an
+   interrupt after one of its requests" while ``used_event`` and ``avail->flags`` stay put,
+   because ``vring_need_event`` over consecutive intervals fires in exactly one of them.)
+
+The request is a byte stream over the chain: the device-readable bytes, in chain order, are
+``struct virtio_blk_outhdr`` (16 bytes) followed by the OUT data or the discard/write zeroes
+segments; the device-writable bytes are the IN data (or the ID string) followed by the status
+byte, which is the last writable byte. No descriptor boundary matters: the header may be split
+across descriptors and the status byte may share a descriptor with data.
+
+Choices where the specification leaves room (the RTL is to make the same ones):
+
+* The used ``len`` is ``W``, the total of the device-writable bytes, for every request and
+  status, as QEMU reports ``in_len``. Only a successful IN writes all of them; for the others it
+  overstates what [VIRTIO-1.2 2.7.8.2] asks for, which Linux tolerates (it ignores ``len`` for
+  virtio-blk) and [VIRTIO-1.2 5.2.6.3] records as what devices have always done.
+* A malformed chain (see :class:`Malformed`) is not served: nothing is written for it, it is not
+  consumed (``last_avail_idx`` stays on it), no later entry is served, and the device stays
+  broken until :meth:`BlkProcessor.reset` [VIRTIO-1.2 2.1.2: DEVICE_NEEDS_RESET]. The batch
+  ends there: ``avail_event`` is not written, but the interrupt decision is still made for the
+  entries served before it (the RTL decides after every request, so it has made it already).
+* ``avail->idx`` more than the queue size ahead of ``last_avail_idx`` [VIRTIO-1.2 2.7.13] breaks
+  the device the same way, before anything is served. ``avail->idx`` is read once per call (the
+  RTL reads it again after each request; the testbench calls :meth:`BlkProcessor.process` on
+  every notification).
+* ``avail_event`` is written at the end of every batch, also when no entry was served.
+* A well formed chain of more than ``seg_max + 2`` buffer descriptors (the descriptor that
+  points to an indirect table is not counted; zero-length ones are) completes IOERR whatever
+  its type, without looking further at the request: [VIRTIO-1.2 2.7.4.1] lets the device limit
+  chain length.
+* The loop check counts descriptors per table: more than the queue size visited in the
+  descriptor table, or more than ``len / 16`` in the indirect table, is a loop.
+* A readable descriptor after a writable one is malformed even when either has length 0.
+* Discard and write zeroes are all or nothing: every segment is checked before any is zeroed,
+  the UNSUPP checks of all segments before their IOERR checks.
+* Completion ``op`` and ``sector`` are read from the header even when the request is not
+  executed (more than ``seg_max + 2`` descriptors); they are for logs, not for comparison.
+"""
+
+import struct
+from dataclasses import dataclass, field
+
+from . import regmap as rm
+
+
+__all__ = ["BlkProcessor", "Batch", "Completion", "RingState", "Malformed", "vring_need_event"]
+
+
+U16 = 0xffff
+SECTOR = rm.BLK_SECTOR_BYTES
+
+
+def vring_need_event(event, new, old):
+    """[VIRTIO-1.2 2.7.7.2] Linux ``vring_need_event``: ``True`` if the used ``idx`` moving from
+    ``old`` to ``new`` passed ``event`` (all 16-bit, wrapping)."""
+    return (new - event - 1) & U16 < (new - old) & U16
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One request the device completed (a used element it wrote).
+
+    Attributes
+    ----------
+    head : int
+        Head descriptor index, the used element's ``id``.
+    used_len : int
+        The used element's ``len``: total device-writable bytes of the chain.
+    status : int
+        ``VIRTIO_BLK_S_*`` written to the status byte.
+    op : int
+        ``type`` from the request header.
+    sector : int
+        ``sector`` from the request header.
+    nbytes : int
+        Data moved by a request that completed OK: bytes read from the disk (IN), written to it
+        (OUT), zeroed on it (DISCARD, WRITE_ZEROES), ID bytes written (GET_ID); 0 otherwise.
+    """
+    head: int
+    used_len: int
+    status: int
+    op: int
+    sector: int
+    nbytes: int
+
+
+@dataclass
+class Batch:
+    """What one :meth:`BlkProcessor.process` call did.
+
+    Attributes
+    ----------
+    completions : list of Completion
+        In used ring order.
+    interrupt : bool
+        The device sends a used buffer notification for this batch.
+    needs_reset : bool
+        A malformed chain was found (now or earlier): the device sets DEVICE_NEEDS_RESET.
+    error : str
+        Why, when ``needs_reset`` was set by this batch.
+    """
+    completions: list = field(default_factory=list)
+    interrupt: bool = False
+    needs_reset: bool = False
+    error: str = ""
+
+
+@dataclass
+class RingState:
+    """The device's side of one split virtqueue; every index is 16-bit and wraps.
+
+    Attributes
+    ----------
+    last_avail_idx : int
+        Next available ring entry to serve.
+    used_idx : int
+        Next used ring entry to write (the value last written to ``used->idx``).
+    signalled_used : int
+        ``used_idx`` at the last interrupt decision (``old`` of ``vring_need_event``).
+    """
+    last_avail_idx: int = 0
+    used_idx: int = 0
+    signalled_used: int = 0
+
+
+class Malformed(Exception):
+    """A descriptor chain the device cannot serve: it needs a reset [VIRTIO-1.2 2.1.2]."""
+
+
+# -- host memory access, little endian [VIRTIO-1.2 2.7] -------------------------------------------
+
+def _read_u16(mem, addr):
+    return int.from_bytes(mem.read(addr, 2), "little")
+
+
+def _write_u16(mem, addr, value):
+    mem.write(addr, (value & U16).to_bytes(2, "little"))
+
+
+def _gather(mem, segs, offset, n):
+    """Bytes ``[offset, offset + n)`` of the stream formed by ``segs`` ``[(addr, len)]``."""
+    out = bytearray()
+    for addr, length in segs:
+        if n == 0:
+            break
+        if offset >= length:
+            offset -= length
+            continue
+        take = min(length - offset, n)
+        out += mem.read(addr + offset, take)
+        offset, n = 0, n - take
+    assert n == 0
+    return bytes(out)
+
+
+def _scatter(mem, segs, offset, data):
+    """Write ``data`` at ``offset`` of the stream formed by ``segs`` ``[(addr, len)]``."""
+    data = bytes(data)
+    for addr, length in segs:
+        if not data:
+            break
+        if offset >= length:
+            offset -= length
+            continue
+        take = min(length - offset, len(data))
+        mem.write(addr + offset, data[:take])
+        offset, data = 0, data[take:]
+    assert not data
+
+
+class BlkProcessor:
+    """The request engine of the virtio-blk device: disk, ring state, request execution.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+        ``capacity``, ``num_queues``, ``seg_max``, ``read_only``, the discard and write zeroes
+        limits and ``serial`` are used.
+
+    Attributes
+    ----------
+    disk : bytearray
+        ``capacity * 512`` bytes, zero at construction; not cleared by :meth:`reset`.
+    rings : list of RingState
+        One per queue; tests may set the indices directly (e.g. to test wrapping).
+    broken : bool
+        A malformed chain was found; nothing is served until :meth:`reset`.
+    """
+
+    def __init__(self, params):
+        self.p = params
+        self.disk = bytearray(params.capacity * SECTOR)
+        self.reset()
+
+    def reset(self):
+        """[VIRTIO-1.2 2.4] Device reset: ring state back to 0, no longer broken. The disk
+        keeps its contents."""
+        self.rings = [RingState() for _ in range(self.p.num_queues)]
+        self.broken = False
+
+    # -- available ring -> used ring ------------------------------------------------------------
+
+    def process(self, q, mem, queue, features):
+        """Serve queue ``q`` after an available buffer notification.
+
+        Parameters
+        ----------
+        q : int
+            Queue index.
+        mem : object
+            Host memory: ``read(addr, n) -> bytes``, ``write(addr, data)``.
+        queue : model.device.QueueState
+            ``size``, ``desc``, ``driver`` (available ring) and ``device`` (used ring).
+        features : int
+            The negotiated (driver) feature bits.
+
+        Returns
+        -------
+        Batch
+
+        Raises
+        ------
+        ValueError
+            If ``queue.size`` is not a power of two from 1 to 32768: the driver broke
+            [VIRTIO-1.2 2.7] and the device's behaviour is not defined.
+        """
+        batch = Batch()
+        if self.broken:
+            batch.needs_reset = True
+            return batch
+        size = queue.size
+        if not (1 <= size <= 32768 and size & (size - 1) == 0):
+            raise ValueError(f"queue {q} size must be a power of two from 1 to 32768 "
+                             f"[VIRTIO-1.2 2.7], not {size}")
+        ring = self.rings[q]
+        event_idx = bool(features >> rm.VIRTIO_RING_F_EVENT_IDX & 1)
+        # [VIRTIO-1.2 2.7.6] struct virtq_avail: flags u16, idx u16, ring[size] u16, used_event.
+        # [VIRTIO-1.2 2.7.8] struct virtq_used: flags u16, idx u16, ring[size] {id u32, len u32},
+        # avail_event.
+        avail_idx = _read_u16(mem, queue.driver + 2)
+        if (avail_idx - ring.last_avail_idx) & U16 > size:
+            # [VIRTIO-1.2 2.7.13] The ring holds at most size entries: idx cannot run further
+            # ahead of what the device has served.
+            self.broken = True
+            batch.needs_reset = True
+            batch.error = (f"queue {q} avail idx {avail_idx} is more than {size} ahead of "
+                           f"{ring.last_avail_idx}")
+            return batch
+        while ring.last_avail_idx != avail_idx:
+            head = _read_u16(mem, queue.driver + 4 + 2 * (ring.last_avail_idx % size))
+            try:
+                c = self._serve(head, mem, queue, features)
+            except Malformed as e:
+                self.broken = True
+                batch.needs_reset = True
+                batch.error = f"queue {q} avail entry {ring.last_avail_idx} head {head}: {e}"
+                break
+            # [VIRTIO-1.2 2.7.8.2] The device sets len before it updates the used idx.
+            slot = queue.device + 4 + 8 * (ring.used_idx % size)
+            mem.write(slot, struct.pack("<II", head, c.used_len))
+            ring.used_idx = (ring.used_idx + 1) & U16
+            _write_u16(mem, queue.device + 2, ring.used_idx)
+            ring.last_avail_idx = (ring.last_avail_idx + 1) & U16
+            batch.completions.append(c)
+        if event_idx and not batch.needs_reset:
+            # [VIRTIO-1.2 2.7.10] avail_event: the driver need not notify before it adds the
+            # entry at this index; the device has served everything before it.
+            _write_u16(mem, queue.device + 4 + 8 * size, ring.last_avail_idx)
+        if batch.completions:
+            batch.interrupt = self._need_interrupt(mem, queue, ring, event_idx)
+        return batch
+
+    def _need_interrupt(self, mem, queue, ring, event_idx):
+        if event_idx:
+            # [VIRTIO-1.2 2.7.7.2] With EVENT_IDX the device ignores avail->flags and notifies
+            # when the used idx moved past used_event since the last decision.
+            used_event = _read_u16(mem, queue.driver + 4 + 2 * queue.size)
+            irq = vring_need_event(used_event, ring.used_idx, ring.signalled_used)
+        else:
+            # [VIRTIO-1.2 2.7.7.2] Without EVENT_IDX: notify unless VIRTQ_AVAIL_F_NO_INTERRUPT.
+            irq = not _read_u16(mem, queue.driver) & rm.VIRTQ_AVAIL_F_NO_INTERRUPT
+        ring.signalled_used = ring.used_idx
+        return irq
+
+    # -- descriptor chain -----------------------------------------------------------------------
+
+    def _walk(self, head, mem, queue, features):
+        """Follow the chain from ``head``; returns ``(readable, writable, count)``, the readable
+        and writable segments ``[(addr, len)]`` in chain order and the number of buffer
+        descriptors. Raises :class:`Malformed`."""
+        if head >= queue.size:
+            raise Malformed(f"head {head} is not below the queue size {queue.size}")
+        table, table_size, i = queue.desc, queue.size, head
+        in_indirect = False
+        visited = 0
+        count = 0
+        readable, writable = [], []
+        while True:
+            visited += 1
+            if visited > table_size:
+                # [VIRTIO-1.2 2.7.5.2, 2.7.5.3.1] A chain is never longer than its table.
+                raise Malformed(f"more than {table_size} descriptors in a table: a loop")
+            # [VIRTIO-1.2 2.7.5] struct virtq_desc: addr u64, len u32, flags u16, next u16.
+            addr, length, flags, nxt = struct.unpack("<QIHH", mem.read(table + 16 * i, 16))
+            if flags & rm.VIRTQ_DESC_F_INDIRECT:
+                # [VIRTIO-1.2 2.7.5.3.1] Driver requirements on indirect descriptors.
+                if not features >> rm.VIRTIO_RING_F_INDIRECT_DESC & 1:
+                    raise Malformed("INDIRECT without VIRTIO_F_INDIRECT_DESC")
+                if in_indirect:
+                    raise Malformed("INDIRECT inside an indirect table")
+                if flags & rm.VIRTQ_DESC_F_NEXT:
+                    raise Malformed("INDIRECT together with NEXT")
+                if length == 0 or length % 16:
+                    raise Malformed(f"indirect table length {length} is not a positive "
+                                    f"multiple of 16")
+                # [VIRTIO-1.2 2.7.5.3.2] The WRITE flag of this descriptor is ignored; the
+                # chain goes on at entry 0 of the table.
+                table, table_size, i = addr, length // 16, 0
+                in_indirect = True
+                visited = 0
+                continue
+            count += 1
+            if flags & rm.VIRTQ_DESC_F_WRITE:
+                writable.append((addr, length))
+            elif writable:
+                # [VIRTIO-1.2 2.7.4.2] Device-writable elements come after device-readable ones.
+                raise Malformed("a device-readable descriptor after a device-writable one")
+            else:
+                readable.append((addr, length))
+            if not flags & rm.VIRTQ_DESC_F_NEXT:
+                return readable, writable, count
+            if nxt >= table_size:
+                raise Malformed(f"next {nxt} is not below the table size {table_size}")
+            i = nxt
+
+    def _serve(self, head, mem, queue, features):
+        """Walk, execute and write the status byte of the request at ``head``."""
+        readable, writable, count = self._walk(head, mem, queue, features)
+        r = sum(length for _, length in readable)
+        w = sum(length for _, length in writable)
+        # [VIRTIO-1.2 5.2.6] struct virtio_blk_req: type, reserved, sector are device-readable,
+        # status is the last device-writable byte.
+        if r < rm.BLK_OUTHDR_BYTES:
+            raise Malformed(f"{r} device-readable bytes, fewer than the 16-byte header")
+        if w < 1:
+            raise Malformed("no device-writable byte for the status")
+        op, _reserved, sector = struct.unpack("<IIQ", _gather(mem, readable, 0, 16))
+        if count > self.p.seg_max + 2:
+            # [VIRTIO-1.2 2.7.4.1] The device MAY limit the descriptors in a chain: seg_max data
+            # segments plus the header and the status.
+            status, nbytes = rm.VIRTIO_BLK_S_IOERR, 0
+        else:
+            status, nbytes = self._execute(op, sector, mem, readable, r, writable, w, features)
+        _scatter(mem, writable, w - 1, bytes([status]))
+        return Completion(head=head, used_len=w, status=status, op=op, sector=sector,
+                          nbytes=nbytes)
+
+    # -- requests [VIRTIO-1.2 5.2.6] ------------------------------------------------------------
+
+    def _execute(self, op, sector, mem, readable, r, writable, w, features):
+        """Run one request; returns ``(status, nbytes)``. Data effects only on OK."""
+        p = self.p
+        if op == rm.VIRTIO_BLK_T_IN:
+            n = w - 1
+            # [VIRTIO-1.2 5.2.6.1] Data is a multiple of 512 bytes and within capacity.
+            if n % SECTOR or sector + n // SECTOR > p.capacity:
+                return rm.VIRTIO_BLK_S_IOERR, 0
+            _scatter(mem, writable, 0, self.disk[sector * SECTOR:sector * SECTOR + n])
+            return rm.VIRTIO_BLK_S_OK, n
+        if op == rm.VIRTIO_BLK_T_OUT:
+            n = r - rm.BLK_OUTHDR_BYTES
+            if n % SECTOR or sector + n // SECTOR > p.capacity:
+                return rm.VIRTIO_BLK_S_IOERR, 0
+            if p.read_only:
+                # [VIRTIO-1.2 5.2.6.2] IOERR for a write when VIRTIO_BLK_F_RO is offered.
+                return rm.VIRTIO_BLK_S_IOERR, 0
+            data = _gather(mem, readable, rm.BLK_OUTHDR_BYTES, n)
+            self.disk[sector * SECTOR:sector * SECTOR + n] = data
+            return rm.VIRTIO_BLK_S_OK, n
+        if op == rm.VIRTIO_BLK_T_FLUSH:
+            # Writes are stable once completed (the disk has no cache): nothing to do.
+            return rm.VIRTIO_BLK_S_OK, 0
+        if op == rm.VIRTIO_BLK_T_GET_ID:
+            n = min(rm.VIRTIO_BLK_ID_BYTES, w - 1)
+            _scatter(mem, writable, 0, p.serial_bytes()[:n])
+            return rm.VIRTIO_BLK_S_OK, n
+        if op in (rm.VIRTIO_BLK_T_DISCARD, rm.VIRTIO_BLK_T_WRITE_ZEROES):
+            return self._discard_write_zeroes(op, mem, readable, r, features)
+        # GET_LIFETIME, SECURE_ERASE (features not offered) and unknown types.
+        return rm.VIRTIO_BLK_S_UNSUPP, 0
+
+    def _discard_write_zeroes(self, op, mem, readable, r, features):
+        p = self.p
+        if op == rm.VIRTIO_BLK_T_DISCARD:
+            feature, max_seg, max_sectors = \
+                rm.VIRTIO_BLK_F_DISCARD, p.max_discard_seg, p.max_discard_sectors
+            allowed_flags = 0   # [VIRTIO-1.2 5.2.6.2] unmap set on a discard is UNSUPP
+        else:
+            feature, max_seg, max_sectors = \
+                rm.VIRTIO_BLK_F_WRITE_ZEROES, p.max_write_zeroes_seg, p.max_write_zeroes_sectors
+            allowed_flags = rm.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP
+        if not features >> feature & 1:
+            return rm.VIRTIO_BLK_S_UNSUPP, 0
+        payload = r - rm.BLK_OUTHDR_BYTES
+        n = payload // rm.BLK_DISCARD_SEG_BYTES
+        # [VIRTIO-1.2 5.2.6.1] One or more whole segments, at most max_*_seg of them.
+        if payload % rm.BLK_DISCARD_SEG_BYTES or not 1 <= n <= max_seg:
+            return rm.VIRTIO_BLK_S_UNSUPP, 0
+        # struct virtio_blk_discard_write_zeroes: sector u64, num_sectors u32, flags u32.
+        segs = [struct.unpack("<QII", _gather(mem, readable, rm.BLK_OUTHDR_BYTES + 16 * k, 16))
+                for k in range(n)]
+        # [VIRTIO-1.2 5.2.6.2] UNSUPP if any unknown flag is set.
+        if any(flags & ~allowed_flags for _, _, flags in segs):
+            return rm.VIRTIO_BLK_S_UNSUPP, 0
+        for sector, num, _ in segs:
+            if num > max_sectors or sector + num > p.capacity:
+                return rm.VIRTIO_BLK_S_IOERR, 0
+        if p.read_only:
+            return rm.VIRTIO_BLK_S_IOERR, 0
+        # [VIRTIO-1.2 5.2.6.2] Reads after write zeroes return zeros; discarded sectors read as
+        # zeros here too (the driver assumes nothing about them).
+        for sector, num, _ in segs:
+            self.disk[sector * SECTOR:(sector + num) * SECTOR] = bytes(num * SECTOR)
+        return rm.VIRTIO_BLK_S_OK, sum(num for _, num, _ in segs) * SECTOR
