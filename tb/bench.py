@@ -83,6 +83,7 @@ class TB:
         self.dut.rst.value = 0
         await ClockCycles(self.dut.clk, 2)
         self.model.power_on_reset()
+        self.scoreboard.reset()
 
     async def start(self, enable=True):
         """Reset, enumerate, and (like Linux's pci_enable_device + pci_set_master) enable
@@ -159,4 +160,5 @@ class TB:
         sb = self.scoreboard
         self.log.info("scoreboard: %d requests, %d completions, %d reads compared with the "
                       "model", sb.requests, sb.completions, sb.compared_reads)
+        self.log.info("%s", sb.summary())
         sb.check()

@@ -1,24 +1,48 @@
-# Ref: PCIe Base 3.0 sections 2.2.9 (Completion rules), 2.3.1 (request handling)
+# Ref: PCIe Base 3.0 sections 2.2.2, 2.2.4.1, 2.2.5, 2.2.6.2-2.2.6.5, 2.2.7 (request rules), 2.2.9
+# (Completion rules), 2.3.1 (request handling), 2.3.1.1 (data return for read requests), 2.3.2
+# (completion handling), 6.1.4 (MSI-X), 7.5.1.1 (Bus Master Enable), 7.8.4 (Device Control)
 """TLP checker and scoreboard: every request into the DUT also goes to the golden model, and
 every TLP out of the DUT must be well-formed and match what the model predicted, field by field.
 
 It sits on the shim, so it sees all traffic, including the RootComplex's own enumeration and the
 cocotbext-pcie helpers' accesses, not only what a test asks for explicitly. A mismatch is logged
 with both sides in full and recorded; :meth:`Scoreboard.check` fails the test at the end.
+
+Requests the DUT makes itself (DMA reads and writes, MSI-X messages) are checked against the
+rules for a requester, with the limits the model's configuration space holds (Max_Payload_Size,
+Max_Read_Request_Size, Extended Tag Field Enable, Bus Master Enable, the captured Bus and Device
+Numbers). The completions the RootComplex returns for the DUT's reads are matched to them by
+Tag, and must continue each read's data.
 """
 
 from cocotbext.pcie.core.tlp import Tlp, TlpType, CplStatus
 
+from model import regmap as rm
 from model.device import SC, UR, CA
 from .shim import dws_to_tlp
 
 
-__all__ = ["Scoreboard", "framing_problem"]
+__all__ = ["Scoreboard", "framing_problem", "read_byte_count", "read_lower_address",
+           "be_problems", "enabled_span"]
 
 
 _STATUS = {SC: CplStatus.SC, UR: CplStatus.UR, CA: CplStatus.CA}
 
 _CPL_TYPES = {TlpType.CPL, TlpType.CPL_DATA, TlpType.CPL_LOCKED, TlpType.CPL_LOCKED_DATA}
+
+_MEM_READS = {TlpType.MEM_READ, TlpType.MEM_READ_64}
+_MEM_WRITES = {TlpType.MEM_WRITE, TlpType.MEM_WRITE_64}
+_FOUR_DW = {TlpType.MEM_READ_64, TlpType.MEM_WRITE_64}
+
+# cocotbext-pcie's TlpAttr bits: No Snoop is Attr[0], Relaxed Ordering Attr[1].
+_ATTR_NS, _ATTR_RO = 1, 2
+# [PCIe-3.0 7.8.4] Device Control: Enable Relaxed Ordering (4), Extended Tag Field Enable (8),
+# Enable No Snoop (11).
+_DEVCTL_RO, _DEVCTL_EXT_TAG, _DEVCTL_NS = 1 << 4, 1 << 8, 1 << 11
+
+# [PCIe-3.0 2.3.1.1] The smallest Read Completion Boundary: a completion that is not the last of
+# its read ends on a multiple of the completer's RCB, 64 or 128 bytes, so always of 64.
+_MIN_RCB = 64
 
 
 def _first_set(be):
@@ -43,6 +67,65 @@ def read_lower_address(tlp):
     """[PCIe-3.0 2.2.9] Lower Address: address bits 6:2 and the offset of the first enabled
     byte."""
     return (tlp.address & 0x7c) | (_first_set(tlp.first_be) if tlp.first_be else 0)
+
+
+def _crosses_4k(tlp):
+    return (tlp.address & 0xfff) + 4 * (tlp.length or 1024) > 4096
+
+
+def _size_field(code):
+    """[PCIe-3.0 7.8.4] Max_Payload_Size / Max_Read_Request_Size encoding -> bytes. The reserved
+    encodings 110b and 111b count as 128 bytes, the size every function supports (the DMA
+    engines make the same choice)."""
+    return 128 << code if code <= 5 else 128
+
+
+def _last_set(be):
+    return next(k for k in range(3, -1, -1) if be >> k & 1)
+
+
+def enabled_span(tlp):
+    """``(address, bytes)`` from the first to the last byte a memory request enables; a request
+    with no byte enabled (a zero-length read or write) spans 0 bytes at its address."""
+    length = tlp.length or 1024
+    first = tlp.first_be
+    last = first if length == 1 else tlp.last_be
+    if not first:
+        if length == 1:
+            return tlp.address, 0
+        first = 0xf  # malformed (be_problems reports it); count the whole DW
+    start = tlp.address + _first_set(first)
+    end = tlp.address + 4 * (length - 1) + (_last_set(last) + 1 if last else 0)
+    return start, max(end - start, 0)
+
+
+def be_problems(tlp):
+    """What breaks the First/Last DW Byte Enable rules in a memory request. [PCIe-3.0 2.2.5]"""
+    length = tlp.length or 1024
+    first, last = tlp.first_be, tlp.last_be
+    if length == 1:
+        # [PCIe-3.0 2.2.5] A 1 DW request has Last DW BE 0000b; any First DW BE, 0000b (a
+        # zero-length access) and non-contiguous ones included.
+        return [f"Last DW BE {last:#06b} in a 1 DW request, must be 0b0000 [PCIe-3.0 2.2.5]"] \
+            if last else []
+    problems = []
+    # [PCIe-3.0 2.2.5] Longer than 1 DW: neither First nor Last DW BE may be 0000b.
+    if not first:
+        problems.append(f"First DW BE 0b0000 in a {length} DW request [PCIe-3.0 2.2.5]")
+    if not last:
+        problems.append(f"Last DW BE 0b0000 in a {length} DW request [PCIe-3.0 2.2.5]")
+    # [PCIe-3.0 2.2.5] Non-contiguous byte enables are allowed only in 1 DW requests and in QW
+    # aligned 2 DW ones; every other request enables only bytes contiguous with the DWs between
+    # its first and last: First DW BE runs up to byte 3 (1111b, 1110b, 1100b, 1000b), Last DW BE
+    # starts at byte 0 (0001b, 0011b, 0111b, 1111b).
+    if length >= 3 or tlp.address & 7:
+        if first and first not in (0xf, 0xe, 0xc, 0x8):
+            problems.append(f"First DW BE {first:#06b} not contiguous with the rest of a "
+                            f"{length} DW request at {tlp.address:#x} [PCIe-3.0 2.2.5]")
+        if last and last not in (0x1, 0x3, 0x7, 0xf):
+            problems.append(f"Last DW BE {last:#06b} not contiguous with the rest of a "
+                            f"{length} DW request at {tlp.address:#x} [PCIe-3.0 2.2.5]")
+    return problems
 
 
 def framing_problem(dws):
@@ -77,13 +160,55 @@ class Expected:
             self.byte_count, self.lower_address = 4, 0
 
 
+class DmaRead:
+    """A Memory Read the DUT sent, while its completions come back.
+
+    ``start`` is the address of the first byte the read returns, ``total`` the bytes it returns
+    ([PCIe-3.0 2.2.9] the Byte Count of its first completion) and ``done`` those already
+    returned by earlier completions."""
+    def __init__(self, req):
+        self.req = req
+        self.start = req.address + (_first_set(req.first_be) if req.first_be else 0)
+        self.total = read_byte_count(req) or 4096
+        self.done = 0
+
+    def __repr__(self):
+        return f"<DMA read of {self.total} bytes at {self.start:#x}, {self.done} returned: " \
+               f"{self.req!r}>"
+
+
 class Scoreboard:
-    """Golden-model scoreboard for the endpoint's completer.
+    """Golden-model scoreboard for the endpoint's completer, and checker of the endpoint's own
+    requests.
 
     Parameters
     ----------
     model : model.device.VirtioBlkModel
     log : logging.Logger
+
+    Attributes
+    ----------
+    errors : list of str
+        Every violation found, in order; :meth:`check` fails if there is any.
+    dma_allowed : callable or None
+        If set, ``dma_allowed(addr, length, is_write) -> bool`` must hold for every memory
+        request of the DUT other than an MSI-X message: ``addr`` is the first byte the request
+        enables, ``length`` the bytes from there to the last enabled one (0 for a zero-length
+        request). A robustness test sets it to the driver's buffers.
+    expect_timeouts : bool
+        Set by a test in which the DUT's reads may go unanswered on purpose: the DUT may then
+        reuse the Tag of a read still outstanding here (it timed out in the DUT, [PCIe-3.0
+        2.8]), and :meth:`check` does not report reads that never completed.
+    requests, completions : int
+        TLPs into the DUT and out of it.
+    compared_reads : int
+        Completions of the DUT whose data was compared with the model.
+    dma_reads, dma_read_bytes : int
+        Memory Reads the DUT sent and the bytes they asked for.
+    dma_writes, dma_write_bytes : int
+        Memory Writes the DUT sent, MSI-X messages excluded, and their enabled bytes.
+    msi_writes : int
+        Memory Writes that carry the address and data of an entry of the model's MSI-X table.
     """
     def __init__(self, model, log):
         self.model = model
@@ -93,6 +218,29 @@ class Scoreboard:
         self.requests = 0
         self.completions = 0
         self.compared_reads = 0
+        self.dma_allowed = None
+        self.expect_timeouts = False
+        self.dma_reads = 0
+        self.dma_read_bytes = 0
+        self.dma_writes = 0
+        self.dma_write_bytes = 0
+        self.msi_writes = 0
+        self.reset()
+
+    def reset(self):
+        """The DUT went through a fundamental reset (call after ``model.power_on_reset()``):
+        no read of the DUT is outstanding any more, and Bus Master Enable is back to its reset
+        value."""
+        self.dma_pending = {}
+        # Bus Master Enable timing. The model applies a Configuration Write to the Command
+        # register as soon as the request goes into the DUT, but the DUT applies it some cycles
+        # later, and may send requests in between. Its completion, though, leaves only after
+        # the DUT has applied it. So each Command write's new value waits in _pending_command
+        # (by the write's requester ID and Tag) until its completion is matched, and only then
+        # becomes _command, the value every later request of the DUT must obey. A request
+        # leaving while a Command write is in flight may follow either value: old or new.
+        self._command = self.model.command
+        self._pending_command = {}
 
     def error(self, msg):
         self.log.error("SCOREBOARD: %s", msg)
@@ -118,6 +266,8 @@ class Scoreboard:
                                     bus=tlp.completer_id.bus, dev=tlp.completer_id.device,
                                     poisoned=bool(tlp.ep))
             exp = Expected(tlp, status)
+            if tlp.address >> 2 == 1:
+                self._pending_command[(int(tlp.requester_id), tlp.tag)] = m.command
         elif t in (TlpType.MEM_READ, TlpType.MEM_READ_64):
             status, data = m.mem_read(tlp.address, tlp.length, tlp.first_be, tlp.last_be)
             mask = tlp.first_be | (tlp.last_be << 4 if tlp.length == 2 else 0)
@@ -126,8 +276,11 @@ class Scoreboard:
             m.mem_write(tlp.address, bytes(tlp.get_data()), tlp.first_be, tlp.last_be,
                         poisoned=bool(tlp.ep))
         elif t in _CPL_TYPES:
+            rd = self.dma_pending.get((int(tlp.requester_id), tlp.tag))
+            if rd is not None:
+                self._completion_to_dut(tlp, rd)
             # [PCIe-3.0 2.3.2] An Unexpected Completion is discarded (poisoned data logged).
-            if tlp.ep and tlp.has_data():
+            elif tlp.ep and tlp.has_data():
                 m.poisoned_received()
         else:
             # I/O, Configuration Type 1, MRdLk, AtomicOps: Unsupported Request. (Messages
@@ -150,6 +303,10 @@ class Scoreboard:
         if problem is None:
             cpl = dws_to_tlp(dws)
             if not cpl.check():
+                if cpl.fmt_type in _MEM_READS | _MEM_WRITES and _crosses_4k(cpl):
+                    # [PCIe-3.0 2.2.7] A Malformed TLP; the request checks name the rule.
+                    self._match(cpl)
+                    return None
                 problem = "fails cocotbext-pcie's Tlp.check()"
         if problem is not None:
             self.error(f"malformed TLP from the DUT ({problem}): "
@@ -160,13 +317,16 @@ class Scoreboard:
 
     def _match(self, cpl):
         if cpl.fmt_type not in _CPL_TYPES:
-            self.error(f"DUT sent a request, but has no DMA yet: {cpl!r}")
+            self._request_from_dut(cpl)
             return
         key = (int(cpl.requester_id), cpl.tag)
         exp = self.pending.pop(key, None)
         if exp is None:
             self.error(f"completion matches no outstanding request: {cpl!r}")
             return
+        if key in self._pending_command:
+            # The DUT has applied this Command write (see reset()).
+            self._command = self._pending_command.pop(key)
         problems = []
         has_data = exp.status == SC and exp.data is not None
         if exp.locked:
@@ -201,9 +361,187 @@ class Scoreboard:
         if problems:
             self.error(f"{exp.req!r} -> {cpl!r}: " + "; ".join(problems))
 
+    # -- requests of the DUT --------------------------------------------------------------------
+
+    def _bus_master_enabled(self):
+        # [PCIe-3.0 7.5.1.1] With Bus Master Enable clear a function issues no Memory Request,
+        # MSI-X messages included. Judged by the Command value in effect (see reset()): the
+        # last one whose write has completed, or that of a write still in flight.
+        return any(cmd & rm.CMD_BUS_MASTER
+                   for cmd in (self._command, *self._pending_command.values()))
+
+    def _is_msix_message(self, tlp):
+        if tlp.fmt_type not in _MEM_WRITES or tlp.length != 1 or tlp.first_be != 0xf:
+            return False
+        data = int.from_bytes(bytes(tlp.get_data())[:4], "little")
+        # [PCIe-3.0 6.1.4] An MSI-X message is a DW write of the entry's Message Data to its
+        # Message Address.
+        return any(e.addr == tlp.address and e.data == data for e in self.model.msix_table)
+
+    def _request_from_dut(self, tlp):
+        t = tlp.fmt_type
+        if t not in _MEM_READS | _MEM_WRITES:
+            self.error(f"DUT sent a {t.name} request; it only issues Memory Reads and Memory "
+                       f"Writes: {tlp!r}")
+            return
+        m = self.model
+        is_read = t in _MEM_READS
+        devctl = m.devctl
+        length = tlp.length or 1024
+        nbytes = 4 * length
+        problems = []
+        if is_read:
+            # [PCIe-3.0 7.8.4] A function generates no read request longer than
+            # Max_Read_Request_Size.
+            mrrs = _size_field(devctl >> 12 & 7)
+            if nbytes > mrrs:
+                problems.append(f"Length {length} DW ({nbytes} bytes) exceeds "
+                                f"Max_Read_Request_Size {mrrs} [PCIe-3.0 7.8.4]")
+        else:
+            # [PCIe-3.0 2.2.2] The payload of a TLP is at most Max_Payload_Size bytes.
+            mps = _size_field(devctl >> 5 & 7)
+            if nbytes > mps:
+                problems.append(f"payload {nbytes} bytes exceeds Max_Payload_Size {mps} "
+                                f"[PCIe-3.0 2.2.2]")
+        if _crosses_4k(tlp):
+            # [PCIe-3.0 2.2.7] No memory request crosses a 4 KB boundary.
+            problems.append(f"{nbytes} bytes at {tlp.address:#x} cross a 4 KB boundary "
+                            f"[PCIe-3.0 2.2.7]")
+        if t in _FOUR_DW and tlp.address >> 32 == 0:
+            # [PCIe-3.0 2.2.4.1] Addresses below 4 GB use the 32-bit (3 DW header) format. (The
+            # 3 DW format cannot name an address at or above 4 GB at all.)
+            problems.append(f"4 DW header for address {tlp.address:#x} below 4 GB "
+                            f"[PCIe-3.0 2.2.4.1]")
+        problems += be_problems(tlp)
+        if int(tlp.requester_id) != m.completer_id:
+            # [PCIe-3.0 2.2.6.2] The Requester ID is the function's captured Bus and Device
+            # Numbers and its Function Number.
+            problems.append(f"Requester ID {int(tlp.requester_id):#06x}, expected "
+                            f"{m.completer_id:#06x} [PCIe-3.0 2.2.6.2]")
+        if not self._bus_master_enabled():
+            problems.append("Bus Master Enable is clear [PCIe-3.0 7.5.1.1]")
+        # [PCIe-3.0 2.2.6.4, 2.2.6.5, 7.8.4] Relaxed Ordering and No Snoop only when enabled.
+        if tlp.attr & _ATTR_RO and not devctl & _DEVCTL_RO:
+            problems.append("Relaxed Ordering attribute with Enable Relaxed Ordering clear "
+                            "[PCIe-3.0 2.2.6.4]")
+        if tlp.attr & _ATTR_NS and not devctl & _DEVCTL_NS:
+            problems.append("No Snoop attribute with Enable No Snoop clear [PCIe-3.0 2.2.6.5]")
+
+        msix = self._is_msix_message(tlp)
+        start, span = enabled_span(tlp)
+        if is_read:
+            key = (int(tlp.requester_id), tlp.tag)
+            # [PCIe-3.0 2.2.6.2] Without Extended Tag Field Enable only Tags 0 to 31 are used.
+            if tlp.tag >= 32 and not devctl & _DEVCTL_EXT_TAG:
+                problems.append(f"Tag {tlp.tag} with Extended Tag Field Enable clear "
+                                f"[PCIe-3.0 2.2.6.2]")
+            old = self.dma_pending.get(key)
+            if old is not None:
+                if self.expect_timeouts:
+                    self.log.info("SCOREBOARD: Tag %d reused: %r taken as timed out",
+                                  tlp.tag, old)
+                else:
+                    # [PCIe-3.0 2.2.6.2] A Tag is unique among a requester's outstanding
+                    # non-posted requests.
+                    problems.append(f"Tag {tlp.tag} still outstanding for {old!r} "
+                                    f"[PCIe-3.0 2.2.6.2]")
+            self.dma_pending[key] = DmaRead(tlp)
+            self.dma_reads += 1
+            self.dma_read_bytes += span
+        elif msix:
+            self.msi_writes += 1
+        else:
+            self.dma_writes += 1
+            self.dma_write_bytes += span
+        if self.dma_allowed is not None and not msix and \
+                not self.dma_allowed(start, span, not is_read):
+            problems.append(f"DMA outside the driver's buffers: {span} bytes at {start:#x}")
+        if problems:
+            kind = "read" if is_read else "MSI-X write" if msix else "write"
+            self.error(f"DUT {kind} request {tlp!r}: " + "; ".join(problems))
+
+    def _completion_to_dut(self, cpl, rd):
+        """A completion the RootComplex returns for the DUT's read ``rd``."""
+        key = (int(cpl.requester_id), cpl.tag)
+        problems = []
+        if (cpl.tc, cpl.attr) != (rd.req.tc, rd.req.attr):
+            # [PCIe-3.0 2.2.9] TC and Attr are copied from the request.
+            problems.append(f"TC/Attr {cpl.tc}/{cpl.attr}, request had "
+                            f"{rd.req.tc}/{rd.req.attr}")
+        if cpl.status != CplStatus.SC:
+            # [PCIe-3.0 2.3.2] A completion with any other status ends the request.
+            del self.dma_pending[key]
+        elif cpl.fmt_type != TlpType.CPL_DATA:
+            problems.append(f"type {cpl.fmt_type.name} with status SC answers a read, "
+                            f"expected CPL_DATA [PCIe-3.0 2.2.9]")
+            del self.dma_pending[key]
+        else:
+            remaining = rd.total - rd.done
+            lower = (rd.start + rd.done) & 0x7f
+            payload = 4 * (cpl.length or 1024)
+            carried = payload - (lower & 3)
+            mps = _size_field(self.model.devctl >> 5 & 7)
+            if cpl.byte_count % 4096 != remaining % 4096:
+                # [PCIe-3.0 2.2.9, 2.3.1.1] Byte Count: the bytes still to return, this
+                # completion's included.
+                problems.append(f"byte count {cpl.byte_count}, expected {remaining} (read of "
+                                f"{rd.total} bytes, {rd.done} returned) [PCIe-3.0 2.3.1.1]")
+            elif cpl.lower_address != lower:
+                # [PCIe-3.0 2.3.1.1] Lower Address: of the first byte this completion returns.
+                problems.append(f"lower address {cpl.lower_address:#x}, expected {lower:#x} "
+                                f"[PCIe-3.0 2.3.1.1]")
+            elif carried >= remaining:
+                need = (lower % 4 + remaining + 3) // 4
+                if cpl.length != need:
+                    problems.append(f"Length {cpl.length} DW, but the last {remaining} bytes "
+                                    f"from lower address {lower:#x} take {need} "
+                                    f"[PCIe-3.0 2.3.1.1]")
+                del self.dma_pending[key]
+            else:
+                end = rd.start + rd.done + carried
+                if end % _MIN_RCB:
+                    # [PCIe-3.0 2.3.1.1] A completion that is not the last ends on an RCB.
+                    problems.append(f"a completion that is not the last ends at {end:#x}, not "
+                                    f"on a Read Completion Boundary [PCIe-3.0 2.3.1.1]")
+                rd.done += carried
+            if payload > mps:
+                # [PCIe-3.0 2.2.2] The DUT would take it as a Malformed TLP.
+                problems.append(f"payload {payload} bytes exceeds the DUT's "
+                                f"Max_Payload_Size {mps} [PCIe-3.0 2.2.2]")
+        if problems:
+            self.error(f"completion to the DUT's read {rd.req!r} -> {cpl!r}: " +
+                       "; ".join(problems))
+
+    def abandon(self, tag=None):
+        """Forget the DUT's outstanding read with ``tag`` (or all of them), which a test made
+        time out on purpose: it is no longer reported by :meth:`check`, and a completion that
+        still comes for it is an Unexpected Completion [PCIe-3.0 2.3.2]."""
+        keys = [k for k in self.dma_pending if tag is None or k[1] == tag]
+        if tag is not None and not keys:
+            raise ValueError(f"no read of the DUT with Tag {tag} is outstanding")
+        for k in keys:
+            self.log.info("SCOREBOARD: abandoned %r", self.dma_pending.pop(k))
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def summary(self):
+        """One line of counters for the end of a test."""
+        return (f"{self.requests} TLPs in, {self.completions} out, {self.compared_reads} reads "
+                f"compared with the model; DMA {self.dma_reads} reads ({self.dma_read_bytes} "
+                f"bytes), {self.dma_writes} writes ({self.dma_write_bytes} bytes), "
+                f"{self.msi_writes} MSI-X messages")
+
     def check(self):
-        """Raise if anything mismatched or a non-posted request never completed."""
+        """Raise if anything mismatched or a non-posted request never completed, of the
+        RootComplex's (to the DUT) or of the DUT's (unless :attr:`expect_timeouts`)."""
         for exp in self.pending.values():
             self.error(f"no completion for {exp.req!r}")
         self.pending.clear()
+        self._pending_command.clear()
+        for rd in self.dma_pending.values():
+            if self.expect_timeouts:
+                self.log.info("SCOREBOARD: %r never completed (timeouts expected)", rd)
+            else:
+                self.error(f"the DUT's read never completed: {rd!r}")
+        self.dma_pending.clear()
         assert not self.errors, f"{len(self.errors)} scoreboard errors, first: {self.errors[0]}"
