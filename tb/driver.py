@@ -252,6 +252,65 @@ class VirtioPciDriver:
             await self.common_write("queue_enable", 1)
         return self.queues
 
+    async def find_vqs(self, nqueues, make_ring, vectors=None, config_vector=None):
+        """Set up queues ``0 .. nqueues-1`` the way Linux's ``vp_modern_find_vqs`` does, and
+        enable them last.
+
+        Parameters
+        ----------
+        nqueues : int
+            Queues to set up (at most ``num_queues``; the others stay disabled).
+        make_ring : callable
+            ``make_ring(q, max_size) -> (size, desc, driver, device)``: allocate the rings for
+            queue ``q`` given the device's maximum size; a smaller ``size`` is written back to
+            ``queue_size`` [VIRTIO-1.2 4.1.4.3].
+        vectors : list of int or None
+            MSI-X vector per queue (read back and checked), or None for no MSI-X.
+        config_vector : int or None
+            MSI-X vector for configuration changes (read back and checked).
+
+        Returns
+        -------
+        list of dict
+            ``self.queues``: ``{"size", "notify"}`` per queue, as :meth:`notify` uses.
+        """
+        if config_vector is not None:
+            await self.common_write("msix_config", config_vector)
+            if await self.common_read("msix_config") != config_vector:
+                raise DriverError(f"device refused MSI-X vector {config_vector} for "
+                                  "configuration changes")
+        num = await self.common_read("num_queues")
+        if not 1 <= nqueues <= num:
+            raise DriverError(f"{nqueues} queues asked for, the device has {num}")
+        self.queues = []
+        for q in range(nqueues):
+            await self.common_write("queue_select", q)
+            max_size = await self.common_read("queue_size")
+            if max_size == 0:
+                raise DriverError(f"queue {q} is not available (queue_size 0)")
+            if await self.common_read("queue_enable"):
+                raise DriverError(f"queue {q} is already enabled")
+            size, desc, drv, dev = make_ring(q, max_size)
+            if size != max_size:
+                await self.common_write("queue_size", size)
+            await self.common_write("queue_desc", desc)
+            await self.common_write("queue_driver", drv)
+            await self.common_write("queue_device", dev)
+            if vectors is not None:
+                await self.common_write("queue_msix_vector", vectors[q])
+                if await self.common_read("queue_msix_vector") != vectors[q]:
+                    raise DriverError(f"device refused MSI-X vector {vectors[q]} for queue {q}")
+            notify_off = await self.common_read("queue_notify_off")
+            cap = self.caps[rm.VIRTIO_PCI_CAP_NOTIFY_CFG]
+            notify = notify_off * cap.notify_off_multiplier
+            if notify + 2 > cap.length:
+                raise DriverError(f"queue {q} notify offset {notify:#x} outside the region")
+            self.queues.append({"size": size, "notify": notify})
+        for q in range(nqueues):
+            await self.common_write("queue_select", q)
+            await self.common_write("queue_enable", 1)
+        return self.queues
+
     async def notify(self, q):
         """[VIRTIO-1.2 4.1.5.2] Available buffer notification: write the queue index."""
         await self.write(rm.VIRTIO_PCI_CAP_NOTIFY_CFG, self.queues[q]["notify"], 2, q)
