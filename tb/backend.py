@@ -1,0 +1,338 @@
+# Ref: OASIS virtio 1.2, section 5.2.6 (device operation: read, write, flush, discard, write zeroes)
+"""The storage back-end of the cocotb testbench: a disk image in Python behind the DUT's
+storage port.
+
+:class:`StorageBackend` plays the part :class:`rtl.ramdisk.RamDisk` plays in hardware, with the
+same semantics (see :mod:`rtl.storage` for the protocol), on a ``bytearray`` or a disk image
+file, with optional random stalls on all four streams, per-operation counters and injected
+faults. Bit positions of the packed payloads come from the RTL's own layouts.
+"""
+
+import logging
+import os
+import random
+
+import cocotb
+from cocotb.triggers import RisingEdge
+from amaranth.lib import data
+
+from rtl.storage import (SECTOR_BYTES, StorageOp, StorageStatus, StorageCommand,
+                         StorageCompletion, StorageData)
+
+
+__all__ = ["StorageBackend"]
+
+
+def _high(signal):
+    """A 1-bit signal is 1 (an X or Z before the first clock edge counts as 0)."""
+    return str(signal.value) == "1"
+
+
+def _field(layout, name):
+    """(offset, mask) of a field of a layout."""
+    f = data.Layout.cast(layout)[name]
+    return f.offset, (1 << f.width) - 1
+
+
+class _Command:
+    __slots__ = ("op", "name", "tag", "sector", "count", "ok", "beats", "data", "index")
+
+    def __repr__(self):
+        return f"{self.name} tag={self.tag} sector={self.sector} count={self.count}"
+
+
+class StorageBackend:
+    """Serves the DUT's storage port from a disk image, one command at a time, in order.
+
+    * ``READ`` sends ``count * 4096 / data_width`` beats (``last`` on the final one), then the
+      completion;
+    * ``WRITE`` takes that many beats, then writes the bytes into the image and completes; the
+      beats are counted from the command, their ``last`` bits must agree (an assertion);
+    * ``FLUSH`` writes the sectors written so far back to the image file, if there is one, and
+      completes ``OK``; its ``sector`` and ``count`` are not looked at;
+    * ``DISCARD`` and ``WRITE_ZEROES`` zero the range and complete;
+    * a ``READ`` or ``WRITE`` of 0 sectors moves no beats and completes.
+
+    A command past the end of the image (``sector + count > sectors``), with an ``op`` that is
+    not a :class:`~rtl.storage.StorageOp`, or failed by :meth:`fail_next`, completes ``IOERR``
+    and leaves the image as it was, but keeps the framing: a ``READ`` sends its beats (zeros),
+    a ``WRITE`` takes its beats and drops them.
+
+    Timing with ``stall_prob`` 0: a command is taken in the cycle after the previous command's
+    last beat (or, for a command without data, the cycle after it was taken); beats move at
+    one per cycle from the cycle after the command was taken; the completion is valid from
+    the cycle after the last beat. Completions wait in a queue, so the next command starts
+    while the previous completion waits to be taken. With ``stall_prob`` p, ``cmd.ready`` and
+    ``wdata.ready`` are low in a cycle with probability p, and each ``rdata`` beat and
+    completion is preceded by an idle cycle with probability p (repeatedly).
+
+    The whole loop awaits one rising edge per cycle: it samples the handshakes of the cycle that
+    ended at the edge, then drives the next cycle's values, like :class:`tb.shim.TlpShim`.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The toplevel, with ``<prefix>__{cmd,wdata,rdata,cpl}__{valid,ready,payload}``.
+    clk : cocotb handle
+        The clock of the storage port.
+    image : bytearray or str or os.PathLike
+        The disk: a ``bytearray`` used in place, or the path of an image file, read in and
+        written back by ``FLUSH`` and :meth:`close`. Its size is one or more whole sectors.
+    prefix : str
+        Name of the storage port in the flattened toplevel.
+    data_width : int
+        Width of the data streams in bits; a divisor of 4096, at least 8.
+    stall_prob : float
+        Probability of a stall on each stream in each cycle, 0 to below 1.
+    rng : random.Random
+        Source of the stalls, so a seed replays them.
+    log : logging.Logger
+        Where to log a line per command (DEBUG); by default ``cocotb.<prefix>``.
+
+    Attributes
+    ----------
+    image : bytearray
+        The disk contents.
+    sectors : int
+        Capacity in 512-byte sectors.
+    counts : dict
+        Commands completed, by op name (``"READ"`` ... ``"WRITE_ZEROES"``, ``"INVALID"``).
+    errors : int
+        Commands completed ``IOERR``.
+    bytes_read, bytes_written : int
+        Bytes moved by ``READ`` and ``WRITE`` commands that completed ``OK``.
+    commands : list
+        ``(op name, tag, sector, count, status)`` of every command completed, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``data_width``, ``stall_prob`` or the image size is out of range, or the toplevel's
+        payloads do not have the widths the layouts give.
+    TypeError
+        If ``image`` is neither a ``bytearray`` nor a path.
+    """
+    def __init__(self, dut, clk, image, *, prefix="storage", data_width=64, stall_prob=0.0,
+                 rng=None, log=None):
+        if not isinstance(data_width, int) or data_width < 8 or 4096 % data_width:
+            raise ValueError(f"StorageBackend data_width must divide 4096 bits (one sector), "
+                             f"not {data_width!r}")
+        if not isinstance(stall_prob, (int, float)) or not 0 <= stall_prob < 1:
+            raise ValueError(f"StorageBackend stall_prob must be at least 0 and below 1, "
+                             f"not {stall_prob!r}")
+        self._file = None
+        if isinstance(image, bytearray):
+            self.image = image
+        elif isinstance(image, (str, os.PathLike)):
+            self._file = open(image, "r+b")
+            self.image = bytearray(self._file.read())
+        else:
+            raise TypeError(f"StorageBackend image must be a bytearray or a path, not "
+                            f"{type(image).__name__}")
+        if not self.image or len(self.image) % SECTOR_BYTES:
+            if self._file is not None:
+                self._file.close()
+            raise ValueError(f"StorageBackend image must be one or more whole "
+                             f"{SECTOR_BYTES}-byte sectors, not {len(self.image)} bytes")
+        self.sectors = len(self.image) // SECTOR_BYTES
+        self.data_width = data_width
+        self.stall_prob = stall_prob
+        self.rng = rng or random.Random(0)
+        self.log = log or logging.getLogger(f"cocotb.{prefix}")
+        self.counts = {op.name: 0 for op in StorageOp}
+        self.counts["INVALID"] = 0
+        self.errors = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.commands = []
+        self._faults = []               # [op or None, remaining], first match wins
+        self._dirty = set()             # sectors written since the last write-back
+
+        def port(stream, name):
+            return getattr(dut, f"{prefix}__{stream}__{name}")
+        self._cmd = [port("cmd", n) for n in ("valid", "ready", "payload")]
+        self._wdata = [port("wdata", n) for n in ("valid", "ready", "payload")]
+        self._rdata = [port("rdata", n) for n in ("valid", "ready", "payload")]
+        self._cpl = [port("cpl", n) for n in ("valid", "ready", "payload")]
+
+        # Packed payloads: fields from bit 0 in declaration order, as the layouts say.
+        beat = StorageData(data_width)
+        for stream, layout in ((self._cmd, StorageCommand), (self._wdata, beat),
+                               (self._rdata, beat), (self._cpl, StorageCompletion)):
+            size = data.Layout.cast(layout).size
+            if len(stream[2]) != size:
+                raise ValueError(f"StorageBackend: {stream[2]._path} is {len(stream[2])} bits, "
+                                 f"the layout needs {size}")
+        self._op, self._tag, self._sector, self._count = (
+            _field(StorageCommand, n) for n in ("op", "tag", "sector", "count"))
+        self._data, self._last = (_field(beat, n) for n in ("data", "last"))
+        self._cpl_tag, self._cpl_status = (_field(StorageCompletion, n)
+                                           for n in ("tag", "status"))
+        self._beat_bytes = data_width // 8
+
+        for valid_or_ready, value in ((self._cmd[1], 0), (self._wdata[1], 0),
+                                      (self._rdata[0], 0), (self._rdata[2], 0),
+                                      (self._cpl[0], 0), (self._cpl[2], 0)):
+            valid_or_ready.value = value
+        self._task = cocotb.start_soon(self._run(clk))
+
+    # -- the public interface --------------------------------------------------------------------
+
+    def fail_next(self, op=None, count=1):
+        """Make the next ``count`` commands (of ``op``, a :class:`~rtl.storage.StorageOp` or
+        its name, or any op if None) complete ``IOERR``, keeping their framing; a failed
+        ``WRITE`` leaves the image unchanged, a failed ``READ`` sends zeros."""
+        if isinstance(op, str):
+            op = StorageOp[op]
+        if op is not None and not isinstance(op, StorageOp):
+            raise ValueError(f"fail_next op must be a StorageOp, its name or None, not {op!r}")
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"fail_next count must be a positive integer, not {count!r}")
+        self._faults.append([op, count])
+
+    def close(self):
+        """Stop serving, and write the image back to its file (if it came from one)."""
+        self._task.cancel()
+        if self._file is not None:
+            self._write_back()
+            self._file.close()
+            self._file = None
+
+    # -- the command loop ------------------------------------------------------------------------
+
+    def _stall(self):
+        return bool(self.stall_prob) and self.rng.random() < self.stall_prob
+
+    def _unsigned(self, handle):
+        try:
+            return handle.value.to_unsigned()
+        except ValueError:
+            raise AssertionError(f"{handle._path} is {handle.value} while valid") from None
+
+    def _decode(self, value):
+        c = _Command()
+        code = value >> self._op[0] & self._op[1]
+        c.tag = value >> self._tag[0] & self._tag[1]
+        c.sector = value >> self._sector[0] & self._sector[1]
+        c.count = value >> self._count[0] & self._count[1]
+        try:
+            c.op = StorageOp(code)
+            c.name = c.op.name
+        except ValueError:
+            c.op, c.name = None, "INVALID"
+        if c.op is None:
+            c.ok = False
+        elif c.op == StorageOp.FLUSH:
+            c.ok = True
+        else:
+            c.ok = c.sector + c.count <= self.sectors        # Python ints: nothing wraps
+        for fault in self._faults:
+            if fault[0] is None or fault[0] == c.op:
+                c.ok = False
+                fault[1] -= 1
+                if not fault[1]:
+                    self._faults.remove(fault)
+                break
+        c.beats = (c.count * SECTOR_BYTES // self._beat_bytes
+                   if c.op in (StorageOp.READ, StorageOp.WRITE) else 0)
+        c.index = 0
+        c.data = []
+        return c
+
+    def _start(self, c):
+        """A command was taken: do what needs no data; True if it is complete already."""
+        lo, hi = c.sector * SECTOR_BYTES, (c.sector + c.count) * SECTOR_BYTES
+        if c.op == StorageOp.READ and c.beats:
+            c.data = bytes(self.image[lo:hi]) if c.ok else bytes(hi - lo)
+        elif c.op in (StorageOp.DISCARD, StorageOp.WRITE_ZEROES) and c.ok:
+            # [VIRTIO-1.2 5.2.6.2] After write zeroes the sectors MUST read as zeroes; a
+            # discard MAY deallocate them. The storage port asks zeros after both.
+            self.image[lo:hi] = bytes(hi - lo)
+            self._dirty.update(range(c.sector, c.sector + c.count))
+        elif c.op == StorageOp.FLUSH and c.ok:
+            self._write_back()
+        return c.beats == 0
+
+    def _finish(self, c):
+        """The command's data has moved: apply a write, count it, queue its completion."""
+        if c.op == StorageOp.WRITE and c.ok:
+            lo = c.sector * SECTOR_BYTES
+            self.image[lo:lo + len(c.data) * self._beat_bytes] = b"".join(
+                d.to_bytes(self._beat_bytes, "little") for d in c.data)
+            self._dirty.update(range(c.sector, c.sector + c.count))
+        status = StorageStatus.OK if c.ok else StorageStatus.IOERR
+        self.counts[c.name] += 1
+        if not c.ok:
+            self.errors += 1
+        elif c.op == StorageOp.READ:
+            self.bytes_read += c.count * SECTOR_BYTES
+        elif c.op == StorageOp.WRITE:
+            self.bytes_written += c.count * SECTOR_BYTES
+        self.commands.append((c.name, c.tag, c.sector, c.count, status))
+        self.log.debug("storage: %r -> %s", c, status.name)
+        return (c.tag << self._cpl_tag[0]) | (status.value << self._cpl_status[0])
+
+    def _write_back(self):
+        if self._file is None:
+            return
+        for s in sorted(self._dirty):
+            self._file.seek(s * SECTOR_BYTES)
+            self._file.write(self.image[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES])
+        self._file.flush()
+        self._dirty.clear()
+
+    async def _run(self, clk):
+        cmd_valid, cmd_ready, cmd_payload = self._cmd
+        wdata_valid, wdata_ready, wdata_payload = self._wdata
+        rdata_valid, rdata_ready, rdata_payload = self._rdata
+        cpl_valid, cpl_ready, cpl_payload = self._cpl
+        # What we drive in the current cycle.
+        cmd_r = wdata_r = rdata_v = cpl_v = False
+        current = None                  # command whose data is moving
+        completions = []                # packed completions not yet taken, in order
+        while True:
+            await RisingEdge(clk)
+            # -- the handshakes of the cycle that ended at this edge --
+            if rdata_v and _high(rdata_ready):
+                rdata_v = False
+                current.index += 1
+                if current.index == current.beats:
+                    completions.append(self._finish(current))
+                    current = None
+            if wdata_r and _high(wdata_valid):
+                value = self._unsigned(wdata_payload)
+                last = bool(value >> self._last[0] & 1)
+                current.data.append(value >> self._data[0] & self._data[1])
+                current.index += 1
+                assert last == (current.index == current.beats), \
+                    f"wdata beat {current.index} of {current.beats} of {current!r}: last={last}"
+                if current.index == current.beats:
+                    completions.append(self._finish(current))
+                    current = None
+            if cpl_v and _high(cpl_ready):
+                cpl_v = False
+                completions.pop(0)
+            if cmd_r and _high(cmd_valid):
+                c = self._decode(self._unsigned(cmd_payload))
+                if self._start(c):
+                    completions.append(self._finish(c))
+                else:
+                    current = c
+            # -- what to drive in the next cycle --
+            cmd_r = current is None and not self._stall()
+            wdata_r = (current is not None and current.op == StorageOp.WRITE and
+                       not self._stall())
+            if (not rdata_v and current is not None and current.op == StorageOp.READ and
+                    not self._stall()):
+                k = current.index * self._beat_bytes
+                beat = int.from_bytes(current.data[k:k + self._beat_bytes], "little")
+                rdata_payload.value = (beat << self._data[0] |
+                                       int(current.index == current.beats - 1) << self._last[0])
+                rdata_v = True
+            if not cpl_v and completions and not self._stall():
+                cpl_payload.value = completions[0]
+                cpl_v = True
+            cmd_ready.value = int(cmd_r)
+            wdata_ready.value = int(wdata_r)
+            rdata_valid.value = int(rdata_v)
+            cpl_valid.value = int(cpl_v)
