@@ -1,7 +1,8 @@
 """Synthesise the endpoint for a 7-series FPGA and report its size.
 
 ``python -m rtl.synth [--variant NAME] [--out build/synth]`` converts
-:class:`rtl.top.VirtioBlkEndpoint` to RTLIL, runs Yosys' ``synth_xilinx -family xc7`` on it
+:class:`rtl.top.VirtioBlkRamDiskCard` (the endpoint with an on-chip RAM disk of
+``--ramdisk-kib`` KiB behind it, which is also the capacity it reports) to RTLIL, runs Yosys' ``synth_xilinx -family xc7`` on it
 (YoWASP, so no system Yosys is needed) and prints the cell counts against the capacity of the
 Litefury's XC7A100T. The Yosys log goes to ``<out>/<name>.log``, the netlist statistics to
 ``<out>/<name>.stat.json``; stdout gets only the table and a final ``synth:`` line.
@@ -22,7 +23,7 @@ import time
 from amaranth.back import rtlil
 
 from model.params import VARIANTS
-from .top import VirtioBlkEndpoint
+from .top import VirtioBlkRamDiskCard
 
 
 __all__ = ["DEVICES", "synthesise", "count_resources", "main"]
@@ -33,6 +34,9 @@ __all__ = ["DEVICES", "synthesise", "count_resources", "main"]
 DEVICES = {
     "xc7a100t": {"LUT": 63400, "FF": 126800, "BRAM": 135, "DSP": 240},
 }
+
+# The RAM disk a board build carries: 256 KiB is 57 of the XC7A100T's 135 RAMB36.
+RAMDISK_KIB = 256
 
 # BRAM is counted in RAMB36 equivalents: a RAMB18E1 is half a RAMB36E1.
 _BRAM_WEIGHT = {"RAMB36E1": 1.0, "RAMB18E1": 0.5, "FIFO36E1": 1.0, "FIFO18E1": 0.5}
@@ -69,7 +73,7 @@ def synthesise(name, params, out_dir):
     log_path = os.path.abspath(os.path.join(out_dir, f"{name}.log"))
     stat_path = os.path.abspath(os.path.join(out_dir, f"{name}.stat.json"))
     with open(il_path, "w") as f:
-        f.write(rtlil.convert(VirtioBlkEndpoint(params), name=name))
+        f.write(rtlil.convert(VirtioBlkRamDiskCard(params), name=name))
     if os.path.exists(stat_path):
         os.remove(stat_path)
     # Yosys runs in ``out_dir`` and sees only file names: YoWASP maps /tmp to a private
@@ -168,11 +172,14 @@ def main(argv=None):
                         help="output directory (default: %(default)s)")
     parser.add_argument("--device", choices=sorted(DEVICES), default="xc7a100t",
                         help="part whose capacity the figures are compared with")
+    parser.add_argument("--ramdisk-kib", type=int, default=RAMDISK_KIB,
+                        help="size of the on-chip RAM disk (default: %(default)s KiB)")
     args = parser.parse_args(argv)
+    params = VARIANTS[args.variant].replace(capacity=args.ramdisk_kib * 2)
 
     start = time.monotonic()
     try:
-        stat = synthesise(args.variant, VARIANTS[args.variant], args.out)
+        stat = synthesise(args.variant, params, args.out)
     except RuntimeError as e:
         print(f"synth: FAILED: {e}", file=sys.stderr)
         return 1

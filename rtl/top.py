@@ -1,7 +1,7 @@
 # Ref: PCIe Base 3.0 sections 2 and 7; OASIS virtio 1.2 section 4.1
 """The virtio-blk PCIe endpoint function, at the TLP level."""
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,9 +10,15 @@ from .tlp import TlpStreamSignature
 from .config_space import ConfigSpace
 from .virtio_regs import VirtioRegisters
 from .completer import Completer
+from .tlp_mux import TlpArbiter, TlpRouter
+from .dma_read import DmaReadEngine
+from .dma_write import DmaWriteEngine
+from .blk_engine import BlkEngine
+from .interrupts import InterruptController
+from .storage import StorageSignature
 
 
-__all__ = ["VirtioBlkEndpoint"]
+__all__ = ["VirtioBlkEndpoint", "VirtioBlkRamDiskCard"]
 
 
 class VirtioBlkEndpoint(wiring.Component):
@@ -35,6 +41,9 @@ class VirtioBlkEndpoint(wiring.Component):
     intx : Signal(1), out
         Level of the INTA# virtual wire [PCIe-3.0 2.2.8.1]: an ISR bit is set, MSI-X is off and
         the Command register's INTx Disable is clear.
+    storage : StorageSignature(params.data_width), out
+        The storage back-end port (:mod:`rtl.storage`): a RAM disk on a board, a disk image
+        served by the testbench in simulation.
     """
     def __init__(self, params=None):
         if params is None:
@@ -46,16 +55,31 @@ class VirtioBlkEndpoint(wiring.Component):
             "rx":   In(TlpStreamSignature(params.data_width)),
             "tx":   Out(TlpStreamSignature(params.data_width)),
             "intx": Out(1),
+            "storage": Out(StorageSignature(params.data_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.completer = completer = Completer(self.params)
-        m.submodules.config    = config    = ConfigSpace(self.params)
-        m.submodules.regs      = regs      = VirtioRegisters(self.params)
+        p = self.params
+        w = p.data_width
+        m.submodules.router    = router    = TlpRouter(w)
+        m.submodules.completer = completer = Completer(p)
+        m.submodules.config    = config    = ConfigSpace(p)
+        m.submodules.regs      = regs      = VirtioRegisters(p)
+        m.submodules.dma_read  = dma_read  = DmaReadEngine(w)
+        m.submodules.dma_write = dma_write = DmaWriteEngine(w)
+        m.submodules.engine    = engine    = BlkEngine(p)
+        m.submodules.irq       = irq       = InterruptController(p)
+        m.submodules.arbiter   = arbiter   = TlpArbiter(w, 4)
 
-        wiring.connect(m, wiring.flipped(self.rx), completer.rx)
-        wiring.connect(m, completer.tx, wiring.flipped(self.tx))
+        # TLPs in: requests to the completer, completions to the DMA read engine. TLPs out:
+        # completions, read requests, write requests and MSI-X messages, packet by packet.
+        wiring.connect(m, wiring.flipped(self.rx), router.i)
+        wiring.connect(m, router.requests, completer.rx)
+        wiring.connect(m, router.completions, dma_read.cpl)
+        for k, source in enumerate((completer.tx, dma_read.tx, dma_write.tx, irq.tx)):
+            wiring.connect(m, source, arbiter.i[k])
+        wiring.connect(m, arbiter.o, wiring.flipped(self.tx))
         wiring.connect(m, completer.cfg, config.bus)
 
         # BAR0 has two initiators that never access at the same time: the completer (memory
@@ -73,15 +97,99 @@ class VirtioBlkEndpoint(wiring.Component):
             config.target_abort.eq(completer.target_abort),
             config.poisoned_received.eq(completer.poisoned_received),
             completer.power_state.eq(config.power_state),
-            # Nothing consumes notifications until the queue engine exists.
-            regs.notify.ready.eq(1),
         ]
 
+        # -- bus mastering: the DMA engines and MSI-X --------------------------------------------
+        bus_master = config.command[2]
+        devctl = config.devctl
+        # [PCIe-3.0 7.8.4] Max_Payload_Size "must not exceed" Max_Payload_Size Supported; a
+        # larger value programmed by software is clamped rather than obeyed.
+        mps = Signal(3)
+        m.d.comb += mps.eq(Mux(devctl[5:8] > p.max_payload_size_supported,
+                               p.max_payload_size_supported, devctl[5:8]))
+        for engine_ in (dma_read, dma_write):
+            m.d.comb += [
+                engine_.bus_master.eq(bus_master),
+                engine_.requester_id.eq(completer.completer_id),
+            ]
+        m.d.comb += [
+            dma_read.max_read_request_size.eq(devctl[12:15]),
+            dma_read.extended_tag.eq(devctl[8]),
+            dma_write.max_payload_size.eq(mps),
+        ]
+        wiring.connect(m, engine.rd_cmd, dma_read.cmd)
+        wiring.connect(m, dma_read.data, engine.rd_data)
+        wiring.connect(m, dma_read.status, engine.rd_status)
+        wiring.connect(m, engine.wr_cmd, dma_write.cmd)
+        wiring.connect(m, engine.wr_data, dma_write.data)
+        wiring.connect(m, dma_write.status, engine.wr_status)
+        wiring.connect(m, engine.storage, wiring.flipped(self.storage))
+
+        # -- the request engine and the transport -----------------------------------------------
+        wiring.connect(m, regs.notify, engine.notify)
+        for i in range(p.num_queues):
+            m.d.comb += engine.queues[i].eq(regs.queues[i])
+            m.d.comb += irq.queue_vectors[i].eq(regs.queues[i].msix_vector)
+        m.d.comb += [
+            engine.driver_features.eq(regs.driver_features),
+            engine.device_status.eq(regs.device_status),
+            regs.needs_reset.eq(engine.needs_reset),
+        ]
+
+        # -- interrupts --------------------------------------------------------------------------
+        wiring.connect(m, engine.irq, irq.request)
+        m.d.comb += [
+            irq.config_vector.eq(regs.msix_config),
+            irq.bus_master.eq(bus_master),
+            irq.requester_id.eq(completer.completer_id),
+            regs.isr_set.eq(irq.isr_set),
+        ]
+        if p.msix:
+            for v in range(p.msix_table_size):
+                m.d.comb += irq.msix_table[v].eq(regs.msix_table[v])
+            m.d.comb += [
+                regs.msix_pending.eq(irq.msix_pending),
+                irq.msix_enable.eq(config.msix_enable),
+                irq.msix_function_mask.eq(config.msix_mask),
+            ]
+
         intx_pending = regs.isr != 0
-        if self.params.msix:
+        if p.msix:
             intx_pending = intx_pending & ~config.msix_enable
         m.d.comb += [
             config.intx_pending.eq(intx_pending),
             self.intx.eq(intx_pending & ~config.command[10]),
         ]
+        return m
+
+
+class VirtioBlkRamDiskCard(wiring.Component):
+    """The endpoint with an on-chip RAM disk behind it: what a board build synthesises.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+        ``capacity`` is the RAM disk's size in sectors.
+
+    Attributes
+    ----------
+    rx, tx, intx : as :class:`VirtioBlkEndpoint`.
+    """
+    def __init__(self, params):
+        self.params = params
+        super().__init__({
+            "rx":   In(TlpStreamSignature(params.data_width)),
+            "tx":   Out(TlpStreamSignature(params.data_width)),
+            "intx": Out(1),
+        })
+
+    def elaborate(self, platform):
+        from .ramdisk import RamDisk
+        m = Module()
+        m.submodules.endpoint = ep = VirtioBlkEndpoint(self.params)
+        m.submodules.disk = disk = RamDisk(self.params.capacity, self.params.data_width)
+        wiring.connect(m, wiring.flipped(self.rx), ep.rx)
+        wiring.connect(m, ep.tx, wiring.flipped(self.tx))
+        wiring.connect(m, ep.storage, disk.storage)
+        m.d.comb += self.intx.eq(ep.intx)
         return m

@@ -16,7 +16,7 @@ from model.regmap import merge
 from .regport import RegisterSignature, byte_mask
 
 
-__all__ = ["VirtioRegisters", "QueueConfigLayout"]
+__all__ = ["VirtioRegisters", "QueueConfigLayout", "MsixEntryLayout"]
 
 
 class QueueConfigLayout(data.StructLayout):
@@ -29,6 +29,17 @@ class QueueConfigLayout(data.StructLayout):
             "desc":        64,
             "driver":      64,
             "device":      64,
+        })
+
+
+class MsixEntryLayout(data.StructLayout):
+    """One MSI-X table entry as the interrupt logic needs it [PCIe-3.0 7.7.2]: Message Address
+    (bits 1:0 always 0), Message Data and the Mask Bit of Vector Control."""
+    def __init__(self):
+        super().__init__({
+            "addr":   64,
+            "data":   32,
+            "masked": 1,
         })
 
 
@@ -52,21 +63,41 @@ class VirtioRegisters(wiring.Component):
         Per-queue configuration, for the queue engine.
     isr_set : Signal(2), in
         Pulses that set ISR bits: bit 0 queue interrupt, bit 1 configuration change.
+    needs_reset : Signal(1), in
+        Sets DEVICE_NEEDS_RESET in ``device_status`` [VIRTIO-1.2 2.1.1] (the request engine
+        found a malformed ring).
     isr : Signal(8), out
         ISR status.
+    msix_config : Signal(16), out
+        The common configuration's ``msix_config``: the configuration change vector, or
+        VIRTIO_MSI_NO_VECTOR (always, without MSI-X).
+    msix_table : Array of MsixEntryLayout, out
+        The MSI-X table, one entry per vector. Only when ``params.msix``.
+    msix_pending : Signal(msix_table_size), in
+        Pending bits, read back in the PBA: bit ``v`` is vector ``v`` [PCIe-3.0 7.7.2]. Only
+        when ``params.msix``.
     """
     def __init__(self, params):
         self.params = params
         self.addr_width = params.bar0_dw_bits
-        super().__init__({
+        nv = params.msix_table_size
+        ports = {
             "bus":             In(RegisterSignature(self.addr_width)),
             "notify":          Out(stream.Signature(16)),
             "device_status":   Out(8),
             "driver_features": Out(64),
             "queues":          Out(QueueConfigLayout()).array(params.num_queues),
             "isr_set":         In(2),
+            "needs_reset":     In(1),
             "isr":             Out(8),
-        })
+            "msix_config":     Out(16),
+        }
+        if nv:
+            # Without MSI-X there is no table and no PBA: the ports do not exist (a zero-length
+            # array or a zero-width signal would only invite wiring mistakes).
+            ports["msix_table"] = Out(MsixEntryLayout()).array(nv)
+            ports["msix_pending"] = In(nv)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -105,7 +136,14 @@ class VirtioRegisters(wiring.Component):
             self.device_status.eq(device_status),
             self.driver_features.eq(driver_features),
             self.isr.eq(isr),
+            self.msix_config.eq(msix_config),
         ]
+        for i in range(nv):
+            m.d.comb += [
+                self.msix_table[i].addr.eq(mx_addr[i]),
+                self.msix_table[i].data.eq(mx_data[i]),
+                self.msix_table[i].masked.eq(mx_ctrl[i]),
+            ]
         for i in range(nq):
             m.d.comb += [
                 self.queues[i].size.eq(q_size[i]),
@@ -193,8 +231,14 @@ class VirtioRegisters(wiring.Component):
                                 with m.Case(3):
                                     m.d.sync += r_data.eq(mx_ctrl[entry])
                     with m.Case(5):
-                        # Pending bits: none can be pending before the interrupt logic exists.
-                        pass
+                        # [PCIe-3.0 7.7.2] The PBA: one QW per 64 vectors, bit v for vector v,
+                        # read as DWs (QW 0 is all there is: nv is at most 17).
+                        pba = Cat(self.msix_pending, Const(0, 64 - nv))
+                        with m.Switch(local):
+                            with m.Case(0):
+                                m.d.sync += r_data.eq(pba[:32])
+                            with m.Case(4):
+                                m.d.sync += r_data.eq(pba[32:])
 
         # -- writes ----------------------------------------------------------------------------
         mask = Signal(32)
@@ -322,6 +366,10 @@ class VirtioRegisters(wiring.Component):
         with m.If(bus.r_stb & (region == 1) & (local == 0) & bus.be[0]):
             m.d.comb += isr_next.eq(0)
         m.d.sync += isr.eq(isr_next | self.isr_set)
+
+        # [VIRTIO-1.2 2.1.1] DEVICE_NEEDS_RESET is set by the device, kept until reset.
+        with m.If(self.needs_reset & device_status.any()):
+            m.d.sync += device_status[6].eq(1)
 
         with m.If(virtio_reset):
             m.d.sync += [

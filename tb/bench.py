@@ -63,6 +63,8 @@ class TB:
         self.scoreboard = Scoreboard(self.model, self.log)
 
         self.rc = RootComplex()
+        # The RootComplex logs every DMA access and MSI at INFO: thousands of lines per test.
+        self.rc.log.setLevel(logging.WARNING)
         self.shim = TlpShim(dut, self.params.data_width,
                             idle_prob=0.3 if stalls else 0.0,
                             stall_prob=0.3 if stalls else 0.0,

@@ -24,7 +24,9 @@ __all__ = ["run", "SIMULATORS", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SIMULATORS = ("verilator", "icarus")
-TEST_MODULE = "tb.cocotb_endpoint"
+# The cocotb test modules: the endpoint's foundation (config space, transport registers, TLP
+# handling) and the data path (virtqueues, block requests, interrupts, back-end).
+TEST_MODULES = ["tb.cocotb_endpoint", "tb.cocotb_blk"]
 
 
 def verilator_env():
@@ -48,11 +50,12 @@ def verilator_env():
                                    " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
-def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None):
+def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None):
     """Generate, build and run; returns ``(tests, failed)`` from the results file.
 
     ``tests`` names cocotb tests: ``"headline"`` runs every parametrization of it,
-    ``"headline/stalls=False"`` just that one.
+    ``"headline/stalls=False"`` just that one. ``modules`` overrides :data:`TEST_MODULES`
+    (``make bench`` runs ``tb.bench_blk`` this way).
     """
     from rtl.build import generate   # Amaranth is only needed here, not in the cocotb process
 
@@ -72,7 +75,7 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None):
                  build_args=build_args, timescale=("1ns", "1ps"), waves=waves)
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
-    results = runner.test(test_module=TEST_MODULE, hdl_toplevel=toplevel,
+    results = runner.test(test_module=modules or TEST_MODULES, hdl_toplevel=toplevel,
                           test_filter=_test_filter(tests), build_dir=build_dir,
                           test_dir=build_dir,
                           waves=waves, extra_env=env,
