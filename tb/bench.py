@@ -65,6 +65,10 @@ class TB:
         self.rc = RootComplex()
         # The RootComplex logs every DMA access and MSI at INFO: thousands of lines per test.
         self.rc.log.setLevel(logging.WARNING)
+        # Max_Payload_Size 256 bytes, programmed into every function at enumeration: what a
+        # Gen2 x4 root port of a PC typically runs (Linux keeps the firmware's setting), and the
+        # most our endpoint supports (Device Capabilities). Max_Read_Request_Size stays 512.
+        self.rc.max_payload_size = 1
         self.shim = TlpShim(dut, self.params.data_width,
                             idle_prob=0.3 if stalls else 0.0,
                             stall_prob=0.3 if stalls else 0.0,

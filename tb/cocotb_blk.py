@@ -208,7 +208,7 @@ async def random_workload(dut, stalls):
             if choice is not None:
                 typ, sector, out, in_len, span, writes = choice
                 q = rng.randrange(nq)
-                layout = drv.random_layout(rng, 16 + len(out), in_len + 1, q=q)
+                layout = drv.random_layout(rng, len(out), in_len, q=q)
                 req = await drv.submit(q, typ, sector, out, in_len, layout)
                 inflight.append(req)
                 if span is not None:
@@ -244,11 +244,11 @@ async def data_integrity(dut, stalls):
             n = min(nsec, p.capacity - sector)
             nbytes = n * SECTOR
             if layout_kind == "random":
-                lay = drv.random_layout(rng, 16 + (nbytes if write else 0),
-                                        (0 if write else nbytes) + 1)
+                lay = drv.random_layout(rng, nbytes if write else 0,
+                                        0 if write else nbytes)
             elif layout_kind == "pages":
-                lay = drv.random_layout(rng, 16 + (nbytes if write else 0),
-                                        (0 if write else nbytes) + 1, split_header_prob=0,
+                lay = drv.random_layout(rng, nbytes if write else 0,
+                                        0 if write else nbytes, split_header_prob=0,
                                         share_prob=0, max_skew=0)
             else:
                 lay = None

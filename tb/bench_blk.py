@@ -1,0 +1,308 @@
+# Ref: OASIS virtio 1.2 sections 5.2.6 (block device operation), 2.7.5.3 (indirect
+#      descriptors), 2.7.13 (supplying buffers); Linux drivers/block/virtio_blk.c
+#      (virtblk_add_req: header, data scatterlist, status)
+"""``make bench``: throughput and latency of block requests, over a grid of workloads, block
+sizes and queue depths.
+
+Each point of the grid keeps exactly ``queue_depth`` requests of ``block_size`` bytes in flight
+(a new one goes in as soon as one completes), spread round robin over the device's queues, and
+measures, from the first submission to the last completion:
+
+* ``bytes_per_cycle`` and ``requests_per_cycle``, at the 250 MHz user clock
+  (:data:`tb.bench.CLOCK_NS`);
+* per-request latency in cycles, ``completed_at - submitted_at`` (set by
+  :class:`tb.blk_bench.BlkTB`: the cycle the request went into the available ring, and the cycle
+  the driver reaped it from the used ring after the interrupt), as p50 and p99.
+
+Requests are framed the way Linux's virtio_blk frames them: an indirect table
+[VIRTIO-1.2 2.7.5.3] (one ring descriptor per request) holding the 16-byte header, the data in
+4 KiB pieces (page-cache pages, page aligned) and the status byte. Sequential workloads walk the
+disk from sector 0, wrapping at its end; random ones pick block-aligned sectors with the seed
+(``SEED=<n>`` replays a run). The golden-model comparison of :class:`~tb.blk_bench.BlkTB` stays
+on: every request and, at the end, the whole disk are checked.
+
+Environment:
+
+``BENCH_GRID``
+    ``quick`` (default), ``full`` or ``smoke`` (64 KiB, depth 8, sequential only: for CI).
+``BENCH_BLOCKS``, ``BENCH_DEPTHS``, ``BENCH_WORKLOADS``
+    Comma-separated lists that replace the grid's own.
+``BENCH_REQUESTS``
+    A fixed request count per point (default: :func:`request_count`).
+``BENCH_OUT``
+    The JSON Lines file written, one record per point as soon as it is measured (default
+    ``build/bench/results.jsonl``).
+"""
+
+import json
+import math
+import os
+import random
+from collections import deque
+from pathlib import Path
+
+import cocotb
+from cocotb.triggers import First, with_timeout
+
+from model import regmap as rm
+from .blk import Layout
+from .blk_bench import BlkTB
+from .bench import CLOCK_NS
+
+
+__all__ = ["WORKLOADS", "GRIDS", "PAGE", "RECORD_FIELDS", "grid_from_env", "check_point",
+           "request_count", "linux_layout", "percentile", "sector_walk", "bench"]
+
+
+SECTOR = rm.BLK_SECTOR_BYTES
+OUTHDR = rm.BLK_OUTHDR_BYTES
+# Linux's data pieces: one scatterlist entry per page-cache page.
+PAGE = 4096
+
+WORKLOADS = ("seq-read", "seq-write", "rand-read", "rand-write")
+
+# name: (block sizes, queue depths, workloads)
+GRIDS = {
+    "smoke": ((65536,), (8,), ("seq-read", "seq-write")),
+    "quick": ((512, 4096, 65536, 131072), (1, 8, 64), WORKLOADS),
+    "full": (tuple(512 << k for k in range(9)), (1, 2, 4, 8, 16, 32, 64), WORKLOADS),
+}
+
+# The fields of every record, in the order they are written.
+RECORD_FIELDS = ("workload", "block_size", "queue_depth", "requests", "bytes", "cycles",
+                 "bytes_per_cycle", "requests_per_cycle", "latency_cycles_p50",
+                 "latency_cycles_p99", "simulator", "seed", "mb_per_s")
+
+# Request count targets (see request_count).
+MIN_REQUESTS = 32
+MIN_BYTES = 512 << 10
+MAX_BYTES = 2 << 20
+MAX_REQUESTS = 256
+
+# Host memory: buffers of depth * block bytes must fit with room for rings and tables.
+HOST_MEMORY = 16 << 20
+
+# A request that takes longer than this has hung (2.5 M cycles).
+TIMEOUT_NS = 10_000_000
+
+
+def _int_list(text, name):
+    try:
+        values = tuple(int(v, 0) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a comma-separated list of integers, "
+                         f"not {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} is empty")
+    return values
+
+
+def grid_from_env(env=None):
+    """The grid to run: ``(grid name, block sizes, queue depths, workloads)`` from
+    ``BENCH_GRID`` and the ``BENCH_BLOCKS`` / ``BENCH_DEPTHS`` / ``BENCH_WORKLOADS`` overrides.
+
+    Raises
+    ------
+    ValueError
+        For an unknown grid or workload, or a list that does not parse.
+    """
+    env = os.environ if env is None else env
+    name = env.get("BENCH_GRID") or "quick"
+    if name not in GRIDS:
+        raise ValueError(f"BENCH_GRID must be one of {sorted(GRIDS)}, not {name!r}")
+    blocks, depths, workloads = GRIDS[name]
+    if env.get("BENCH_BLOCKS"):
+        blocks = _int_list(env["BENCH_BLOCKS"], "BENCH_BLOCKS")
+    if env.get("BENCH_DEPTHS"):
+        depths = _int_list(env["BENCH_DEPTHS"], "BENCH_DEPTHS")
+    if env.get("BENCH_WORKLOADS"):
+        workloads = tuple(w.strip() for w in env["BENCH_WORKLOADS"].split(",") if w.strip())
+        for w in workloads:
+            if w not in WORKLOADS:
+                raise ValueError(f"BENCH_WORKLOADS: {w!r} is none of {', '.join(WORKLOADS)}")
+    return name, blocks, depths, workloads
+
+
+def check_point(block, depth, *, capacity, seg_max, queue_size, queues,
+                host_memory=HOST_MEMORY):
+    """Raise ValueError unless a point can run on this device and testbench.
+
+    Parameters
+    ----------
+    block : int
+        Bytes per request: a multiple of the sector size [VIRTIO-1.2 5.2.6.1], no more than the
+        disk, and in at most ``seg_max`` 4 KiB pieces [VIRTIO-1.2 5.2.4].
+    depth : int
+        Requests in flight: each takes one ring descriptor (indirect) of a queue; round robin
+        puts ``ceil(depth / queues)`` on one queue, which must not exceed ``queue_size``.
+    capacity : int
+        Disk size in sectors.
+    """
+    if not isinstance(block, int) or block < SECTOR or block % SECTOR:
+        raise ValueError(f"block size must be a positive multiple of {SECTOR} bytes, "
+                         f"not {block!r}")
+    if block > capacity * SECTOR:
+        raise ValueError(f"block size {block} is larger than the disk "
+                         f"({capacity * SECTOR} bytes)")
+    if -(-block // PAGE) > seg_max:
+        raise ValueError(f"block size {block} needs {-(-block // PAGE)} pieces of {PAGE} bytes; "
+                         f"the device takes at most seg_max {seg_max}")
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"queue depth must be a positive integer, not {depth!r}")
+    if -(-depth // queues) > queue_size:
+        raise ValueError(f"queue depth {depth} puts {-(-depth // queues)} requests on one of "
+                         f"{queues} queues of {queue_size} descriptors")
+    if depth * block > host_memory // 2:
+        raise ValueError(f"queue depth {depth} of {block}-byte requests needs "
+                         f"{depth * block} bytes of buffers; host memory is {host_memory}")
+
+
+def request_count(block, depth):
+    """Requests measured at one point: at least ``max(4 * depth, 32)`` and 512 KiB, but (for
+    simulation time) no more than 2 MiB or 256 requests unless the depth needs them; never
+    fewer than ``depth``, so the queue fills."""
+    want = max(4 * depth, MIN_REQUESTS, -(-MIN_BYTES // block))
+    cap = min(MAX_REQUESTS, max(MIN_REQUESTS, MAX_BYTES // block))
+    return max(depth, min(want, cap))
+
+
+def linux_layout(block, write):
+    """[VIRTIO-1.2 5.2.6] The chain Linux's ``virtblk_add_req`` builds: header, data in
+    :data:`PAGE`-byte pieces (a smaller block is one piece), status byte; all in an indirect
+    table [VIRTIO-1.2 2.7.5.3], as Linux uses one for any chain of several elements."""
+    pieces = (PAGE,) * (block // PAGE) + ((block % PAGE,) if block % PAGE else ())
+    if write:
+        return Layout((OUTHDR,) + pieces, (1,), indirect=True)
+    return Layout((OUTHDR,), pieces + (1,), indirect=True)
+
+
+def percentile(values, p):
+    """Nearest-rank percentile: the smallest value with at least ``p`` percent of ``values``
+    at or below it."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile must be in (0, 100], not {p!r}")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def sector_walk(workload, block, capacity, rng):
+    """Endless start sectors of ``block``-byte requests: sequential from 0, wrapping at the end
+    of the disk, or block-aligned random ones drawn from ``rng``."""
+    nsec = block // SECTOR
+    slots = capacity // nsec
+    k = 0
+    while True:
+        if workload.startswith("seq"):
+            yield (k % slots) * nsec
+            k += 1
+        else:
+            yield rng.randrange(slots) * nsec
+
+
+def _page_aligned_buffers(core):
+    """Allocate request buffers as Linux has them: data pieces in page-aligned pages (the page
+    cache), header and status byte 8-byte aligned (kmalloc'd with the request)."""
+    mem = core.mem
+
+    def alloc(req, n, skew):
+        base = mem.alloc(max(1, n + skew), align=PAGE if n >= SECTOR else 8)
+        req.allocations.append(base)
+        return base + skew
+
+    core._alloc = alloc
+
+
+def _simulator():
+    return (os.environ.get("SIM") or cocotb.SIM_NAME).strip().lower()
+
+
+async def _run_point(bt, drv, workload, block, depth, n, rng):
+    """Keep ``depth`` requests in flight until ``n`` have completed; returns the measurements.
+
+    Requests complete in the order the device serves them, which across queues need not be
+    submission order: each completion (whichever request it is) makes room for the next."""
+    write = workload.endswith("write")
+    layout = linux_layout(block, write)
+    data = rng.randbytes(block) if write else b""
+    sectors = sector_walk(workload, block, bt.params.capacity, rng)
+    typ = rm.VIRTIO_BLK_T_OUT if write else rm.VIRTIO_BLK_T_IN
+    in_len = 0 if write else block
+
+    inflight = deque()
+    done = []
+    submitted = 0
+    start = bt.cycles()
+    while len(done) < n:
+        while submitted < n and len(inflight) < depth:
+            sector = next(sectors)
+            # Every write of a point carries the same block: overlapping writes in flight
+            # (a 1 MiB disk, up to 64 x 128 KiB) leave the same bytes whatever their order.
+            inflight.append(await drv.submit(None, typ, sector, data, in_len, layout))
+            submitted += 1
+        if not any(r.done for r in inflight):
+            await with_timeout(First(*(r.event.wait() for r in inflight)), TIMEOUT_NS, "ns")
+        for req in [r for r in inflight if r.done]:
+            inflight.remove(req)
+            if req.status != rm.VIRTIO_BLK_S_OK:
+                raise AssertionError(f"{workload} {block} B qd{depth}: {req}: status "
+                                     f"{req.status}")
+            done.append(req)
+    end = max(r.completed_at for r in done)
+    cycles = max(1, end - start)
+    latencies = [r.completed_at - r.submitted_at for r in done]
+    return {
+        "workload": workload, "block_size": block, "queue_depth": depth, "requests": n,
+        "bytes": n * block, "cycles": cycles,
+        "bytes_per_cycle": round(n * block / cycles, 4),
+        "requests_per_cycle": round(n / cycles, 6),
+        "latency_cycles_p50": percentile(latencies, 50),
+        "latency_cycles_p99": percentile(latencies, 99),
+    }
+
+
+@cocotb.test()
+async def bench(dut):
+    """The benchmark grid (``BENCH_GRID``); one JSON record per point to ``BENCH_OUT``."""
+    grid, blocks, depths, workloads = grid_from_env()
+    fixed = int(os.environ["BENCH_REQUESTS"]) if os.environ.get("BENCH_REQUESTS") else None
+    out = Path(os.environ.get("BENCH_OUT") or "build/bench/results.jsonl")
+    bt = BlkTB(dut, mem_size=HOST_MEMORY)
+    seed = bt.tb.seed
+    rng = random.Random(seed)
+    drv = await bt.start()
+    _page_aligned_buffers(drv.core)
+    p = bt.params
+    limits = dict(capacity=p.capacity, seg_max=drv.config.seg_max, queue_size=drv.vqs[0].size,
+                  queues=len(drv.vqs))
+    points = [(b, d) for b in blocks for d in depths]
+    for b, d in points:
+        check_point(b, d, **limits)
+    sim = _simulator()
+    bt.log.info("bench: grid %s, block sizes %s, depths %s, workloads %s, %s, seed %d "
+                "(replay with SEED=%d), %d queues, results to %s", grid, list(blocks),
+                list(depths), list(workloads), sim, seed, seed, len(drv.vqs), out)
+
+    # Fill the disk with random data first, so that every read moves meaningful bytes and the
+    # model comparison checks them.
+    fill = min(128 << 10, p.capacity * SECTOR)
+    await _run_point(bt, drv, "seq-write", fill, 8, p.capacity * SECTOR // fill, rng)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clock_mhz = 1000 / CLOCK_NS
+    bt.log.info("bench: %-10s %7s %5s %8s %10s %8s %8s", "workload", "block", "depth",
+                "B/cycle", "req/cycle", "p50", "p99")
+    with out.open("w") as f:
+        for block, depth in points:
+            for workload in workloads:
+                n = fixed or request_count(block, depth)
+                rec = await _run_point(bt, drv, workload, block, depth, max(n, 1), rng)
+                rec.update(simulator=sim, seed=seed,
+                           mb_per_s=round(rec["bytes_per_cycle"] * clock_mhz, 1))
+                f.write(json.dumps({k: rec[k] for k in RECORD_FIELDS}) + "\n")
+                f.flush()
+                bt.log.info("bench: %-10s %7d %5d %8.3f %10.5f %8d %8d", workload, block, depth,
+                            rec["bytes_per_cycle"], rec["requests_per_cycle"],
+                            rec["latency_cycles_p50"], rec["latency_cycles_p99"])
+    await bt.finish()
