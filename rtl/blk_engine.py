@@ -387,7 +387,11 @@ class BlkEngine(wiring.Component):
             ]
 
         # -- back-end --------------------------------------------------------------------------
-        m.d.comb += self.storage.cpl.ready.eq(1)
+        m.d.comb += [
+            self.storage.cpl.ready.eq(1),
+            # One command at a time, so the tag is only informative: the queue it serves.
+            self.storage.cmd.payload.tag.eq(q),
+        ]
         with m.If(self.storage.cmd.valid & self.storage.cmd.ready):
             m.d.sync += st_pending.eq(1)
         with m.If(self.storage.cpl.valid):
@@ -420,7 +424,7 @@ class BlkEngine(wiring.Component):
             """Issue a ring read from the FSM while ``when`` holds; true when it is taken."""
             with m.If(when):
                 m.d.comb += [fsm_rd.addr.eq(addr), fsm_rd.length.eq(length),
-                             fsm_rd_valid.eq(1)]
+                             fsm_rd.tag.eq(q), fsm_rd_valid.eq(1)]
             return Const(1, 1) & when & self.rd_cmd.ready & ~wk_busy
 
         # A ring write is a command and one data beat; each may be taken in a different cycle.
@@ -438,7 +442,7 @@ class BlkEngine(wiring.Component):
         def ring_write_step(addr, length, value, next_state):
             m.d.comb += ring_write.eq(1)
             m.d.comb += [
-                fsm_wr.addr.eq(addr), fsm_wr.length.eq(length),
+                fsm_wr.addr.eq(addr), fsm_wr.length.eq(length), fsm_wr.tag.eq(q),
                 fsm_wr_valid.eq(~wr_cmd_done),
                 fsm_wr_data.data.eq(value),
                 fsm_wr_data.keep.eq((1 << nbytes) - 1),
@@ -823,6 +827,7 @@ class BlkEngine(wiring.Component):
                         with m.Case(k):
                             m.d.comb += serial_beat.data.eq(words[k])
                 sent = Cat(Const(0, 3), serial_k)
+                m.d.comb += serial_beat.last.eq(serial_k == 2)
                 m.d.comb += serial_beat.keep.eq(Cat(*[(sent + i < serial_n)
                                                       for i in range(nbytes)]))
                 with m.If(sent < serial_n):

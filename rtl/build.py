@@ -14,15 +14,40 @@ __all__ = ["generate"]
 
 
 # Yosys gives each module with combinational processes a dummy register, initialised to 0 and
-# read by every ``always @*`` block, so that simulators evaluate those blocks at time 0. Icarus
+# read by its ``always @*`` blocks, so that simulators evaluate those blocks at time 0. Icarus
 # 11 does not treat the initialiser as an event, so a block whose inputs keep their initial
 # values (the completer's ``rx.ready`` while idle) stays X forever. Writing the register once at
 # time 0 makes it an event. Synthesis ignores the initial block (the register drives nothing).
+#
+# Yosys also writes one-statement ``always @*`` blocks (a reg's bits driven from a constant, or
+# from a signal that may never change) without reading the register; Icarus would never run
+# them. Each gets a read of its module's trigger register, which is created if missing.
 _COMB_TRIGGER = re.compile(r"^  reg (\\\$auto\$verilog_backend\S*)\s*=\s*0;$", re.MULTILINE)
+_ONE_LINE_ALWAYS = re.compile(r"^  always @\*\n    ([^\n]+;)$", re.MULTILINE)
+_MODULE = re.compile(r"^module .*?^endmodule$", re.MULTILINE | re.DOTALL)
+
+
+def _wake_module(text):
+    blocks = _ONE_LINE_ALWAYS.findall(text)
+    trigger = _COMB_TRIGGER.search(text)
+    if blocks and trigger is None:
+        name = "\\$auto$verilog_backend$build_py "
+        decl = f"  reg {name} = 0;"
+        text = re.sub(r"^(module [^;]*;\n)", lambda m: m.group(1) + decl + "\n", text, count=1,
+                      flags=re.MULTILINE)
+        trigger = _COMB_TRIGGER.search(text)
+    if trigger is not None:
+        name = trigger.group(1)
+        text = _ONE_LINE_ALWAYS.sub(
+            lambda m: f"  always @* begin\n    if ({name} ) begin end\n    {m.group(1)}\n  end",
+            text)
+        text = _COMB_TRIGGER.sub(
+            lambda m: f"{m.group(0)}\n  initial #0 {m.group(1)} = 1'h1;", text)
+    return text
 
 
 def _wake_comb_at_time_zero(text):
-    return _COMB_TRIGGER.sub(lambda m: f"{m.group(0)}\n  initial #0 {m.group(1)} = 1'h1;", text)
+    return _MODULE.sub(lambda m: _wake_module(m.group(0)), text)
 
 
 def generate(name, params, out_dir):
