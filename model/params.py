@@ -207,7 +207,11 @@ class DeviceParams:
 # ``virtio_blk_ep_qemu`` is the one QEMU's proxy device needs: a 32-bit BAR0 (QEMU sizes BARs
 # one 32-bit register at a time) and no MSI-X (only guest RAM is shared, so MSI-X writes cannot
 # land).
+#
+# ``virtio_blk_ep_ro`` offers VIRTIO_BLK_F_RO [VIRTIO-1.2 5.2.3]: every request that would change
+# the disk completes IOERR.
 VARIANTS = {
     "virtio_blk_ep":      DeviceParams(),
     "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False),
+    "virtio_blk_ep_ro":   DeviceParams(read_only=True),
 }

@@ -56,8 +56,11 @@ def generate(name, params, out_dir):
     top = VirtioBlkEndpoint(params)
     text = _wake_comb_at_time_zero(verilog.convert(top, name=name, emit_src=False))
     path = os.path.join(out_dir, f"{name}.v")
-    with open(path, "w") as f:
+    # Written whole and renamed: parallel test runs may generate the same variant at once.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         f.write(text)
+    os.replace(tmp, path)
     return path
 
 

@@ -326,3 +326,28 @@ async def event_idx_interrupts(dut, stalls):
             f"avail_event {vq.avail_event}, the device took entries up to {vq.avail_idx}"
         bt.log.info("EVENT_IDX: %d requests, one interrupt, avail_event %d", n, vq.avail_event)
     await bt.finish()
+
+
+@cocotb.test()
+@cocotb.parametrize(stalls=[False])
+async def read_only(dut, stalls):
+    """[VIRTIO-1.2 5.2.3, 5.2.6.2] A read-only build offers VIRTIO_BLK_F_RO and fails every
+    request that would change the disk with IOERR; reads, flushes and GET_ID still work.
+    Runs on the ``virtio_blk_ep_ro`` build (``tb/test_system.py``)."""
+    bt = BlkTB(dut, stalls)
+    assert bt.params.read_only, f"{bt.tb.name} is not a read-only build"
+    drv = await bt.start()
+    assert drv.features >> rm.VIRTIO_BLK_F_RO & 1, "VIRTIO_BLK_F_RO not offered"
+    bt.image[0:4096] = _pattern(0, 4096)          # the medium's contents
+    bt.model.blk.disk[0:4096] = _pattern(0, 4096)
+    for name, st in [
+            ("write", await drv.write(0, bytes(4096))),
+            ("write zeroes", await drv.write_zeroes(0, 8)),
+            ("discard", await drv.discard(0, 8))]:
+        assert st == rm.VIRTIO_BLK_S_IOERR, f"{name} on a read-only device: status {st}"
+        bt.log.info("%s on a read-only device: IOERR", name)
+    st, data = await drv.read(0, 8)
+    assert (st, data) == (rm.VIRTIO_BLK_S_OK, _pattern(0, 4096)), "read-only disk changed"
+    assert await drv.flush() == rm.VIRTIO_BLK_S_OK
+    assert (await drv.get_id())[0] == rm.VIRTIO_BLK_S_OK
+    await bt.finish()
