@@ -135,6 +135,7 @@ class BlkEngine(wiring.Component):
         active_clear = Signal(nq)
         kicked_clear = Signal(nq)
         event_written = Signal()  # avail_event written since the queue was last found empty
+        fresh      = Signal(nq)   # avail->idx read after the queue's last request
         used_event = Signal(16)
 
         q = Signal(range(nq))                 # the queue being served
@@ -469,9 +470,17 @@ class BlkEngine(wiring.Component):
                         cand = (i + k) % nq
                         with m.If((q == i) & active[cand]):
                             m.d.comb += [nxt.eq(cand), found.eq(1)]
+                fresh_nxt = Signal()
+                m.d.comb += fresh_nxt.eq((fresh >> nxt)[0])
                 with m.If(running & found):
-                    m.d.sync += q.eq(nxt)
-                    m.next = "Read-Avail-Idx"
+                    m.d.sync += [q.eq(nxt), event_written.eq(0)]
+                    # avail->idx was read after this queue's last request (Post-Request): no
+                    # need to read it again before serving what it showed.
+                    with m.If(fresh_nxt):
+                        m.d.sync += fresh.eq(fresh & ~Cat(nxt == i for i in range(nq)))
+                        m.next = "Check-Avail"
+                    with m.Else():
+                        m.next = "Read-Avail-Idx"
 
             with m.State("Read-Avail-Idx"):
                 # [VIRTIO-1.2 2.7.6] avail->flags and avail->idx, one 4-byte read.
@@ -908,6 +917,15 @@ class BlkEngine(wiring.Component):
                 # posted used-ring writes before it [PCIe-3.0 2.4.1], so it sees them done.
                 with m.If(fsm_read(avail_hdr, 4, when=wr_pending == 0)):
                     m.d.comb += kicked_clear.eq(onehot_q)
+                    m.d.sync += fresh.eq(fresh | onehot_q)
+                    with m.If(event_idx):
+                        m.next = "Read-Used-Event"
+                    with m.Else():
+                        m.next = "Take-Post-Avail"
+
+            with m.State("Read-Used-Event"):
+                # [VIRTIO-1.2 2.7.10] used_event, in flight together with avail->idx.
+                with m.If(fsm_read(used_event_addr, 2)):
                     m.next = "Take-Post-Avail"
 
             with m.State("Take-Post-Avail"):
@@ -916,13 +934,9 @@ class BlkEngine(wiring.Component):
                     m.d.sync += avail_flags.eq(self.rd_data.payload.data[:16])
                     set_per_queue(avail_seen, self.rd_data.payload.data[16:32])
                     with m.If(event_idx):
-                        m.next = "Read-Used-Event"
+                        m.next = "Take-Used-Event"
                     with m.Else():
                         m.next = "Decide-Interrupt"
-
-            with m.State("Read-Used-Event"):
-                with m.If(fsm_read(used_event_addr, 2)):
-                    m.next = "Take-Used-Event"
 
             with m.State("Take-Used-Event"):
                 m.d.comb += fsm_rd_ready.eq(1)
@@ -968,7 +982,7 @@ class BlkEngine(wiring.Component):
         ]
 
         with m.If(reset_now):
-            m.d.sync += [active.eq(0), kicked.eq(0)]
+            m.d.sync += [active.eq(0), kicked.eq(0), fresh.eq(0)]
             for i in range(nq):
                 m.d.sync += [last_avail[i].eq(0), used_idx[i].eq(0), signalled[i].eq(0),
                              avail_seen[i].eq(0)]

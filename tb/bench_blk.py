@@ -28,10 +28,10 @@ Environment:
 ``BENCH_BLOCKS``, ``BENCH_DEPTHS``, ``BENCH_WORKLOADS``
     Comma-separated lists that replace the grid's own.
 ``BENCH_REQUESTS``
-    A fixed request count per point (default: :func:`request_count`).
+    A fixed request count per point (default, or 0: :func:`request_count`).
 ``BENCH_OUT``
     The JSON Lines file written, one record per point as soon as it is measured (default
-    ``build/bench/results.jsonl``).
+    ``build/bench/results.jsonl`` in the repository).
 """
 
 import json
@@ -73,14 +73,18 @@ RECORD_FIELDS = ("workload", "block_size", "queue_depth", "requests", "bytes", "
                  "bytes_per_cycle", "requests_per_cycle", "latency_cycles_p50",
                  "latency_cycles_p99", "simulator", "seed", "mb_per_s")
 
-# Request count targets (see request_count).
-MIN_REQUESTS = 32
-MIN_BYTES = 512 << 10
-MAX_BYTES = 2 << 20
-MAX_REQUESTS = 256
+# Requests per point (see request_count): the device serves one request at a time, so its
+# throughput settles within a few requests; long runs only cost simulation time (~16 k cycles/s).
+POINT_BYTES = 512 << 10
+POINT_MAX_REQUESTS = 64
+POINT_MIN_REQUESTS = 4
 
 # Host memory: buffers of depth * block bytes must fit with room for rings and tables.
 HOST_MEMORY = 16 << 20
+
+# Where the records go without BENCH_OUT (the cocotb process runs in the simulator's build
+# directory, so not relative to it).
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "build" / "bench" / "results.jsonl"
 
 # A request that takes longer than this has hung (2.5 M cycles).
 TIMEOUT_NS = 10_000_000
@@ -158,12 +162,9 @@ def check_point(block, depth, *, capacity, seg_max, queue_size, queues,
 
 
 def request_count(block, depth):
-    """Requests measured at one point: at least ``max(4 * depth, 32)`` and 512 KiB, but (for
-    simulation time) no more than 2 MiB or 256 requests unless the depth needs them; never
-    fewer than ``depth``, so the queue fills."""
-    want = max(4 * depth, MIN_REQUESTS, -(-MIN_BYTES // block))
-    cap = min(MAX_REQUESTS, max(MIN_REQUESTS, MAX_BYTES // block))
-    return max(depth, min(want, cap))
+    """Requests measured at one point: 512 KiB worth, between 4 and 64 requests, and never
+    fewer than ``depth`` so that the queue fills (64 x 128 KiB at depth 64)."""
+    return max(depth, min(POINT_MAX_REQUESTS, max(POINT_MIN_REQUESTS, POINT_BYTES // block)))
 
 
 def linux_layout(block, write):
@@ -214,6 +215,10 @@ def _page_aligned_buffers(core):
     core._alloc = alloc
 
 
+def _sig(x, digits=5):
+    return float(f"{x:.{digits}g}")
+
+
 def _simulator():
     return (os.environ.get("SIM") or cocotb.SIM_NAME).strip().lower()
 
@@ -255,8 +260,8 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
     return {
         "workload": workload, "block_size": block, "queue_depth": depth, "requests": n,
         "bytes": n * block, "cycles": cycles,
-        "bytes_per_cycle": round(n * block / cycles, 4),
-        "requests_per_cycle": round(n / cycles, 6),
+        "bytes_per_cycle": _sig(n * block / cycles),
+        "requests_per_cycle": _sig(n / cycles),
         "latency_cycles_p50": percentile(latencies, 50),
         "latency_cycles_p99": percentile(latencies, 99),
     }
@@ -266,11 +271,13 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
 async def bench(dut):
     """The benchmark grid (``BENCH_GRID``); one JSON record per point to ``BENCH_OUT``."""
     grid, blocks, depths, workloads = grid_from_env()
-    fixed = int(os.environ["BENCH_REQUESTS"]) if os.environ.get("BENCH_REQUESTS") else None
-    out = Path(os.environ.get("BENCH_OUT") or "build/bench/results.jsonl")
+    fixed = int(os.environ.get("BENCH_REQUESTS") or 0)
+    if fixed < 0:
+        raise ValueError(f"BENCH_REQUESTS must be a positive request count, not {fixed}")
+    out = Path(os.environ.get("BENCH_OUT") or DEFAULT_OUT)
     bt = BlkTB(dut, mem_size=HOST_MEMORY)
     seed = bt.tb.seed
-    rng = random.Random(seed)
+    rng = random.Random(f"bench {seed}")      # not the TB's own stream (stalls, back-end)
     drv = await bt.start()
     _page_aligned_buffers(drv.core)
     p = bt.params
@@ -291,18 +298,18 @@ async def bench(dut):
 
     out.parent.mkdir(parents=True, exist_ok=True)
     clock_mhz = 1000 / CLOCK_NS
-    bt.log.info("bench: %-10s %7s %5s %8s %10s %8s %8s", "workload", "block", "depth",
-                "B/cycle", "req/cycle", "p50", "p99")
+    bt.log.info("bench: %-10s %7s %5s %8s %10s %8s %8s %5s", "workload", "block", "depth",
+                "B/cycle", "req/cycle", "p50", "p99", "reqs")
     with out.open("w") as f:
         for block, depth in points:
             for workload in workloads:
                 n = fixed or request_count(block, depth)
-                rec = await _run_point(bt, drv, workload, block, depth, max(n, 1), rng)
+                rec = await _run_point(bt, drv, workload, block, depth, n, rng)
                 rec.update(simulator=sim, seed=seed,
                            mb_per_s=round(rec["bytes_per_cycle"] * clock_mhz, 1))
                 f.write(json.dumps({k: rec[k] for k in RECORD_FIELDS}) + "\n")
                 f.flush()
-                bt.log.info("bench: %-10s %7d %5d %8.3f %10.5f %8d %8d", workload, block, depth,
-                            rec["bytes_per_cycle"], rec["requests_per_cycle"],
-                            rec["latency_cycles_p50"], rec["latency_cycles_p99"])
+                bt.log.info("bench: %-10s %7d %5d %8.3f %10.3g %8d %8d %5d", workload, block,
+                            depth, rec["bytes_per_cycle"], rec["requests_per_cycle"],
+                            rec["latency_cycles_p50"], rec["latency_cycles_p99"], n)
     await bt.finish()

@@ -1,0 +1,135 @@
+"""``make bench``: run the benchmark grid of ``tb/bench_blk.py`` on a simulator, then write
+``build/bench/results.json`` and ``build/bench/throughput.png`` and print the table.
+
+``python scripts/bench.py [--sim verilator|icarus] [--grid quick|full|smoke] [--out DIR]``
+(also ``python -m scripts.bench``). ``BENCH_GRID`` sets the default grid; ``SEED`` replays the
+random workloads; ``BENCH_BLOCKS``, ``BENCH_DEPTHS``, ``BENCH_WORKLOADS``, ``BENCH_REQUESTS``
+narrow a run (see ``tb/bench_blk.py``). Exits non-zero if the cocotb run failed or measured
+nothing.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    # `python scripts/bench.py` puts scripts/ on the path, not the repository root.
+    sys.path.insert(0, str(ROOT))
+
+from model.params import VARIANTS                          # noqa: E402
+from tb.bench import CLOCK_NS                               # noqa: E402
+from tb.bench_blk import GRIDS, RECORD_FIELDS               # noqa: E402
+from scripts.plot import throughput_figure                  # noqa: E402
+
+
+TOPLEVEL = "virtio_blk_ep"
+HEADLINE_BLOCK, HEADLINE_DEPTH = 65536, 8
+
+
+def read_records(path):
+    """The records of a JSON Lines file, in file order.
+
+    Raises
+    ------
+    ValueError
+        If a line is not JSON or lacks one of :data:`tb.bench_blk.RECORD_FIELDS`.
+    """
+    records = []
+    with open(path) as f:
+        for k, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{k}: not JSON ({e})") from None
+            missing = [n for n in RECORD_FIELDS if n not in rec]
+            if missing:
+                raise ValueError(f"{path}:{k}: record lacks {', '.join(missing)}")
+            records.append(rec)
+    return records
+
+
+def _size(n):
+    return f"{n >> 10} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
+
+
+def table(records):
+    """The results as text lines, one per point."""
+    lines = [f"{'workload':<10} {'block':>8} {'depth':>5} {'B/cycle':>8} {'MB/s':>7} "
+             f"{'req/cycle':>10} {'p50 cyc':>8} {'p99 cyc':>8} {'requests':>8}"]
+    for r in records:
+        lines.append(f"{r['workload']:<10} {_size(r['block_size']):>8} {r['queue_depth']:>5} "
+                     f"{r['bytes_per_cycle']:>8.3f} {r['mb_per_s']:>7.1f} "
+                     f"{r['requests_per_cycle']:>10.3g} {r['latency_cycles_p50']:>8} "
+                     f"{r['latency_cycles_p99']:>8} {r['requests']:>8}")
+    return lines
+
+
+def headline(records, peak):
+    """``bench: seq-read 64 KiB qd8 X.XX B/cycle (YY% of 8), seq-write ...``."""
+    parts = []
+    for w in ("seq-read", "seq-write"):
+        hit = [r for r in records if r["workload"] == w and r["block_size"] == HEADLINE_BLOCK
+               and r["queue_depth"] == HEADLINE_DEPTH]
+        label = f"{w} {_size(HEADLINE_BLOCK)} qd{HEADLINE_DEPTH}"
+        if hit:
+            bpc = hit[-1]["bytes_per_cycle"]
+            pct = f"{100 * bpc / peak:.0f}% of {peak:g}" if not parts else \
+                f"{100 * bpc / peak:.0f}%"
+            parts.append(f"{label} {bpc:.2f} B/cycle ({pct})")
+        else:
+            parts.append(f"{label} not measured")
+    return "bench: " + ", ".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sim", choices=("verilator", "icarus"),
+                        default=os.environ.get("SIM") or "verilator")
+    parser.add_argument("--grid", choices=sorted(GRIDS),
+                        default=os.environ.get("BENCH_GRID") or "quick")
+    parser.add_argument("--out", default=str(ROOT / "build" / "bench"),
+                        help="directory for results.jsonl, results.json, throughput.png")
+    args = parser.parse_args(argv)
+
+    from tb.run import run                       # Amaranth and cocotb's runner: only here
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "results.jsonl"
+    if jsonl.exists():
+        jsonl.unlink()
+    t0 = time.monotonic()
+    tests, failed = run(args.sim, TOPLEVEL, tests=["bench"], modules=["tb.bench_blk"],
+                        extra_env={"SIM": args.sim, "BENCH_GRID": args.grid,
+                                   "BENCH_OUT": str(jsonl)})
+    elapsed = time.monotonic() - t0
+    records = read_records(jsonl) if jsonl.exists() else []
+    if records:
+        (out / "results.json").write_text(json.dumps(records, indent=1) + "\n")
+        params = VARIANTS[TOPLEVEL]
+        peak = params.data_width // 8
+        clock_mhz = 1000 / CLOCK_NS
+        fig = throughput_figure(records, peak=peak, clock_mhz=clock_mhz,
+                                title=f"virtio-blk throughput ({args.sim}, Gen2 x4, "
+                                      f"{clock_mhz:g} MHz, {params.data_width}-bit)")
+        fig.save(out / "throughput.png")
+        print("\n".join(table(records)))
+        print(f"wrote {out / 'results.json'} and {out / 'throughput.png'} "
+              f"({len(records)} points, {elapsed:.0f} s)")
+        print(headline(records, peak))
+    if failed or not tests or not records:
+        print(f"bench: the cocotb run failed ({failed} of {tests} tests failed, "
+              f"{len(records)} points measured)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
