@@ -288,6 +288,8 @@ class StorageBackend:
         cpl_valid, cpl_ready, cpl_payload = self._cpl
         # What we drive in the current cycle.
         cmd_r = wdata_r = rdata_v = cpl_v = False
+        handles = (cmd_ready, wdata_ready, rdata_valid, cpl_valid)
+        driven = (None, None, None, None)
         current = None                  # command whose data is moving
         completions = []                # packed completions not yet taken, in order
         while True:
@@ -332,7 +334,11 @@ class StorageBackend:
             if not cpl_v and completions and not self._stall():
                 cpl_payload.value = completions[0]
                 cpl_v = True
-            cmd_ready.value = int(cmd_r)
-            wdata_ready.value = int(wdata_r)
-            rdata_valid.value = int(rdata_v)
-            cpl_valid.value = int(cpl_v)
+            # Only changes are written: a write through the simulator interface costs far
+            # more than this comparison, and most cycles change nothing.
+            drive = (int(cmd_r), int(wdata_r), int(rdata_v), int(cpl_v))
+            if drive != driven:
+                for handle, new, old in zip(handles, drive, driven):
+                    if new != old:
+                        handle.value = new
+                driven = drive

@@ -148,6 +148,7 @@ class TlpShim(Device):
             self.dut.rx__payload
         beats = collections.deque()
         valid = False
+        driven = None
         while True:
             if not valid and not beats and self.rx_queue.empty():
                 beats.extend(self.fmt.pack(await self.rx_queue.get()))
@@ -161,15 +162,18 @@ class TlpShim(Device):
                 if beats and not (self.idle_prob and self.rng.random() < self.idle_prob):
                     rx_payload.value = beats.popleft()
                     valid = True
-            rx_valid.value = int(valid)
+            if valid != driven:
+                rx_valid.value = int(valid)
+                driven = valid
 
     async def _run_tx(self):
         tx_valid, tx_ready, tx_payload = self.dut.tx__valid, self.dut.tx__ready, \
             self.dut.tx__payload
         dws = []
+        driven = None
         while True:
             await RisingEdge(self.clk)
-            if _high(tx_valid) and _high(tx_ready):
+            if _high(tx_valid) and driven:
                 beat, first, last = self.fmt.unpack(tx_payload.value.to_unsigned())
                 if first != (not dws):
                     raise AssertionError(f"TLP framing: first={first} after {len(dws)} DWs")
@@ -177,7 +181,10 @@ class TlpShim(Device):
                 if last:
                     self._from_dut(dws)
                     dws = []
-            tx_ready.value = int(not (self.stall_prob and self.rng.random() < self.stall_prob))
+            ready = int(not (self.stall_prob and self.rng.random() < self.stall_prob))
+            if ready != driven:          # writes through the simulator are costly: only changes
+                tx_ready.value = ready
+                driven = ready
 
     def _from_dut(self, dws):
         self.tx_count += 1
