@@ -63,7 +63,9 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None)
         raise ValueError(f"sim must be one of {SIMULATORS}, not {sim!r}")
     waves = os.environ.get("WAVES", "0") == "1"
     source = generate(toplevel, VARIANTS[toplevel], ROOT / "build" / "verilog")
-    build_dir = ROOT / "build" / "sim" / sim / toplevel
+    # SIM_BUILD_TAG keeps a run's simulator build apart (e.g. a long campaign beside make test).
+    tag = os.environ.get("SIM_BUILD_TAG", "")
+    build_dir = ROOT / "build" / "sim" / sim / (toplevel + (f"-{tag}" if tag else ""))
     build_args = []
     if sim == "verilator":
         verilator_env()
