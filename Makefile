@@ -1,11 +1,13 @@
 # virtio-blk PCIe endpoint: one command per job. `make help` lists them.
 #
-#   make sim      set everything up (first run) and run the headline simulation on Verilator
+#   make sim      set everything up (first run) and run the headline simulation on Verilator:
+#                 enumerate, DRIVER_OK, then write, read back and verify 2 MiB
 #   make test     the whole regression: model, Amaranth-simulator and cocotb tests, both simulators
 #
 # Variables: SIM=verilator|icarus (narrow `make test` to one simulator), SEED=<n> (replay a
-# random test), WAVES=1 (write waves under build/sim/), N_ACCESSES=<n> (random test length),
-# VARIANT=<name> (build variant for synth).
+# random test), WAVES=1 (write waves under build/sim/), N_ACCESSES=<n> / N_REQUESTS=<n> (random
+# test lengths), SIM_BYTES=<n> (make sim's I/O), BENCH_GRID=... (make bench), VARIANT=<name>
+# (build variant for synth).
 
 PYTHON_SYS ?= python3.11
 VENV       := .venv
@@ -29,6 +31,10 @@ help:  ## list the targets
 	@echo "  SEED=<n>              replay a random test with the seed it printed"
 	@echo "  WAVES=1               write waves (FST) under build/sim/<sim>/<variant>/"
 	@echo "  N_ACCESSES=<n>        length of the randomized access tests"
+	@echo "  N_REQUESTS=<n>        length of the random block workload (default 300)"
+	@echo "  SIM_BYTES=<n>         bytes make sim writes and reads back (default 2 MiB)"
+	@echo "  BENCH_GRID=quick|full|smoke  the make bench sweep"
+	@echo "  SIM_BUILD_TAG=<tag>   a separate simulator build dir, for a run beside make test"
 	@echo "  VARIANT=<name>        the build variant for make synth (default virtio_blk_ep)"
 
 # -- setup -------------------------------------------------------------------------------------
