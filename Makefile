@@ -66,7 +66,7 @@ sim: deps verilog  ## the headline simulation on Verilator: enumerate, DRIVER_OK
 
 .PHONY: test
 test: deps  ## the whole regression (SIM=... narrows the cocotb tests to one simulator)
-	$(PY) -m pytest -n 2 tb tests
+	$(PY) -m pytest -n 2 --dist worksteal --durations=12 tb tests
 
 .PHONY: bench
 bench: deps  ## benchmarks: sequential and random workloads over block sizes and queue depths (Verilator); BENCH_GRID=full for the whole sweep
