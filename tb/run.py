@@ -50,12 +50,14 @@ def verilator_env():
                                    " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
-def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None):
+def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
+        build_tag=None):
     """Generate, build and run; returns ``(tests, failed)`` from the results file.
 
     ``tests`` names cocotb tests: ``"headline"`` runs every parametrization of it,
     ``"headline/stalls=False"`` just that one. ``modules`` overrides :data:`TEST_MODULES`
-    (``make bench`` runs ``tb.bench_blk`` this way).
+    (``make bench`` runs ``tb.bench_blk`` this way). ``build_tag`` (or ``SIM_BUILD_TAG``) builds
+    the simulator in a directory of its own, so runs of one variant can go on side by side.
     """
     from rtl.build import generate   # Amaranth is only needed here, not in the cocotb process
 
@@ -64,7 +66,7 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None)
     waves = os.environ.get("WAVES", "0") == "1"
     source = generate(toplevel, VARIANTS[toplevel], ROOT / "build" / "verilog")
     # SIM_BUILD_TAG keeps a run's simulator build apart (e.g. a long campaign beside make test).
-    tag = os.environ.get("SIM_BUILD_TAG", "")
+    tag = build_tag or os.environ.get("SIM_BUILD_TAG", "")
     build_dir = ROOT / "build" / "sim" / sim / (toplevel + (f"-{tag}" if tag else ""))
     build_args = []
     if sim == "verilator":

@@ -2,7 +2,8 @@
 
 ``SIM=verilator`` or ``SIM=icarus`` narrows the run to one simulator.
 
-Which tests run on which build: the default build runs the foundation and the whole data path;
+Which tests run on which build: the default build runs the foundation and the whole data path
+(in two groups, so that the two cores share the longest run);
 the QEMU build (32-bit BAR0, no MSI-X, so completions come by INTx and the ISR) runs the
 foundation and the data-path tests whose interrupt path differs; the read-only build runs the
 read-only test. ``io_headline`` (``make sim``) moves 4 MiB and runs on Verilator only.
@@ -19,24 +20,29 @@ from .run import run, SIMULATORS
 _sims = [s for s in SIMULATORS if os.environ.get("SIM", "") in ("", s)]
 
 FOUNDATION = ["headline", "negotiation", "random_access", "unsupported_requests"]
-DATA_PATH = ["request_types", "random_workload", "data_integrity", "interrupt_suppression",
-             "event_idx_interrupts"]
+# The default build's tests, in two groups that run side by side (each with its own simulator
+# build): the long random workload and whole-disk sweeps, and everything else.
+LONG = ["random_workload", "data_integrity"]
+SHORT = ["request_types", "interrupt_suppression", "event_idx_interrupts"]
 SELECTION = {
-    "virtio_blk_ep":      FOUNDATION + DATA_PATH,
-    "virtio_blk_ep_qemu": FOUNDATION + ["request_types", "random_workload",
-                                        "interrupt_suppression", "event_idx_interrupts"],
-    "virtio_blk_ep_ro":   ["read_only"],
+    ("virtio_blk_ep", "b"):      LONG,
+    ("virtio_blk_ep", "a"):      FOUNDATION + SHORT,
+    ("virtio_blk_ep_qemu", ""):  FOUNDATION + ["request_types", "random_workload",
+                                               "interrupt_suppression", "event_idx_interrupts"],
+    ("virtio_blk_ep_ro", ""):    ["read_only"],
 }
-ON_VERILATOR = {"virtio_blk_ep": ["io_headline"]}
+ON_VERILATOR = {("virtio_blk_ep", "a"): ["io_headline"]}
 
 
 def test_selection_covers_every_variant():
-    assert sorted(SELECTION) == sorted(VARIANTS)
+    assert sorted({v for v, _ in SELECTION}) == sorted(VARIANTS)
 
 
-@pytest.mark.parametrize("toplevel", sorted(VARIANTS))
-@pytest.mark.parametrize("sim", _sims)
-def test_system(sim, toplevel):
-    tests = SELECTION[toplevel] + (ON_VERILATOR.get(toplevel, []) if sim == "verilator" else [])
-    ran, failed = run(sim, toplevel, tests)
+# Longest first (Icarus, then the long group), so no core idles at the end of make test.
+@pytest.mark.parametrize("toplevel,group", list(SELECTION))
+@pytest.mark.parametrize("sim", sorted(_sims))
+def test_system(sim, toplevel, group):
+    key = (toplevel, group)
+    tests = SELECTION[key] + (ON_VERILATOR.get(key, []) if sim == "verilator" else [])
+    ran, failed = run(sim, toplevel, tests, build_tag=group or None)
     assert ran > 0 and failed == 0, f"{failed} of {ran} cocotb tests failed"
