@@ -695,14 +695,14 @@ class BlkEngine(wiring.Component):
                 with m.Switch(req_type):
                     with m.Case(rm.VIRTIO_BLK_T_IN):
                         m.d.sync += [data_len.eq(wr_data_len), count.eq(wr_data_len[9:])]
-                        m.next = "Check-Range-In"
+                        m.next = "Check-Range"
                     with m.Case(rm.VIRTIO_BLK_T_OUT):
                         m.d.sync += [data_len.eq(rd_data_len), count.eq(rd_data_len[9:])]
                         if read_only:
                             m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
                             m.next = "Write-Status"
                         else:
-                            m.next = "Check-Range-Out"
+                            m.next = "Check-Range"
                     with m.Case(rm.VIRTIO_BLK_T_FLUSH):
                         m.next = "Flush"
                     with m.Case(rm.VIRTIO_BLK_T_GET_ID):
@@ -735,7 +735,9 @@ class BlkEngine(wiring.Component):
                 # [VIRTIO-1.2 5.2.6.1] sectors past the capacity fail. Wide enough not to wrap.
                 return (Cat(first, Const(0, 1)) + n) <= p.capacity
 
-            with m.State("Check-Range-In"):
+            with m.State("Check-Range"):
+                # IN or OUT: whole sectors, inside the disk, a count the port can carry.
+                is_in = req_type == rm.VIRTIO_BLK_T_IN
                 with m.If((data_len[:9] != 0) | ~range_ok(sector, count) | (count >> 32 != 0)):
                     m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
                     m.next = "Write-Status"
@@ -745,16 +747,19 @@ class BlkEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += [
                         self.storage.cmd.valid.eq(1),
-                        self.storage.cmd.payload.op.eq(StorageOp.READ),
+                        self.storage.cmd.payload.op.eq(Mux(is_in, StorageOp.READ,
+                                                           StorageOp.WRITE)),
                         self.storage.cmd.payload.sector.eq(sector),
                         self.storage.cmd.payload.count.eq(count),
                     ]
-                    with m.If(self.storage.cmd.ready):
+                    with m.If(self.storage.cmd.ready & is_in):
                         m.d.comb += [
                             start_write.eq(1), start_off.eq(0), start_len.eq(data_len),
                             wk_start.eq(1), clear_wr_error.eq(1),
                         ]
                         m.next = "Data-In"
+                    with m.Elif(self.storage.cmd.ready):
+                        m.next = "Gather-Length"
 
             with m.State("Data-In"):
                 m.d.comb += [storage_to_scatter.eq(1), scatter_to_wr.eq(1)]
@@ -763,23 +768,6 @@ class BlkEngine(wiring.Component):
                     m.d.sync += status.eq(Mux(st_error | wr_error, rm.VIRTIO_BLK_S_IOERR,
                                               rm.VIRTIO_BLK_S_OK))
                     m.next = "Write-Status"
-
-            with m.State("Check-Range-Out"):
-                with m.If((data_len[:9] != 0) | ~range_ok(sector, count) | (count >> 32 != 0)):
-                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
-                    m.next = "Write-Status"
-                with m.Elif(count == 0):
-                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_OK)
-                    m.next = "Write-Status"
-                with m.Else():
-                    m.d.comb += [
-                        self.storage.cmd.valid.eq(1),
-                        self.storage.cmd.payload.op.eq(StorageOp.WRITE),
-                        self.storage.cmd.payload.sector.eq(sector),
-                        self.storage.cmd.payload.count.eq(count),
-                    ]
-                    with m.If(self.storage.cmd.ready):
-                        m.next = "Gather-Length"
 
             with m.State("Gather-Length"):
                 m.d.comb += [

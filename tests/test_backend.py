@@ -13,7 +13,6 @@ pytest directly.
 
 import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,6 @@ def port_verilog(width=WIDTH, name=TOPLEVEL):
     return f"module {name}(\n    " + ",\n    ".join(ports) + "\n);\nendmodule\n"
 
 
-@pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog not installed")
 def test_cocotb():
     from cocotb_tools.runner import get_runner, get_results
     seed = seed_from_env()
