@@ -109,10 +109,11 @@ def _qemu_command(qemu, linux, initrd, console, fd):
 async def linux_boot(dut):
     """Boot Linux against the DUT, run the ext4 round trip, check the disk on the host."""
     t0 = time.monotonic()
-    qemu = Path(os.environ.get("COSIM_QEMU", ROOT / "build" / "qemu" / "qemu-system-x86_64"))
-    linux = Path(os.environ.get("COSIM_GUEST", ROOT / "build" / "linux"))
-    out = Path(os.environ.get("COSIM_OUT", ROOT / "build" / "linux" / "run"))
-    timeout = float(os.environ.get("COSIM_TIMEOUT", "600"))
+    # `or`, not a get() default: make exports unset variables as "".
+    qemu = Path(os.environ.get("COSIM_QEMU") or ROOT / "build" / "qemu" / "qemu-system-x86_64")
+    linux = Path(os.environ.get("COSIM_GUEST") or ROOT / "build" / "linux")
+    out = Path(os.environ.get("COSIM_OUT") or ROOT / "build" / "linux" / "run")
+    timeout = float(os.environ.get("COSIM_TIMEOUT") or 600)
     for need in (qemu, linux / "vmlinuz", linux / "initrd-base.gz"):
         assert need.exists(), f"{need} is missing: run scripts/linux/build-qemu.sh and " \
                               f"scripts/linux/guest.py first (make linux does)"
