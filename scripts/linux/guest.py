@@ -55,7 +55,10 @@ def extract(deb, dest, members):
         with tarfile.open(fileobj=f) as t:
             wanted = [m for m in t.getmembers()
                       if any(m.name.lstrip("./").startswith(p) for p in members)]
-            t.extractall(dest, members=wanted, filter="tar")
+            # Extraction filters came in Python 3.11.4; Debian 12 ships 3.11.2. The members are
+            # from Debian's own packages, and only the listed paths are taken.
+            safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+            t.extractall(dest, members=wanted, **safe)
 
 
 def main():
