@@ -380,7 +380,15 @@ def test_initramfs(tmp_path):
     for _, rel in guest.MODULES:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(rel.encode())
-    base = guest.base_initramfs(busybox, root)
+    extra = tmp_path / "extra"
+    (extra / "usr" / "bin").mkdir(parents=True)
+    (extra / "usr" / "bin" / "lspci").write_bytes(b"\x7fELF lspci")
+    (extra / "usr" / "bin" / "lspci").chmod(0o755)
+    (extra / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (extra / "lib" / "x86_64-linux-gnu" / "libc.so.6").write_bytes(b"libc")
+    (extra / "lib64").mkdir()
+    (extra / "lib64" / "ld.so").symlink_to("/lib/x86_64-linux-gnu/libc.so.6")
+    base = guest.base_initramfs(busybox, root, extra=extra)
     init = guest.render_init(2048, ["a.bin", "b.bin"])
     assert "@SECTORS@" not in init and "@FILES@" not in init and '"$size" = "2048"' in init and "for f in a.bin b.bin" in init
     raw = gzip.decompress(guest.run_initramfs(base, init, [("a.bin", b"xyz"), ("b.bin", b"")]))
@@ -395,6 +403,13 @@ def test_initramfs(tmp_path):
         assert members[f"lib/modules/{name}.ko"][1] == rel.encode()
     assert members["init"][0] == stat.S_IFREG | 0o755 and members["init"][1] == init.encode()
     assert members["payload/a.bin"][1] == b"xyz"
+    # The extra tree: files keep their mode, links their target; "lib" is not listed twice.
+    assert members["usr/bin/lspci"][:2] == (stat.S_IFREG | 0o755, b"\x7fELF lspci")
+    assert members["usr"][0] == stat.S_IFDIR | 0o755
+    assert members["lib/x86_64-linux-gnu/libc.so.6"][1] == b"libc"
+    assert stat.S_ISLNK(members["lib64/ld.so"][0]) and \
+        members["lib64/ld.so"][1] == b"/lib/x86_64-linux-gnu/libc.so.6"
+    assert [m[0] for m in first].count("lib") == 1
 
 
 def test_payload_replays():

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 
-__all__ = ["MODULES", "newc_entry", "newc_archive", "base_initramfs", "run_initramfs",
-           "render_init", "make_payload", "make_disk", "fsck", "read_back"]
+__all__ = ["MODULES", "newc_entry", "newc_archive", "tree_members", "base_initramfs",
+           "run_initramfs", "render_init", "make_payload", "make_disk", "fsck", "read_back"]
 
 
 # Module paths under lib/modules/<abi>/kernel/ in insmod order: each after what it depends on
@@ -60,14 +60,37 @@ def newc_archive(members):
     return bytes(out)
 
 
-def base_initramfs(busybox, module_root, e2fsck=None):
+def tree_members(root, skip=()):
+    """``(name, mode, data)`` members for every directory, file and symbolic link under
+    ``root``, names relative to it, parents first; a link's data is its target."""
+    root = Path(root)
+    members = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in dirnames + sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if rel in skip:
+                continue
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                members.append((rel, stat.S_IFLNK | 0o777, os.readlink(path).encode()))
+            elif stat.S_ISDIR(st.st_mode):
+                members.append((rel, stat.S_IFDIR | 0o755))
+            elif stat.S_ISREG(st.st_mode):
+                members.append((rel, stat.S_IFREG | (st.st_mode & 0o777), path.read_bytes()))
+    return members
+
+
+def base_initramfs(busybox, module_root, e2fsck=None, extra=None):
     """The run-independent part of the initramfs: directories, ``/dev/console`` (the kernel
     opens it for init; Debian's kernel does not mount devtmpfs by itself), busybox, the modules
-    of :data:`MODULES` from ``module_root`` (``.../lib/modules/<abi>/kernel``), and optionally
-    ``e2fsck.static``. Returns gzip'ed bytes."""
+    of :data:`MODULES` from ``module_root`` (``.../lib/modules/<abi>/kernel``), optionally
+    ``e2fsck.static``, and optionally a whole ``extra`` tree (pciutils' ``lspci`` with its
+    libraries and ``pci.ids``). Returns gzip'ed bytes."""
     d, f, x = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFREG | 0o755
-    members = [(p, d) for p in ("bin", "sbin", "dev", "proc", "sys", "lib", "lib/modules",
-                                "mnt", "tmp", "payload")]
+    top = ("bin", "sbin", "dev", "proc", "sys", "lib", "lib/modules", "mnt", "tmp", "payload")
+    members = [(p, d) for p in top]
     members.append(("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)))
     members.append(("bin/busybox", x, Path(busybox).read_bytes()))
     members.append(("bin/sh", stat.S_IFLNK | 0o777, b"busybox"))
@@ -75,6 +98,8 @@ def base_initramfs(busybox, module_root, e2fsck=None):
         members.append((f"lib/modules/{name}.ko", f, (Path(module_root) / rel).read_bytes()))
     if e2fsck is not None:
         members.append(("sbin/e2fsck.static", x, Path(e2fsck).read_bytes()))
+    if extra is not None:
+        members += tree_members(extra, skip=top)
     return gzip.compress(newc_archive(members), compresslevel=6, mtime=0)
 
 
