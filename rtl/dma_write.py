@@ -29,9 +29,10 @@ class DmaWriteEngine(wiring.Component):
     header [PCIe-3.0 2.2.4.1]; a command that straddles 4 GB switches format at the boundary
     (which is also a 4 KB boundary, so no TLP straddles it).
 
-    Bus Master Enable is sampled once, when a command is accepted: a command accepted with it
-    set is sent whole even if it is cleared meanwhile; a command accepted with it clear sends
-    nothing, takes and drops its data, and ends with ``BUS_MASTER_DISABLED`` [PCI-3.0 6.2.2].
+    Bus Master Enable is sampled before each TLP: a command accepted with it clear sends
+    nothing, takes and drops its data, and ends with ``BUS_MASTER_DISABLED`` [PCI-3.0 6.2.2]; a
+    command during which it goes clear (software, or a Function Level Reset) finishes the TLP
+    under way, sends no other, drops the rest of its data and ends the same way.
 
     ``max_payload_size`` and ``requester_id`` are read at the start of each TLP. The reserved
     Max_Payload_Size encodings 110b and 111b are treated as 128 bytes, a size every function
@@ -239,7 +240,8 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Drop-Data"):
                 with m.If(in_left == 0):
-                    m.d.sync += drop.eq(0)
+                    # Bytes taken in for TLPs that will not be sent go too.
+                    m.d.sync += [drop.eq(0), count.eq(0), buf.eq(0)]
                     m.next = "Send-Status"
 
             with m.State("Plan-TLP"):
@@ -287,6 +289,14 @@ class DmaWriteEngine(wiring.Component):
                     with m.If(last):
                         with m.If(remaining == 0):
                             m.next = "Send-Status"
+                        with m.Elif(~self.bus_master):
+                            # Bus Master Enable went clear (or an FLR came) during the
+                            # command: no further TLP [PCI-3.0 6.2.2]; the rest is dropped.
+                            m.d.sync += [
+                                drop.eq(1),
+                                error.eq(DmaError.BUS_MASTER_DISABLED),
+                            ]
+                            m.next = "Drop-Data"
                         with m.Else():
                             # Plan the next TLP now, so there is no idle cycle between TLPs.
                             m.d.sync += plan()

@@ -91,11 +91,14 @@ def run(cmds, mps=1, stall=0.0, idle=0.0, rng=None, tail=40, garbage=True):
         local = random.Random(rng.randrange(1 << 32))
         ctx.set(dut.max_payload_size, mps)
         ctx.set(dut.requester_id, REQUESTER_ID)
-        for c in cmds:
+        for i, c in enumerate(cmds):
             while local.random() < idle:
                 await ctx.tick()
-            # Bus Master Enable is sampled when the command is accepted; changing it for this
-            # command while the previous one is still being sent must not affect that one.
+            # Bus Master Enable is sampled before every TLP: it changes for this command only
+            # once the previous one has ended (its status is out). The engine takes no command
+            # before that anyway; a change during a command is test_bus_master_cleared_mid_command.
+            while len(statuses) < i:
+                await ctx.tick()
             ctx.set(dut.bus_master, c.bme)
             await stream_put(ctx, dut.cmd, c.payload)
 
@@ -275,6 +278,65 @@ def test_bus_master_disabled_sends_nothing():
     cmds.append(Command(0x2003, 300, 99, rng=rng))
     tlps, statuses, marks = run(cmds, 1, 0.3, 0.3, rng)
     check(cmds, tlps, statuses, marks, 1)
+
+
+def test_bus_master_cleared_mid_command():
+    """[PCI-3.0 6.2.2] Bus Master Enable cleared while a command is being sent (software or a
+    Function Level Reset): the TLP under way ends whole, no further TLP goes out, the rest of
+    the data is taken and dropped, the status is BUS_MASTER_DISABLED; the next command (with
+    it set again) finds its own data at the start of the stream."""
+    rng = random.Random(seed_from_env())
+    first = Command(0x10000, 4096, 1, rng=rng)
+    second = Command(0x20004, 300, 2, rng=rng)
+    dut = DmaWriteEngine(64)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    tlps, statuses = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.max_payload_size, 0)        # 128-byte TLPs: 32 of them for 4096 bytes
+        ctx.set(dut.requester_id, REQUESTER_ID)
+        ctx.set(dut.bus_master, 1)
+        await stream_put(ctx, dut.cmd, first.payload)
+        # Two TLPs out: the third was committed as the second ended. Clear BME now.
+        local = random.Random(rng.randrange(1 << 32))
+        tlps.append(await tlp_get(ctx, dut.tx, local, 0.0))
+        tlps.append(await tlp_get(ctx, dut.tx, local, 0.0))
+        ctx.set(dut.bus_master, 0)
+        tlps.append(await tlp_get(ctx, dut.tx, local, 0.0))     # the one under way, whole
+        s = await stream_get_within(ctx, dut.status, 2000)
+        statuses.append((s.tag, s.error))
+        assert not ctx.get(dut.tx.valid), "a TLP after Bus Master Enable went clear"
+        ctx.set(dut.bus_master, 1)
+        await stream_put(ctx, dut.cmd, second.payload)
+        while enabled_bytes_total(tlps[3:]) < second.length:
+            tlps.append(await tlp_get(ctx, dut.tx, local, 0.0))
+        s = await stream_get_within(ctx, dut.status, 2000)
+        statuses.append((s.tag, s.error))
+
+    async def data(ctx):
+        for c in (first, second):
+            for beat in dma_data_beats(c.data):
+                await stream_put(ctx, dut.data, beat)
+
+    sim.add_testbench(bench)
+    sim.add_testbench(data, background=True)
+    sim.run()
+    assert statuses == [(1, DmaError.BUS_MASTER_DISABLED), (2, DmaError.OK)]
+    assert [parse_mem_req(t)["n_dw"] for t in tlps[:3]] == [32, 32, 32]
+    assert written(tlps[:3]) == {first.addr + k: b for k, b in enumerate(first.data[:384])}
+    assert written(tlps[3:]) == {second.addr + k: b for k, b in enumerate(second.data)}
+
+
+def enabled_bytes_total(tlps):
+    return sum(enabled_bytes(t) for t in tlps)
+
+
+def written(tlps):
+    out = {}
+    for t in tlps:
+        out.update(check_tlp(parse_mem_req(t), 128))
+    return out
 
 
 def test_zero_length_command():
