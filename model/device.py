@@ -85,6 +85,19 @@ class VirtioBlkModel:
         self.msix_pba = 0
         self.virtio_reset()
 
+    def function_level_reset(self):
+        """[PCIe-3.0 6.6.2] FLR: configuration space (but Max_Payload_Size and the link
+        registers), the MSI-X table and the virtio state go back to reset; the disk stays."""
+        keep = {dw: self.cfg[dw] & rm.FLR_KEEPS[r.name] for dw, r in self.regs.items()
+                if r.name in rm.FLR_KEEPS}
+        self.cfg = {dw: r.reset for dw, r in self.regs.items()}
+        for dw, bits in keep.items():
+            mask = rm.FLR_KEEPS[self.regs[dw].name]
+            self.cfg[dw] = (self.cfg[dw] & ~mask) | bits
+        self.msix_table = [MsixEntry() for _ in range(self.p.msix_table_size)]
+        self.msix_pba = 0
+        self.virtio_reset()
+
     def virtio_reset(self):
         """[VIRTIO-1.2 4.1.4.3.1] Writing 0 to device_status resets the device."""
         self.device_feature_select = 0
@@ -241,6 +254,10 @@ class VirtioBlkModel:
         new = (old & ~(r.wmask & m)) | (value & r.wmask & m)
         new &= ~(value & r.w1c & m)
         self.cfg[dw] = new
+        if r.name == "pcie_devctl_devsta" and value & m & rm.DEVCTL_INITIATE_FLR:
+            # [PCIe-3.0 7.8.4] Initiate Function Level Reset; this write still completes.
+            self.function_level_reset()
+            return SC
         if r.special == "pci_cfg_data" and be:
             window = self._pci_cfg_window()
             if window is not None:

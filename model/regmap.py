@@ -179,6 +179,15 @@ MESSAGES_ACCEPTED = {
 # PCIe Device Status bits [PCIe-3.0 7.8.5].
 DEVSTA_URD = 1 << 3
 
+# [PCIe-3.0 7.8.3, 7.8.4, 6.6.2] Function Level Reset: capability bit in Device Capabilities,
+# the Initiate bit in Device Control (write-only, reads 0). An FLR leaves Max_Payload_Size and
+# the link registers as they were; everything else of the function goes back to reset.
+DEVCAP_FLR = 1 << 28
+DEVCTL_INITIATE_FLR = 1 << 15
+DEVCTL_MPS = 0x7 << 5
+FLR_KEEPS = {"pcie_devctl_devsta": DEVCTL_MPS, "pcie_linkctl_linksta": 0xffffffff,
+             "pcie_linkctl2": 0xffffffff}
+
 
 def merge(old, value, mask):
     """``old`` with the bits set in ``mask`` taken from ``value``: a register write with byte
@@ -309,13 +318,14 @@ def config_registers(p):
             # [PCIe-3.0 7.8.2] PCI Express Capabilities: version 2, PCI Express Endpoint.
             reg(o + 0x00, "pcie_cap", 0x0002 << 16 | hdr)
             # [PCIe-3.0 7.8.3] Device Capabilities: MPSS, Extended Tag supported (bit 5),
-            # Role-Based Error Reporting (bit 15).
+            # Role-Based Error Reporting (bit 15), Function Level Reset Capability (bit 28).
             reg(o + 0x04, "pcie_devcap",
-                p.max_payload_size_supported | 1 << 5 | 1 << 15)
+                p.max_payload_size_supported | 1 << 5 | 1 << 15 | DEVCAP_FLR)
             # [PCIe-3.0 7.8.4] Device Control: error reporting enables (3:0), Relaxed Ordering
             # (4, reset 1), Max_Payload_Size (7:5), Extended Tag (8), No Snoop (11, reset 1),
             # Max_Read_Request_Size (14:12, reset 512 B). [7.8.5] Device Status: the error
             # detected bits (3:0) are RW1C; Unsupported Request Detected is bit 3.
+            # Initiate Function Level Reset (15) is written, never stored: it reads 0.
             reg(o + 0x08, "pcie_devctl_devsta", 0x2810, wmask=0x79ff, w1c=0x000f << 16,
                 special="devsta")
             # [PCIe-3.0 7.8.6] Link Capabilities: 5.0 GT/s, x4.

@@ -23,6 +23,8 @@ The behaviour, including the choices the spec leaves open, is the golden model's
 (:mod:`model.blk`); the model's docstring lists them.
 """
 
+from contextlib import contextmanager
+
 from amaranth.hdl import Module, Signal, Cat, Const, Mux, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.memory import Memory
@@ -66,6 +68,10 @@ class BlkEngine(wiring.Component):
     driver_features : Signal(64), in
     device_status : Signal(8), in
         Requests are served only with DRIVER_OK set and DEVICE_NEEDS_RESET clear.
+    reset_req : Signal(1), in
+        A device reset is under way: stop at the next safe point, drain, and report ``idle``
+        (the register file then finishes the reset; the engine clears its ring state when
+        ``device_status`` reads 0).
     rd_cmd, rd_data, rd_status : DMA read engine client port.
     wr_cmd, wr_data, wr_status : DMA write engine client port.
     storage : StorageSignature(data_width), out
@@ -102,6 +108,7 @@ class BlkEngine(wiring.Component):
             "storage":         Out(StorageSignature(w)),
             "irq":             Out(stream.Signature(IrqRequest)),
             "needs_reset":     Out(1),
+            "reset_req":       In(1),
             "idle":            Out(1),
         })
 
@@ -169,7 +176,7 @@ class BlkEngine(wiring.Component):
         size_mask = Signal(16)
         m.d.comb += size_mask.eq(qcfg.size - 1)
 
-        running = self.device_status[2] & ~self.device_status[6]
+        running = self.device_status[2] & ~self.device_status[6] & ~self.reset_req
         reset_now = self.device_status == 0
 
         # -- doorbells -------------------------------------------------------------------------
@@ -459,6 +466,21 @@ class BlkEngine(wiring.Component):
         serial_n = Signal(range(21))
         serial_k = Signal(range(4))
 
+        # [VIRTIO-1.2 2.4.2] On a reset the engine stops at the next state that would start
+        # something new (a ring access, a storage command, an interrupt) and drains what is in
+        # flight. A data transfer under way (header, segment, IN/OUT data, ID) runs to its end
+        # first: the realigners and the back-end see whole frames, and the DMA engines get
+        # every data beat of the commands they took. The reset finishes only after that.
+        ring_write_idle = ~wr_cmd_done & ~wr_beat_done
+
+        @contextmanager
+        def state(name, abortable=1):
+            with m.State(name):
+                with m.If(self.reset_req & abortable):
+                    m.next = "Reset-Drain"
+                with m.Else():
+                    yield
+
         with m.FSM(name="engine"):
             with m.State("Idle"):
                 m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending)
@@ -482,7 +504,7 @@ class BlkEngine(wiring.Component):
                     with m.Else():
                         m.next = "Read-Avail-Idx"
 
-            with m.State("Read-Avail-Idx"):
+            with state("Read-Avail-Idx"):
                 # [VIRTIO-1.2 2.7.6] avail->flags and avail->idx, one 4-byte read.
                 m.d.sync += event_written.eq(0)
                 issued = fsm_read(avail_hdr, 4, when=qcfg.enable)
@@ -493,14 +515,14 @@ class BlkEngine(wiring.Component):
                     m.d.comb += kicked_clear.eq(onehot_q)
                     m.next = "Take-Avail-Idx"
 
-            with m.State("Take-Avail-Idx"):
+            with state("Take-Avail-Idx"):
                 m.d.comb += fsm_rd_ready.eq(1)
                 with m.If(self.rd_data.valid):
                     m.d.sync += avail_flags.eq(self.rd_data.payload.data[:16])
                     set_per_queue(avail_seen, self.rd_data.payload.data[16:32])
                     m.next = "Check-Avail"
 
-            with m.State("Check-Avail"):
+            with state("Check-Avail"):
                 ahead = Signal(16)
                 m.d.comb += ahead.eq(q_avail_seen - q_last_avail)
                 with m.If(rd_pending != 0):
@@ -516,7 +538,7 @@ class BlkEngine(wiring.Component):
                 with m.Else():
                     m.next = "Drained"
 
-            with m.State("Drained"):
+            with state("Drained", abortable=ring_write_idle):
                 # [VIRTIO-1.2 2.7.10] With EVENT_IDX, ask for a doorbell at the next buffer:
                 # avail_event = last_avail_idx, then look again before going idle.
                 with m.If(event_idx & ~event_written):
@@ -526,19 +548,19 @@ class BlkEngine(wiring.Component):
                     m.d.comb += active_clear.eq(onehot_q & ~kicked)
                     m.next = "Idle"
 
-            with m.State("Recheck-Avail"):
+            with state("Recheck-Avail"):
                 # The avail_event write is posted; the read after it is not passed by it.
                 with m.If(fsm_read(avail_hdr, 4, when=wr_pending == 0)):
                     m.d.sync += event_written.eq(1)
                     m.d.comb += kicked_clear.eq(onehot_q)
                     m.next = "Take-Avail-Idx"
 
-            with m.State("Read-Avail-Entry"):
+            with state("Read-Avail-Entry"):
                 m.d.sync += event_written.eq(0)
                 with m.If(fsm_read(avail_entry, 2)):
                     m.next = "Take-Avail-Entry"
 
-            with m.State("Take-Avail-Entry"):
+            with state("Take-Avail-Entry"):
                 m.d.comb += fsm_rd_ready.eq(1)
                 with m.If(self.rd_data.valid):
                     m.d.sync += [
@@ -554,7 +576,7 @@ class BlkEngine(wiring.Component):
                     ]
                     m.next = "Check-Head"
 
-            with m.State("Check-Head"):
+            with state("Check-Head"):
                 with m.If(rd_pending != 0):
                     pass
                 with m.Elif(rd_error | (cur >= table_size)):
@@ -564,14 +586,14 @@ class BlkEngine(wiring.Component):
                 with m.Else():
                     m.next = "Fetch-Descriptors"
 
-            with m.State("Fetch-Descriptors"):
+            with state("Fetch-Descriptors"):
                 n = Signal(17)
                 m.d.comb += n.eq(Mux(table_size - cur > PREFETCH, PREFETCH, table_size - cur))
                 with m.If(fsm_read(table + Cat(Const(0, 4), cur), Cat(Const(0, 4), n))):
                     m.d.sync += [fetch_base.eq(cur), fetch_n.eq(n), beat_k.eq(0)]
                     m.next = "Take-Descriptors"
 
-            with m.State("Take-Descriptors"):
+            with state("Take-Descriptors"):
                 m.d.comb += fsm_rd_ready.eq(1)
                 with m.If(self.rd_data.valid):
                     m.d.sync += beat_k.eq(beat_k + 1)
@@ -637,7 +659,7 @@ class BlkEngine(wiring.Component):
                         with m.If(self.rd_data.payload.last):
                             m.next = "Chain-Step"
 
-            with m.State("Chain-Step"):
+            with state("Chain-Step"):
                 with m.If(rd_pending != 0):
                     pass
                 with m.Elif(rd_error | malformed):
@@ -652,7 +674,7 @@ class BlkEngine(wiring.Component):
                 with m.Else():
                     m.next = "Fetch-Descriptors"
 
-            with m.State("Check-Chain"):
+            with state("Check-Chain"):
                 # [VIRTIO-1.2 5.2.6.1] a request has a 16-byte header and a status byte.
                 with m.If((total_r < rm.BLK_OUTHDR_BYTES) | ~have_last_w):
                     m.next = "Broken"
@@ -688,7 +710,7 @@ class BlkEngine(wiring.Component):
                     with m.Else():
                         m.next = "Decode"
 
-            with m.State("Decode"):
+            with state("Decode"):
                 wr_data_len = total_w - 1
                 rd_data_len = total_r - rm.BLK_OUTHDR_BYTES
                 read_only = p.read_only
@@ -735,7 +757,7 @@ class BlkEngine(wiring.Component):
                 # [VIRTIO-1.2 5.2.6.1] sectors past the capacity fail. Wide enough not to wrap.
                 return (Cat(first, Const(0, 1)) + n) <= p.capacity
 
-            with m.State("Check-Range"):
+            with state("Check-Range"):
                 # IN or OUT: whole sectors, inside the disk, a count the port can carry.
                 is_in = req_type == rm.VIRTIO_BLK_T_IN
                 with m.If((data_len[:9] != 0) | ~range_ok(sector, count) | (count >> 32 != 0)):
@@ -789,7 +811,7 @@ class BlkEngine(wiring.Component):
                                               rm.VIRTIO_BLK_S_OK))
                     m.next = "Write-Status"
 
-            with m.State("Flush"):
+            with state("Flush"):
                 m.d.comb += [
                     self.storage.cmd.valid.eq(1),
                     self.storage.cmd.payload.op.eq(StorageOp.FLUSH),
@@ -797,13 +819,13 @@ class BlkEngine(wiring.Component):
                 with m.If(self.storage.cmd.ready):
                     m.next = "Wait-Storage"
 
-            with m.State("Wait-Storage"):
+            with state("Wait-Storage"):
                 with m.If(~st_pending):
                     m.d.sync += status.eq(Mux(st_error, rm.VIRTIO_BLK_S_IOERR,
                                               rm.VIRTIO_BLK_S_OK))
                     m.next = "Write-Status"
 
-            with m.State("Get-Id"):
+            with state("Get-Id"):
                 # [VIRTIO-1.2 5.2.6] GET_ID: up to 20 bytes of serial, zero padded.
                 with m.If(serial_n == 0):
                     m.d.sync += status.eq(rm.VIRTIO_BLK_S_OK)
@@ -858,7 +880,7 @@ class BlkEngine(wiring.Component):
                     with m.Else():
                         m.next = "Check-Segment"
 
-            with m.State("Check-Segment"):
+            with state("Check-Segment"):
                 is_discard = req_type == rm.VIRTIO_BLK_T_DISCARD
                 bad_flags = Mux(is_discard, seg_flags != 0,
                                 (seg_flags & ~rm.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) != 0)
@@ -884,22 +906,22 @@ class BlkEngine(wiring.Component):
                     with m.If(self.storage.cmd.ready):
                         m.next = "Wait-Storage"
 
-            with m.State("Write-Status"):
+            with state("Write-Status", abortable=ring_write_idle):
                 ring_write_step(last_w_addr, 1, status, "Write-Used-Elem")
 
-            with m.State("Write-Used-Elem"):
+            with state("Write-Used-Elem", abortable=ring_write_idle):
                 # [VIRTIO-1.2 2.7.8] used element: id = head, len = bytes written (all of W).
                 ring_write_step(used_elem, 8, Cat(head, Const(0, 16), total_w[:32]),
                                 "Write-Used-Idx")
 
-            with m.State("Write-Used-Idx"):
+            with state("Write-Used-Idx", abortable=ring_write_idle):
                 # [VIRTIO-1.2 2.7.8.2] used->idx after the element.
                 ring_write_step(used_idx_addr, 2, q_used_idx + 1, "Post-Request")
                 with m.If(ring_write_done):
                     set_per_queue(used_idx, q_used_idx + 1)
                     set_per_queue(last_avail, q_last_avail + 1)
 
-            with m.State("Post-Request"):
+            with state("Post-Request"):
                 # Read avail->flags/idx again: it tells whether the driver wants an interrupt
                 # [VIRTIO-1.2 2.7.7] and how much work is left. A read is not passed by the
                 # posted used-ring writes before it [PCIe-3.0 2.4.1], so it sees them done.
@@ -911,12 +933,12 @@ class BlkEngine(wiring.Component):
                     with m.Else():
                         m.next = "Take-Post-Avail"
 
-            with m.State("Read-Used-Event"):
+            with state("Read-Used-Event"):
                 # [VIRTIO-1.2 2.7.10] used_event, in flight together with avail->idx.
                 with m.If(fsm_read(used_event_addr, 2)):
                     m.next = "Take-Post-Avail"
 
-            with m.State("Take-Post-Avail"):
+            with state("Take-Post-Avail"):
                 m.d.comb += fsm_rd_ready.eq(1)
                 with m.If(self.rd_data.valid):
                     m.d.sync += avail_flags.eq(self.rd_data.payload.data[:16])
@@ -926,13 +948,13 @@ class BlkEngine(wiring.Component):
                     with m.Else():
                         m.next = "Decide-Interrupt"
 
-            with m.State("Take-Used-Event"):
+            with state("Take-Used-Event"):
                 m.d.comb += fsm_rd_ready.eq(1)
                 with m.If(self.rd_data.valid):
                     m.d.sync += used_event.eq(self.rd_data.payload.data[:16])
                     m.next = "Decide-Interrupt"
 
-            with m.State("Decide-Interrupt"):
+            with state("Decide-Interrupt"):
                 want = Mux(event_idx, need_event(used_event, q_used_idx, q_signalled),
                            ~avail_flags[0])
                 with m.If((rd_pending == 0) & (wr_pending == 0)):
@@ -948,12 +970,19 @@ class BlkEngine(wiring.Component):
                         set_per_queue(signalled, q_used_idx)
                         m.next = "Idle"
 
-            with m.State("Broken"):
+            with state("Broken"):
                 # [VIRTIO-1.2 2.1.1] DEVICE_NEEDS_RESET, then a configuration change
                 # notification; no more host memory accesses until reset.
                 m.d.comb += self.needs_reset.eq(1)
                 m.d.comb += [irq_valid.eq(1), irq_config.eq(1)]
                 with m.If(self.irq.ready):
+                    m.next = "Halted"
+
+            with m.State("Reset-Drain"):
+                # Ring reads still coming are dropped; DMA and back-end statuses are counted.
+                m.d.comb += fsm_rd_ready.eq(1)
+                with m.If((rd_pending == 0) & (wr_pending == 0) & ~st_pending & ~wk_busy):
+                    m.d.comb += [clear_rd_error.eq(1), clear_wr_error.eq(1)]
                     m.next = "Halted"
 
             with m.State("Halted"):

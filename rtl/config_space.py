@@ -47,6 +47,10 @@ class ConfigSpace(wiring.Component):
         Abort.
     poisoned_received : Signal(1), in
         A pulse for each poisoned TLP received: sets Status.Detected Parity Error.
+    flr : Signal(1), out
+        A pulse when software sets Initiate Function Level Reset [PCIe-3.0 7.8.4]: the
+        configuration space is back at reset in the next cycle (but for
+        :data:`model.regmap.FLR_KEEPS`); the rest of the function resets on this pulse.
     """
     def __init__(self, params):
         self.params = params
@@ -66,6 +70,7 @@ class ConfigSpace(wiring.Component):
             "ur_detected":  In(1),
             "target_abort": In(1),
             "poisoned_received": In(1),
+            "flr":          Out(1),
         })
 
     def elaborate(self, platform):
@@ -181,6 +186,21 @@ class ConfigSpace(wiring.Component):
                                     self.bar.be.eq(w_lanes),
                                     self.bar.w_data.eq((merged & len_mask) << shift),
                                 ]
+
+        # -- Function Level Reset [PCIe-3.0 6.6.2] --------------------------------------------
+        # The write that initiates it completes normally (the completer answers from the
+        # request); from the next cycle the function is at reset, Bus Master Enable clear.
+        devctl_dw = self._dw["pcie_devctl_devsta"]
+        m.d.comb += self.flr.eq(self.bus.w_stb & (self.bus.addr == devctl_dw) &
+                                self.bus.be[1] & w[15])
+        with m.If(self.flr):
+            for dw, sig in store.items():
+                r = self.regs[dw]
+                keep = rm.FLR_KEEPS.get(r.name, 0)
+                # Kept fields keep what this very write put there (Max_Payload_Size).
+                now = (sig & ~(mask & r.wmask)) | (w & mask & r.wmask) if dw == devctl_dw \
+                    else sig
+                m.d.sync += sig.eq((now & keep) | (r.reset & ~keep & 0xffffffff))
 
         # -- events from the completer (after the write, so a write-1-to-clear in the same
         # cycle loses to a new event) --------------------------------------------------------

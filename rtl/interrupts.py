@@ -84,6 +84,10 @@ class InterruptController(wiring.Component):
     isr_set : Signal(2), out
         One-cycle pulses that set ISR status bits: bit 0 queue interrupt, bit 1 configuration
         change.
+    idle : Signal(1), out
+        No request being routed and no message being sent: a device reset may finish.
+    flr : Signal(1), in
+        Function Level Reset: clears every pending bit [PCIe-3.0 6.6.2].
 
     Raises
     ------
@@ -104,6 +108,8 @@ class InterruptController(wiring.Component):
             "requester_id":  In(16),
             "tx":            Out(TlpStreamSignature(params.data_width)),
             "isr_set":       Out(2),
+            "idle":          Out(1),
+            "flr":           In(1),
         }
         if nv:
             ports.update({
@@ -129,7 +135,7 @@ class InterruptController(wiring.Component):
             # [VIRTIO-1.2 4.1.4.5] Without MSI-X every notification goes through ISR status.
             with m.FSM():
                 with m.State("Take-Request"):
-                    m.d.comb += self.request.ready.eq(1)
+                    m.d.comb += [self.request.ready.eq(1), self.idle.eq(1)]
                     with m.If(self.request.valid):
                         m.d.sync += r_config.eq(req.config)
                         m.next = "Set-ISR"
@@ -210,6 +216,7 @@ class InterruptController(wiring.Component):
 
         with m.FSM():
             with m.State("Take-Request"):
+                m.d.comb += self.idle.eq(~sendable.any())
                 with m.If(sendable.any()):
                     # [PCI-3.0 6.8.3.4] When a pending vector is unmasked, schedule its message.
                     decide(flush_vec)
@@ -276,4 +283,6 @@ class InterruptController(wiring.Component):
                     m.d.sync += pending.bit_select(vector, 1).eq(0)
                     m.next = "Take-Request"
 
+        with m.If(self.flr):
+            m.d.sync += pending.eq(0)
         return m

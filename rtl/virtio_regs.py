@@ -66,6 +66,17 @@ class VirtioRegisters(wiring.Component):
     needs_reset : Signal(1), in
         Sets DEVICE_NEEDS_RESET in ``device_status`` [VIRTIO-1.2 2.1.1] (the request engine
         found a malformed ring).
+    reset_req : Signal(1), out
+        A device reset is under way: the driver wrote 0 to ``device_status``, or a Function
+        Level Reset came. The data path stops taking work and drains.
+    reset_ack : Signal(1), in
+        The data path is quiescent (nothing in flight, no interrupt being sent). Only then does
+        the reset finish: every register goes back to its reset value and ``device_status``
+        reads 0 [VIRTIO-1.2 4.1.4.3.2: the driver waits for that]; until then it reads what it
+        held.
+    flr : Signal(1), in
+        A pulse: Function Level Reset [PCIe-3.0 6.6.2]. Starts the same reset and clears the
+        MSI-X table at once.
     isr : Signal(8), out
         ISR status.
     msix_config : Signal(16), out
@@ -89,6 +100,9 @@ class VirtioRegisters(wiring.Component):
             "queues":          Out(QueueConfigLayout()).array(params.num_queues),
             "isr_set":         In(2),
             "needs_reset":     In(1),
+            "reset_req":       Out(1),
+            "reset_ack":       In(1),
+            "flr":             In(1),
             "isr":             Out(8),
             "msix_config":     Out(16),
         }
@@ -244,7 +258,9 @@ class VirtioRegisters(wiring.Component):
         mask = Signal(32)
         m.d.comb += mask.eq(byte_mask(bus.be))
         w = bus.w_data
-        virtio_reset = Signal()
+        reset_write = Signal()      # the driver wrote 0 to device_status
+        resetting = Signal()        # a reset is under way, waiting for the data path
+        virtio_reset = Signal()     # it finishes in this cycle
         notify_write = Signal()
         notify_index = Signal(16)
 
@@ -275,7 +291,9 @@ class VirtioRegisters(wiring.Component):
                         with m.Case(rm.CC_DEVICE_STATUS):
                             with m.If(bus.be[0] & (w[:8] == 0)):
                                 # [VIRTIO-1.2 4.1.4.3.1] Writing 0 resets the device.
-                                m.d.comb += virtio_reset.eq(1)
+                                m.d.comb += reset_write.eq(1)
+                            with m.Elif(resetting):
+                                pass    # the driver waits for the reset to finish first
                             with m.Else():
                                 m.d.sync += queue_select.eq(
                                     merge(queue_select, w[16:], mask[16:]))
@@ -366,13 +384,31 @@ class VirtioRegisters(wiring.Component):
         with m.If(bus.r_stb & (region == 1) & (local == 0) & bus.be[0]):
             m.d.comb += isr_next.eq(0)
         m.d.sync += isr.eq(isr_next | self.isr_set)
+        with m.If(self.flr):
+            # [PCIe-3.0 6.6.2] No INTx stays asserted through an FLR.
+            m.d.sync += isr.eq(0)
 
         # [VIRTIO-1.2 2.1.1] DEVICE_NEEDS_RESET is set by the device, kept until reset.
         with m.If(self.needs_reset & device_status.any()):
             m.d.sync += device_status[6].eq(1)
 
+        # [VIRTIO-1.2 2.4.2] The reset finishes once the data path has stopped: nothing of it
+        # reaches the host after device_status reads 0.
+        with m.If(reset_write | self.flr):
+            m.d.sync += resetting.eq(1)
+        m.d.comb += [
+            self.reset_req.eq(resetting),
+            virtio_reset.eq(resetting & self.reset_ack),
+        ]
+        if nv:
+            # [PCIe-3.0 6.6.2] FLR returns the MSI-X table to its reset state: all masked.
+            with m.If(self.flr):
+                for i in range(nv):
+                    m.d.sync += [mx_addr[i].eq(0), mx_data[i].eq(0), mx_ctrl[i].eq(1)]
+
         with m.If(virtio_reset):
             m.d.sync += [
+                resetting.eq(reset_write | self.flr),
                 device_feature_select.eq(0),
                 driver_feature_select.eq(0),
                 driver_features.eq(0),

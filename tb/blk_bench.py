@@ -92,6 +92,13 @@ class BlkTB:
         self._hook(self.drv.core)
         return self.drv
 
+    async def reinit(self, **init_kw):
+        """After a reset of the device: bring the driver up again on fresh rings (the model's
+        ring state was reset with the device; its disk stays)."""
+        await self.drv.init(**init_kw)
+        self._hook(self.drv.core)
+        return self.drv
+
     def _hook(self, core):
         submit, reap = core.submit, core.reap
         model_mem = ModelMemory(self.mem)

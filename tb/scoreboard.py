@@ -225,6 +225,10 @@ class Scoreboard:
         # returning a bit mask, set by the data-path testbench. A read of the ISR may then
         # return those bits set or clear.
         self.isr_maybe = lambda: 0
+        # [VIRTIO-1.2 4.1.4.3.2] After a write of 0 to device_status (or an FLR) the DUT may
+        # go on reading the old DW at device_status until its data path has drained; the model
+        # resets at once. The old DW, until a read returns the model's value.
+        self._draining_dw = None
         self.expect_timeouts = False
         self.dma_reads = 0
         self.dma_read_bytes = 0
@@ -267,10 +271,16 @@ class Scoreboard:
             exp = Expected(tlp, status, data, 0xf)
         elif t == TlpType.CFG_WRITE_0:
             value = int.from_bytes(tlp.get_data()[:4], "little")
+            before = self._status_dw()
             status = m.config_write(tlp.address >> 2, value, tlp.first_be,
                                     function=tlp.completer_id.function,
                                     bus=tlp.completer_id.bus, dev=tlp.completer_id.device,
                                     poisoned=bool(tlp.ep))
+            if (tlp.address >> 2 == self._devctl_dw and tlp.first_be & 2 and
+                    value & rm.DEVCTL_INITIATE_FLR and status == SC):
+                self._start_drain(before)
+                # FLR clears the Command register (Bus Master Enable) once this completes.
+                self._pending_command[(int(tlp.requester_id), tlp.tag)] = m.command
             exp = Expected(tlp, status)
             if tlp.address >> 2 == 1:
                 self._pending_command[(int(tlp.requester_id), tlp.tag)] = m.command
@@ -283,9 +293,20 @@ class Scoreboard:
             exp = Expected(tlp, status, data, mask)
             if maybe and data is not None:
                 exp.alt_data = bytes([data[0] | maybe]) + data[1:]
+            if (self._draining_dw is not None and data is not None and tlp.length == 1 and
+                    self._status_hit(tlp.address)):
+                exp.alt_data = self._draining_dw.to_bytes(4, "little")
+                exp.draining = True
         elif t in (TlpType.MEM_WRITE, TlpType.MEM_WRITE_64):
-            m.mem_write(tlp.address, bytes(tlp.get_data()), tlp.first_be, tlp.last_be,
+            payload = bytes(tlp.get_data())
+            before = self._status_dw()
+            m.mem_write(tlp.address, payload, tlp.first_be, tlp.last_be,
                         poisoned=bool(tlp.ep))
+            if self._status_hit(tlp.address) and tlp.first_be & 1 and not tlp.ep:
+                if payload[0] == 0:
+                    self._start_drain(before)
+                else:
+                    self._draining_dw = None    # the driver saw the reset finish
         elif t in _CPL_TYPES:
             rd = self.dma_pending.get((int(tlp.requester_id), tlp.tag))
             if rd is not None:
@@ -303,6 +324,25 @@ class Scoreboard:
             if key in self.pending:
                 self.error(f"request reuses tag {tlp.tag} still outstanding: {tlp!r}")
             self.pending[key] = exp
+
+    @property
+    def _devctl_dw(self):
+        return rm.find_cap(self.model.p, "pcie").offset // 4 + 2
+
+    def _status_hit(self, addr):
+        """``addr`` is in the DW of BAR0 that holds ``device_status``."""
+        m = self.model
+        return m._bar_hit(addr) and (addr - m.bar0_base) & ~3 == \
+            rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS
+
+    def _status_dw(self):
+        return self.model.bar_read_dw((rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS) // 4)
+
+    def _start_drain(self, before):
+        if before & 0xff:
+            self._draining_dw = before
+            self.log.info("SCOREBOARD: reset under way: device_status may read %#04x until the "
+                          "DUT has drained", before & 0xff)
 
     # -- completions ---------------------------------------------------------------------------
 
@@ -370,6 +410,10 @@ class Scoreboard:
                                 f"(byte mask {exp.byte_mask:#x})")
             else:
                 self.compared_reads += 1
+                if getattr(exp, "draining", False) and \
+                        all(got[k] == exp.data[k] for k in range(len(got))
+                            if exp.byte_mask >> k & 1):
+                    self._draining_dw = None    # the reset has finished
         if problems:
             self.error(f"{exp.req!r} -> {cpl!r}: " + "; ".join(problems))
 

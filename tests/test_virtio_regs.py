@@ -18,6 +18,7 @@ def run(params, bench):
     sim.add_clock(4e-9)
 
     async def testbench(ctx):
+        ctx.set(dut.reset_ack, 1)       # a quiescent data path, unless a test says otherwise
         await bench(ctx, dut, model)
     sim.add_testbench(testbench)
     sim.run()
@@ -90,8 +91,72 @@ def test_isr_is_set_from_inside_and_cleared_by_reading():
         ctx.set(dut.isr_set, 0)
         model.isr |= 0b11
         await write(ctx, dut, model, rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS & ~3, 0, 0x1)
+        await ctx.tick()            # the reset finishes in the cycle after (data path idle)
         assert ctx.get(dut.isr) == 0
         assert await read(ctx, dut, model, rm.ISR_OFFSET) == 0
+    run(p, bench)
+
+
+async def raw_read(ctx, dut, offset):
+    ctx.set(dut.bus.addr, offset // 4)
+    ctx.set(dut.bus.be, 0xf)
+    ctx.set(dut.bus.r_stb, 1)
+    await ctx.tick()
+    ctx.set(dut.bus.r_stb, 0)
+    return ctx.get(dut.bus.r_data)
+
+
+@pytest.mark.parametrize("how", ["device_status", "flr"])
+def test_reset_waits_for_the_data_path(how):
+    """[VIRTIO-1.2 4.1.4.3.2] After a write of 0 to device_status (or an FLR) the reset
+    finishes only once the data path reports it has drained: until then device_status reads
+    what it held, a new status is ignored and the queue registers stay; then all of it is at
+    reset at once. An FLR masks the MSI-X table and clears the ISR at once."""
+    p = DeviceParams()
+    status_dw = rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS & ~3
+    desc_dw = rm.COMMON_OFFSET + rm.CC_QUEUE_DESC
+
+    async def bench(ctx, dut, model):
+        ctx.set(dut.reset_ack, 0)
+        await write(ctx, dut, model, status_dw, 0x3, 0x1)
+        await write(ctx, dut, model, desc_dw, 0x12340, 0xf)
+        await write(ctx, dut, model, rm.MSIX_TABLE_OFFSET + 12, 0, 0xf)     # unmask vector 0
+        ctx.set(dut.isr_set, 0b01)
+        await ctx.tick()
+        ctx.set(dut.isr_set, 0)
+        assert not ctx.get(dut.reset_req)
+        if how == "flr":
+            ctx.set(dut.flr, 1)
+            await ctx.tick()
+            ctx.set(dut.flr, 0)
+            assert ctx.get(dut.msix_table[0].masked) == 1 and ctx.get(dut.isr) == 0
+        else:
+            ctx.set(dut.bus.addr, status_dw // 4)
+            ctx.set(dut.bus.be, 0x1)
+            ctx.set(dut.bus.w_data, 0)
+            ctx.set(dut.bus.w_stb, 1)
+            await ctx.tick()
+            ctx.set(dut.bus.w_stb, 0)
+        for _ in range(20):
+            assert ctx.get(dut.reset_req)
+            assert await raw_read(ctx, dut, status_dw) & 0xff == 0x3
+            assert await raw_read(ctx, dut, desc_dw) == 0x12340
+        # A status written before the reset has finished is ignored.
+        ctx.set(dut.bus.addr, status_dw // 4)
+        ctx.set(dut.bus.be, 0x1)
+        ctx.set(dut.bus.w_data, 0x1)
+        ctx.set(dut.bus.w_stb, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.w_stb, 0)
+        assert await raw_read(ctx, dut, status_dw) & 0xff == 0x3
+        ctx.set(dut.reset_ack, 1)
+        await ctx.tick()
+        assert not ctx.get(dut.reset_req)
+        assert await raw_read(ctx, dut, status_dw) == 0
+        assert await raw_read(ctx, dut, desc_dw) == 0
+        # The queue_size register is back at its maximum: the reset took everything.
+        assert await raw_read(ctx, dut, rm.COMMON_OFFSET + rm.CC_QUEUE_SIZE) & 0xffff == \
+            p.max_queue_size
     run(p, bench)
 
 
@@ -161,6 +226,7 @@ def test_msix_table_and_config_are_exported():
         # A device reset unmaps it [VIRTIO-1.2 4.1.5.1.2]; the table is the function's, and
         # stays.
         await write(ctx, dut, model, rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS, 0, 0x1)
+        await ctx.tick()            # the reset finishes in the cycle after (data path idle)
         assert ctx.get(dut.msix_config) == rm.VIRTIO_MSI_NO_VECTOR
         check(ctx, dut, model)
     run(p, bench)
