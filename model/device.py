@@ -139,6 +139,9 @@ class VirtioBlkModel:
         batch = self.blk.process(q, mem, self.queues[q], self.driver_features)
         if batch.needs_reset:
             self.device_status |= rm.STATUS_DEVICE_NEEDS_RESET
+            # [VIRTIO-1.2 4.1.4.5.1] The configuration change notification that follows sets
+            # the Device Configuration Interrupt bit of the ISR first, MSI-X or not.
+            self.isr |= 2
         return batch
 
     # -- derived state ------------------------------------------------------------------------

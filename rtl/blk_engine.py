@@ -79,7 +79,7 @@ class BlkEngine(wiring.Component):
     irq : stream.Signature(IrqRequest), out
         Interrupt requests, each after the ``used->idx`` write it announces has been sent.
     needs_reset : Signal(1), out
-        Pulses when a malformed ring makes the device stop [VIRTIO-1.2 2.1.1]; the register
+        Pulses when a malformed ring makes the device stop [VIRTIO-1.2 2.1.2]; the register
         file sets DEVICE_NEEDS_RESET and a configuration interrupt is requested.
     idle : Signal(1), out
         Nothing in progress: no request, no DMA or back-end operation outstanding.
@@ -971,7 +971,7 @@ class BlkEngine(wiring.Component):
                         m.next = "Idle"
 
             with state("Broken"):
-                # [VIRTIO-1.2 2.1.1] DEVICE_NEEDS_RESET, then a configuration change
+                # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET, then a configuration change
                 # notification; no more host memory accesses until reset.
                 m.d.comb += self.needs_reset.eq(1)
                 m.d.comb += [irq_valid.eq(1), irq_config.eq(1)]

@@ -64,7 +64,7 @@ class VirtioRegisters(wiring.Component):
     isr_set : Signal(2), in
         Pulses that set ISR bits: bit 0 queue interrupt, bit 1 configuration change.
     needs_reset : Signal(1), in
-        Sets DEVICE_NEEDS_RESET in ``device_status`` [VIRTIO-1.2 2.1.1] (the request engine
+        Sets DEVICE_NEEDS_RESET in ``device_status`` [VIRTIO-1.2 2.1.2] (the request engine
         found a malformed ring).
     reset_req : Signal(1), out
         A device reset is under way: the driver wrote 0 to ``device_status``, or a Function
@@ -388,7 +388,7 @@ class VirtioRegisters(wiring.Component):
             # [PCIe-3.0 6.6.2] No INTx stays asserted through an FLR.
             m.d.sync += isr.eq(0)
 
-        # [VIRTIO-1.2 2.1.1] DEVICE_NEEDS_RESET is set by the device, kept until reset.
+        # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET is set by the device, kept until reset.
         with m.If(self.needs_reset & device_status.any()):
             m.d.sync += device_status[6].eq(1)
 

@@ -25,8 +25,9 @@ __all__ = ["run", "SIMULATORS", "ROOT"]
 ROOT = Path(__file__).resolve().parent.parent
 SIMULATORS = ("verilator", "icarus")
 # The cocotb test modules: the endpoint's foundation (config space, transport registers, TLP
-# handling) and the data path (virtqueues, block requests, interrupts, back-end).
-TEST_MODULES = ["tb.cocotb_endpoint", "tb.cocotb_blk"]
+# handling), the data path (virtqueues, block requests, interrupts, back-end), hostile input
+# (malformed rings, bad requests) and resets with requests in flight.
+TEST_MODULES = ["tb.cocotb_endpoint", "tb.cocotb_blk", "tb.cocotb_robust", "tb.cocotb_reset"]
 
 
 def verilator_env():

@@ -24,9 +24,18 @@ FOUNDATION = ["headline", "negotiation", "random_access", "unsupported_requests"
 # build): the long random workload and whole-disk sweeps, and everything else.
 LONG = ["random_workload", "data_integrity"]
 SHORT = ["request_types", "interrupt_suppression", "event_idx_interrupts"]
+# Hostile input (tb/cocotb_robust.py): malformed rings and bad request content; resets.
+ROBUST = ["malformed_loop", "malformed_chain_too_long", "malformed_next_out_of_range",
+          "malformed_head_out_of_range", "malformed_avail_idx_ahead",
+          "malformed_indirect_with_next", "malformed_nested_indirect",
+          "malformed_indirect_length", "malformed_readable_after_writable",
+          "malformed_header_status", "bad_data_length", "bad_sector_range", "bad_request_type",
+          "bad_zero_length_descriptors", "bad_too_many_descriptors",
+          # Resets with requests in flight (tb/cocotb_reset.py).
+          "reset_in_flight", "flr_in_flight"]
 SELECTION = {
     ("virtio_blk_ep", "b"):      LONG,
-    ("virtio_blk_ep", "a"):      FOUNDATION + SHORT,
+    ("virtio_blk_ep", "a"):      FOUNDATION + SHORT + ROBUST,
     ("virtio_blk_ep_qemu", ""):  FOUNDATION + ["request_types", "random_workload",
                                                "interrupt_suppression", "event_idx_interrupts"],
     ("virtio_blk_ep_ro", ""):    ["read_only"],
