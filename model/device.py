@@ -17,7 +17,13 @@ the specs leave a choice open, the choice is written down here and in ``docs/reg
 * ``msix_config``/``queue_msix_vector`` keep a vector only if it names an MSI-X table entry, and
   read NO_VECTOR otherwise (and always without MSI-X) [VIRTIO-1.2 4.1.5.1.2].
 * ``queue_enable`` becomes 1 on a write with bit 0 set; writes of 0 are ignored, the driver MUST
-  NOT write 0 [VIRTIO-1.2 4.1.4.3.2].
+  NOT write 0 [VIRTIO-1.2 4.1.4.3.2]. It is refused, and DEVICE_NEEDS_RESET set (when the
+  status is not 0), if the queue size is not a power of two up to the maximum or a ring is
+  misaligned (descriptor table 16, available ring 2, used ring 4 [VIRTIO-1.2 2.7.1]).
+* ``queue_size``, ``queue_desc``, ``queue_driver`` and ``queue_device`` of an enabled queue
+  ignore writes (the queue is configured before it is enabled [VIRTIO-1.2 4.1.4.3.2]).
+* ``device_status`` bits are never cleared by a write other than 0 (the driver MUST NOT clear a
+  bit [VIRTIO-1.2 2.1.1]): a write ORs into the status.
 * Per-queue fields of a ``queue_select`` at or beyond ``num_queues`` read 0 and ignore writes.
 * A PCI_CFG window access [VIRTIO-1.2 4.1.4.9] happens only if bar = 0, length is 1, 2 or 4,
   offset is a multiple of length and the access lies inside BAR0; otherwise pci_cfg_data is
@@ -461,14 +467,21 @@ class VirtioBlkModel:
         elif q is None:
             return
         elif local == rm.CC_QUEUE_SIZE:
-            if m & 0xffff:
+            # [VIRTIO-1.2 4.1.4.3.2] An enabled queue's size and rings stay put.
+            if m & 0xffff and not q.enable:
                 q.size = merge(q.size, value, m & 0xffff)
             if m & 0xffff0000:
                 q.msix_vector = self._vector(
                     merge(q.msix_vector << 16, value, m & 0xffff0000) >> 16)
         elif local == rm.CC_QUEUE_ENABLE:
             if m & 1 and value & 1:
-                q.enable = 1
+                if self._queue_valid(q):
+                    q.enable = 1
+                elif self.device_status:
+                    # [VIRTIO-1.2 2.1.2] A queue the device cannot use: it needs a reset.
+                    self.device_status |= rm.STATUS_DEVICE_NEEDS_RESET
+        elif q.enable:
+            return
         else:
             for base, name in ((rm.CC_QUEUE_DESC, "desc"), (rm.CC_QUEUE_DRIVER, "driver"),
                                (rm.CC_QUEUE_DEVICE, "device")):
@@ -478,12 +491,21 @@ class VirtioBlkModel:
                     word = merge(old >> shift & 0xffffffff, value, m)
                     setattr(q, name, (old & ~(0xffffffff << shift)) | word << shift)
 
+    def _queue_valid(self, q):
+        """[VIRTIO-1.2 2.7, 2.7.1, 4.1.4.3.2] A power-of-two size up to the maximum, and the
+        rings at their alignments: descriptor table 16, available ring 2, used ring 4."""
+        return (0 < q.size <= self.p.max_queue_size and q.size & (q.size - 1) == 0 and
+                q.desc % 16 == 0 and q.driver % 2 == 0 and q.device % 4 == 0)
+
     def _write_status(self, value):
-        # DEVICE_NEEDS_RESET belongs to the device; the driver cannot set or clear it.
-        value = (value & ~rm.STATUS_DEVICE_NEEDS_RESET) | \
-                (self.device_status & rm.STATUS_DEVICE_NEEDS_RESET)
+        # [VIRTIO-1.2 2.1.1] The driver MUST NOT clear a status bit: only a reset clears them.
+        # DEVICE_NEEDS_RESET belongs to the device; the driver cannot set it.
+        old = self.device_status
+        value = ((value | old) & ~rm.STATUS_DEVICE_NEEDS_RESET) | \
+                (old & rm.STATUS_DEVICE_NEEDS_RESET)
         # [VIRTIO-1.2 2.2.2] The device fails to set FEATURES_OK unless it accepts the subset.
-        if value & rm.STATUS_FEATURES_OK and not self.features_acceptable(self.driver_features):
+        if value & rm.STATUS_FEATURES_OK and not old & rm.STATUS_FEATURES_OK and \
+                not self.features_acceptable(self.driver_features):
             value &= ~rm.STATUS_FEATURES_OK
         self.device_status = value
 

@@ -371,16 +371,16 @@ COMMON_FIELDS = [
     (CC_DRIVER_FEATURE,        4, "driver_feature", "RW until FEATURES_OK"),
     (CC_MSIX_CONFIG,           2, "msix_config", "RW, NO_VECTOR unless a table entry"),
     (CC_NUM_QUEUES,            2, "num_queues", "RO"),
-    (CC_DEVICE_STATUS,         1, "device_status", "RW, 0 resets the device"),
+    (CC_DEVICE_STATUS,         1, "device_status", "RW, 0 resets the device; bits only set"),
     (CC_CONFIG_GENERATION,     1, "config_generation", "RO"),
     (CC_QUEUE_SELECT,          2, "queue_select", "RW"),
-    (CC_QUEUE_SIZE,            2, "queue_size", "RW (queue), resets to the maximum queue size"),
+    (CC_QUEUE_SIZE,            2, "queue_size", "RW (queue) until enabled, resets to the maximum"),
     (CC_QUEUE_MSIX_VECTOR,     2, "queue_msix_vector", "RW (queue)"),
-    (CC_QUEUE_ENABLE,          2, "queue_enable", "RW (queue), writing 1 enables"),
+    (CC_QUEUE_ENABLE,          2, "queue_enable", "RW (queue), writing 1 enables a valid queue"),
     (CC_QUEUE_NOTIFY_OFF,      2, "queue_notify_off", "RO (queue)"),
-    (CC_QUEUE_DESC,            8, "queue_desc", "RW (queue)"),
-    (CC_QUEUE_DRIVER,          8, "queue_driver", "RW (queue)"),
-    (CC_QUEUE_DEVICE,          8, "queue_device", "RW (queue)"),
+    (CC_QUEUE_DESC,            8, "queue_desc", "RW (queue) until enabled"),
+    (CC_QUEUE_DRIVER,          8, "queue_driver", "RW (queue) until enabled"),
+    (CC_QUEUE_DEVICE,          8, "queue_device", "RW (queue) until enabled"),
 ]
 
 

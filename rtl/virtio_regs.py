@@ -263,6 +263,7 @@ class VirtioRegisters(wiring.Component):
         virtio_reset = Signal()     # it finishes in this cycle
         notify_write = Signal()
         notify_index = Signal(16)
+        bad_enable = Signal()       # queue_enable with an illegal size or misaligned rings
 
         with m.If(bus.w_stb):
             with m.Switch(region):
@@ -308,16 +309,20 @@ class VirtioRegisters(wiring.Component):
                                             ((driver_features & ~offered
                                               & 0xffffffffffffffff) == 0) &
                                             driver_features[rm.VIRTIO_F_VERSION_1]),
-                                        status.eq(w[:8]),
+                                        # [VIRTIO-1.2 2.1.1] The driver MUST NOT clear a
+                                        # status bit: only a reset clears them.
+                                        status.eq(w[:8] | device_status),
                                         # DEVICE_NEEDS_RESET is the device's to set.
                                         status[6].eq(device_status[6]),
                                     ]
-                                    with m.If(~driver_ok):
+                                    with m.If(~driver_ok & ~device_status[3]):
                                         m.d.comb += status[3].eq(0)
                                     m.d.sync += device_status.eq(status)
                         with m.Case(rm.CC_QUEUE_SIZE):
                             with m.If(sel_valid):
-                                with m.If(mask[:16].any()):
+                                # [VIRTIO-1.2 4.1.4.3.2] The queue is configured before it is
+                                # enabled; an enabled queue's size and rings stay put.
+                                with m.If(mask[:16].any() & ~q_enable[qs]):
                                     m.d.sync += q_size[qs].eq(merge(q_size[qs], w[:16],
                                                                     mask[:16]))
                                 with m.If(mask[16:].any()):
@@ -326,10 +331,21 @@ class VirtioRegisters(wiring.Component):
                         with m.Case(rm.CC_QUEUE_ENABLE):
                             # [VIRTIO-1.2 4.1.4.3.2] The driver MUST NOT write 0.
                             with m.If(sel_valid & bus.be[0] & w[0]):
-                                m.d.sync += q_enable[qs].eq(1)
+                                # [VIRTIO-1.2 2.7] A power-of-two size up to the maximum
+                                # [4.1.4.3.2], rings at their alignments (descriptor table 16,
+                                # available ring 2, used ring 4 [2.7.1 table]); otherwise the
+                                # queue stays disabled and the device needs a reset [2.1.2].
+                                size = q_size[qs]
+                                with m.If((size != 0) & ((size & (size - 1)) == 0) &
+                                          (size <= p.max_queue_size) &
+                                          (q_desc[qs][:4] == 0) & (q_driver[qs][:1] == 0) &
+                                          (q_device[qs][:2] == 0)):
+                                    m.d.sync += q_enable[qs].eq(1)
+                                with m.Else():
+                                    m.d.comb += bad_enable.eq(1)
                         for offset, arr, half in ring_halves:
                             with m.Case(offset):
-                                with m.If(sel_valid):
+                                with m.If(sel_valid & ~q_enable[qs]):
                                     sl = arr[qs][32 * half:32 * half + 32]
                                     m.d.sync += sl.eq(merge(sl, w, mask))
                 with m.Case(3):
@@ -389,7 +405,7 @@ class VirtioRegisters(wiring.Component):
             m.d.sync += isr.eq(0)
 
         # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET is set by the device, kept until reset.
-        with m.If(self.needs_reset & device_status.any()):
+        with m.If((self.needs_reset | bad_enable) & device_status.any()):
             m.d.sync += device_status[6].eq(1)
 
         # [VIRTIO-1.2 2.4.2] The reset finishes once the data path has stopped: nothing of it

@@ -637,3 +637,103 @@ async def bad_too_many_descriptors(dut, stalls):
         (f"read in {limit} descriptors and an empty one", T_IN, 24, b"", 512,
          Layout((16,), _split(512, limit - 2) + (1, 0)), IOERR),
     ])
+
+
+# -- register writes a driver must not make ---------------------------------------------------------
+
+async def _setup_until_queue(bt):
+    """Reset, then Linux's steps up to a queue's configuration: ACKNOWLEDGE, DRIVER, features,
+    FEATURES_OK [VIRTIO-1.2 3.1.1]; queue 0 selected. Returns the transport."""
+    t = bt.drv.drv
+    await bt.drv.close()
+    assert await t.negotiate(bt.drv.features), "the device refused the features it offered"
+    await t.common_write("queue_select", 0)
+    return t
+
+
+@cocotb.test()
+@cocotb.parametrize(case=_named("size_not_power_of_2", "size_zero", "size_too_big",
+                                "desc_misaligned", "avail_misaligned", "used_misaligned"),
+                    stalls=[False])
+async def bad_queue_enable(dut, case, stalls):
+    """queue_enable with a size that is not a power of two up to the maximum, or a ring not at
+    its alignment [VIRTIO-1.2 2.7, 2.7.1, 4.1.4.3.2]: the queue stays disabled, the device sets
+    DEVICE_NEEDS_RESET [VIRTIO-1.2 2.1.2], and a doorbell for it starts no DMA. A reset brings
+    it back."""
+    bt, fence = await _start(dut, stalls)
+    sb, log = bt.tb.scoreboard, bt.log
+    t = await _setup_until_queue(bt)
+    maximum = bt.params.max_queue_size
+    desc = bt.mem.alloc(16 * maximum + 16, 16)
+    avail = bt.mem.alloc(6 + 2 * maximum + 2, 2)
+    used = bt.mem.alloc(6 + 8 * maximum + 4, 4)
+    size = {"size_not_power_of_2": 12, "size_zero": 0, "size_too_big": 2 * maximum}.get(
+        case.name, 16)
+    desc += 8 if case.name == "desc_misaligned" else 0
+    avail += 1 if case.name == "avail_misaligned" else 0
+    used += 2 if case.name == "used_misaligned" else 0
+    await t.common_write("queue_size", size)
+    for name, addr in (("queue_desc", desc), ("queue_driver", avail), ("queue_device", used)):
+        await t.common_write(name, addr)
+    await t.common_write("queue_enable", 1)
+    enabled = await t.common_read("queue_enable")
+    status = await t.common_read("device_status")
+    assert enabled == 0, f"{case.name}: queue_enable reads {enabled}"
+    assert status & rm.STATUS_DEVICE_NEEDS_RESET, f"{case.name}: device_status {status:#04x}"
+    await t.add_status(rm.STATUS_DRIVER_OK)
+    quiet = (sb.dma_reads, sb.dma_writes)
+    await t.notify(0)
+    await ClockCycles(dut.clk, HALT_CYCLES)
+    assert (sb.dma_reads, sb.dma_writes) == quiet, f"{case.name}: DMA for a refused queue"
+    log.info("bad register write, queue_enable with %s (size %d, rings %#x/%#x/%#x): refused, "
+             "device_status %#04x (DEVICE_NEEDS_RESET), no DMA after a doorbell", case.name,
+             size, desc, avail, used, status)
+    await t.reset()
+    await bt.reinit()
+    _fence_submissions(bt, fence)
+    fence.rings(bt.drv.vqs)
+    await _round_trip(bt)
+    await bt.finish()
+
+
+@cocotb.test()
+@cocotb.parametrize(case=_named("queue_after_enable", "status_bits_cleared",
+                                "features_after_ok", "read_only_fields"),
+                    stalls=[False])
+async def bad_register_phase(dut, case, stalls):
+    """Register writes in the wrong device_status phase [VIRTIO-1.2 3.1.1, 4.1.4.3.2, 2.1.1]:
+    an enabled queue's size and ring addresses, clearing status bits, driver features after
+    FEATURES_OK, and read-only fields are all ignored (the scoreboard compares every read with
+    the model); the device goes on serving requests on the rings it was given."""
+    bt, fence = await _start(dut, stalls)
+    t, log = bt.drv.drv, bt.log
+    vq = bt.drv.vqs[0]
+    if case.name == "queue_after_enable":
+        await t.common_write("queue_select", 0)
+        junk = bt.mem.alloc(4096, 16)           # never fenced: DMA there fails the test
+        for name in ("queue_desc", "queue_driver", "queue_device"):
+            await t.common_write(name, junk)
+        await t.common_write("queue_size", vq.size // 2)
+        got = [await t.common_read(n) for n in ("queue_desc", "queue_driver", "queue_device",
+                                                "queue_size")]
+        assert got == [vq.desc_addr, vq.avail_addr, vq.used_addr, vq.size], \
+            f"an enabled queue's configuration changed: {got}"
+    elif case.name == "status_bits_cleared":
+        await t.common_write("device_status", rm.STATUS_ACKNOWLEDGE)
+        status = await t.common_read("device_status")
+        assert status == 0x0f, f"device_status {status:#04x} after a write clearing bits"
+    elif case.name == "features_after_ok":
+        before = bt.drv.features
+        await t.common_write("driver_feature_select", 0)
+        await t.common_write("driver_feature", 0)
+        assert bt.model.driver_features == before
+    else:
+        await t.common_write("num_queues", 7)
+        await t.common_write("device_feature_select", 0)
+        await t.common_write("device_feature", 0)
+        await t.common_write("queue_notify_off", 5)
+        await t.write(rm.VIRTIO_PCI_CAP_DEVICE_CFG, 0, 4, 0xffffffff)    # capacity is RO
+        assert await t.common_read("num_queues") == bt.params.num_queues
+    log.info("bad register write, %s: ignored; the device goes on", case.name)
+    await _round_trip(bt)
+    await bt.finish()

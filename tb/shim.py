@@ -19,7 +19,8 @@ import cocotb
 from cocotb.queue import Queue
 from cocotb.triggers import Event, RisingEdge
 from cocotbext.pcie.core import Device
-from cocotbext.pcie.core.tlp import Tlp
+from cocotbext.pcie.core.tlp import Tlp, TlpType
+from cocotbext.pcie.core.utils import PcieId
 
 from rtl.tlp import TlpBeat
 
@@ -97,6 +98,18 @@ class TlpShim(Device):
         Called with the DWs of each TLP out of the DUT, in link order; returns the parsed
         :class:`Tlp`, or None if it is malformed (the shim then stops the test). The
         testbench's TLP checker and scoreboard hang here.
+
+    Attributes
+    ----------
+    dma_fault : callable or None
+        Fault injection for the DUT's memory reads: ``dma_fault(tlp)`` returns None (the read
+        goes to the RootComplex), ``"ur"`` or ``"ca"`` (the shim answers with a Completion of
+        that status [PCIe-3.0 2.3.2], as a host bridge does for an address it cannot serve),
+        ``"poisoned"`` (the RootComplex answers, its first completion goes in with EP set
+        [PCIe-3.0 2.7.2]) or ``"timeout"`` (the read is dropped: the DUT's completion timer
+        must expire [PCIe-3.0 2.8]).
+    faults : list of (str, Tlp)
+        The faults injected, in order.
     """
     def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
                  on_request=None, on_completion=None):
@@ -113,6 +126,9 @@ class TlpShim(Device):
         self.rx_count = 0
         self.tx_count = 0
         self._local = {}
+        self.dma_fault = None
+        self.faults = []
+        self._poison = set()
 
         dut.rx__valid.value = 0
         dut.rx__payload.value = 0
@@ -125,6 +141,11 @@ class TlpShim(Device):
         self.log.debug("To DUT: %r", tlp)
         assert tlp.check(), f"RootComplex sent a malformed TLP: {tlp!r}"
         tlp.release_fc()
+        if self._poison and tlp.is_completion():
+            key = (int(tlp.requester_id), tlp.tag)
+            if key in self._poison and tlp.has_data():
+                self._poison.discard(key)
+                tlp.ep = True
         self.on_request(tlp)
         self.rx_count += 1
         self.rx_queue.put_nowait(tlp_to_dws(tlp))
@@ -197,5 +218,29 @@ class TlpShim(Device):
         if slot is not None:
             slot[1] = tlp
             slot[0].set()
-        else:
+            return
+        fault = None
+        if self.dma_fault is not None and tlp.fmt_type in (TlpType.MEM_READ,
+                                                            TlpType.MEM_READ_64):
+            fault = self.dma_fault(tlp)
+        if fault is None:
             cocotb.start_soon(self.send(tlp))
+            return
+        self.faults.append((fault, tlp))
+        self.log.info("FAULT: %s for the DUT's read of %d DW at %#x (tag %d)", fault,
+                      tlp.length or 1024, tlp.address, tlp.tag)
+        if fault in ("ur", "ca"):
+            from .scoreboard import read_byte_count, read_lower_address   # (imports this module)
+            make = Tlp.create_ur_completion_for_tlp if fault == "ur" else \
+                Tlp.create_ca_completion_for_tlp
+            cpl = make(tlp, PcieId(0, 0, 0))
+            # [PCIe-3.0 2.3.2] Byte Count of a completion that ends a read early: the bytes
+            # left (all of them here); Lower Address from the request.
+            cpl.byte_count = read_byte_count(tlp)
+            cpl.lower_address = read_lower_address(tlp)
+            cocotb.start_soon(self.upstream_recv(cpl))
+        elif fault == "poisoned":
+            self._poison.add((int(tlp.requester_id), tlp.tag))
+            cocotb.start_soon(self.send(tlp))
+        elif fault != "timeout":
+            raise ValueError(f"unknown DMA fault {fault!r}")

@@ -30,9 +30,10 @@ ROBUST = ["malformed_loop", "malformed_chain_too_long", "malformed_next_out_of_r
           "malformed_indirect_with_next", "malformed_nested_indirect",
           "malformed_indirect_length", "malformed_readable_after_writable",
           "malformed_header_status", "bad_data_length", "bad_sector_range", "bad_request_type",
-          "bad_zero_length_descriptors", "bad_too_many_descriptors",
-          # Resets with requests in flight (tb/cocotb_reset.py).
-          "reset_in_flight", "flr_in_flight"]
+          "bad_zero_length_descriptors", "bad_too_many_descriptors", "bad_queue_enable",
+          "bad_register_phase",
+          # Resets with requests in flight (tb/cocotb_reset.py), DMA faults (cocotb_faults.py).
+          "reset_in_flight", "flr_in_flight", "dma_fault"]
 SELECTION = {
     ("virtio_blk_ep", "b"):      LONG,
     ("virtio_blk_ep", "a"):      FOUNDATION + SHORT + ROBUST,
