@@ -16,7 +16,8 @@ STAMP      := $(VENV)/.installed
 
 VARIANT    ?= virtio_blk_ep
 
-export SIM SEED WAVES N_ACCESSES N_REQUESTS SIM_BYTES SIM_BUILD_TAG COSIM_TIMEOUT
+export SIM SEED WAVES N_ACCESSES N_REQUESTS SIM_BYTES SIM_BUILD_TAG COSIM_TIMEOUT \
+	SEEDS FUZZ_EPISODES JOBS
 
 .DEFAULT_GOAL := help
 
@@ -71,6 +72,10 @@ test: deps  ## the whole regression (SIM=... narrows the cocotb tests to one sim
 .PHONY: bench
 bench: deps  ## benchmarks: sequential and random workloads over block sizes and queue depths (Verilator); BENCH_GRID=full for the whole sweep
 	BENCH_GRID=$(BENCH_GRID) $(PY) scripts/bench.py
+
+.PHONY: fuzz
+fuzz: deps  ## the fuzz campaign: SEEDS=N seeds (default 20) of hostile requests, faults, resets (FUZZ_EPISODES per seed)
+	$(PY) scripts/fuzz.py
 
 .PHONY: linux
 linux: deps  ## a stock Linux guest in QEMU drives the RTL: virtio_blk, ext4 round trip, e2fsck (Verilator; builds patched QEMU 7.2 once)

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from .tlp import TlpStreamSignature, TlpDw0, TlpType
 
 
-__all__ = ["TlpArbiter", "TlpRouter"]
+__all__ = ["TlpArbiter", "TlpRouter", "BusMasterGate"]
 
 
 class TlpArbiter(wiring.Component):
@@ -125,4 +125,63 @@ class TlpRouter(wiring.Component):
                 ]
         with m.If(self.i.valid & self.i.ready & self.i.payload.first):
             m.d.sync += in_cpl.eq(is_cpl_now)
+        return m
+
+
+class BusMasterGate(wiring.Component):
+    """The last stop before the link: drops every request TLP that would start while Bus
+    Master Enable is clear; completions always pass.
+
+    [PCI-3.0 6.2.2, PCIe-3.0 7.5.1.1] With Bus Master Enable clear the function issues no
+    memory requests (MSI-X messages included). The DMA engines and the interrupt controller
+    check it too, but a request they built just before software (or a Function Level Reset)
+    cleared it may still be waiting for the link; the host, once it has the completion of
+    that configuration write, must see no request. A packet is judged on its ``first`` beat;
+    one presented and not yet taken keeps its verdict, so ``o.valid`` never falls without a
+    transfer. A dropped read is never answered: its requester's completion timer ends it.
+
+    Attributes
+    ----------
+    i, o : TlpStreamSignature(data_width)
+    bus_master : Signal(1), in
+    dropped : Signal(1), out
+        A pulse for each request dropped.
+    """
+    def __init__(self, data_width):
+        self.data_width = data_width
+        super().__init__({
+            "i":          In(TlpStreamSignature(data_width)),
+            "o":          Out(TlpStreamSignature(data_width)),
+            "bus_master": In(1),
+            "dropped":    Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dw0 = TlpDw0(self.i.payload.data[:32])
+        is_cpl = (dw0.type[1:] == TlpType.CPL >> 1) & ~dw0.fmt.as_value()[2]
+        inside = Signal()            # after the first beat of a packet, before its last
+        dropping = Signal()          # ... which is being dropped
+        held = Signal()              # a first beat presented with the verdict "pass"
+        drop_now = Signal()
+        m.d.comb += drop_now.eq(Mux(inside, dropping,
+                                    ~held & ~is_cpl & ~self.bus_master))
+        m.d.comb += self.o.payload.eq(self.i.payload)
+        with m.If(drop_now):
+            m.d.comb += self.i.ready.eq(1)
+        with m.Else():
+            m.d.comb += [
+                self.o.valid.eq(self.i.valid),
+                self.i.ready.eq(self.o.ready),
+            ]
+        first = self.i.valid & self.i.payload.first & ~inside
+        with m.If(first & ~drop_now):
+            m.d.sync += held.eq(~self.o.ready)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += held.eq(0)
+            with m.If(self.i.payload.last):
+                m.d.sync += inside.eq(0)
+            with m.Elif(first):
+                m.d.sync += [inside.eq(1), dropping.eq(drop_now)]
+            m.d.comb += self.dropped.eq(first & drop_now)
         return m

@@ -10,7 +10,7 @@ from .tlp import TlpStreamSignature
 from .config_space import ConfigSpace
 from .virtio_regs import VirtioRegisters
 from .completer import Completer
-from .tlp_mux import TlpArbiter, TlpRouter
+from .tlp_mux import TlpArbiter, TlpRouter, BusMasterGate
 from .dma_read import DmaReadEngine
 from .dma_write import DmaWriteEngine
 from .blk_engine import BlkEngine
@@ -79,7 +79,12 @@ class VirtioBlkEndpoint(wiring.Component):
         wiring.connect(m, router.completions, dma_read.cpl)
         for k, source in enumerate((completer.tx, dma_read.tx, dma_write.tx, irq.tx)):
             wiring.connect(m, source, arbiter.i[k])
-        wiring.connect(m, arbiter.o, wiring.flipped(self.tx))
+        # [PCIe-3.0 7.5.1.1] Nothing but completions reaches the link with Bus Master Enable
+        # clear, whatever was queued when it went clear.
+        m.submodules.bm_gate = bm_gate = BusMasterGate(w)
+        wiring.connect(m, arbiter.o, bm_gate.i)
+        wiring.connect(m, bm_gate.o, wiring.flipped(self.tx))
+        m.d.comb += bm_gate.bus_master.eq(config.command[2])
         wiring.connect(m, completer.cfg, config.bus)
 
         # BAR0 has two initiators that never access at the same time: the completer (memory

@@ -98,7 +98,7 @@ async def _buffer_fault(bt, kind, rng):
     await _round_trip(bt, rng)
 
 
-async def _ring_fault(bt, kind, rng):
+async def _ring_fault(bt, kind, rng, **init_kw):
     drv = bt.drv
     sb = bt.tb.scoreboard
     vq = drv.vqs[0]
@@ -139,7 +139,7 @@ async def _ring_fault(bt, kind, rng):
     for base in req.allocations:
         drv.mem.free(base)
     bt.model.blk.disk[lo:hi] = before
-    await bt.reinit()
+    await bt.reinit(**init_kw)
     await _round_trip(bt, rng)
 
 

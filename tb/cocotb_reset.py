@@ -67,7 +67,7 @@ async def _flr(bt):
     pci.msix_enabled = False
 
 
-async def _reset_round(bt, rng, how, rnd):
+async def _reset_round(bt, rng, how, rnd, **init_kw):
     drv = bt.drv
     p = bt.params
     sb = bt.tb.scoreboard
@@ -147,7 +147,7 @@ async def _reset_round(bt, rng, how, rnd):
             disk[s * SECTOR:(s + 1) * SECTOR] = got
     bt.log.info("reset round %d: %d unfinished requests dropped, %d sectors of unfinished "
                 "writes not written", rnd, len(pending), torn)
-    await bt.reinit()
+    await bt.reinit(**init_kw)
     return len(pending)
 
 

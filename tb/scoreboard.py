@@ -251,6 +251,8 @@ class Scoreboard:
         # leaving while a Command write is in flight may follow either value: old or new.
         self._command = self.model.command
         self._pending_command = {}
+        # The MSI-X table as it was before an FLR whose completion has not been seen yet.
+        self._flr_msix = {}
 
     def error(self, msg):
         self.log.error("SCOREBOARD: %s", msg)
@@ -272,6 +274,7 @@ class Scoreboard:
         elif t == TlpType.CFG_WRITE_0:
             value = int.from_bytes(tlp.get_data()[:4], "little")
             before = self._status_dw()
+            table = [(e.addr, e.data) for e in m.msix_table]
             status = m.config_write(tlp.address >> 2, value, tlp.first_be,
                                     function=tlp.completer_id.function,
                                     bus=tlp.completer_id.bus, dev=tlp.completer_id.device,
@@ -279,8 +282,10 @@ class Scoreboard:
             if (tlp.address >> 2 == self._devctl_dw and tlp.first_be & 2 and
                     value & rm.DEVCTL_INITIATE_FLR and status == SC):
                 self._start_drain(before)
-                # FLR clears the Command register (Bus Master Enable) once this completes.
+                # FLR clears the Command register (Bus Master Enable) once this completes;
+                # until then the DUT may still send MSI-X messages of the table it had.
                 self._pending_command[(int(tlp.requester_id), tlp.tag)] = m.command
+                self._flr_msix[(int(tlp.requester_id), tlp.tag)] = table
             exp = Expected(tlp, status)
             if tlp.address >> 2 == 1:
                 self._pending_command[(int(tlp.requester_id), tlp.tag)] = m.command
@@ -378,6 +383,7 @@ class Scoreboard:
         if key in self._pending_command:
             # The DUT has applied this Command write (see reset()).
             self._command = self._pending_command.pop(key)
+        self._flr_msix.pop(key, None)
         problems = []
         has_data = exp.status == SC and exp.data is not None
         if exp.locked:
@@ -432,7 +438,8 @@ class Scoreboard:
         data = int.from_bytes(bytes(tlp.get_data())[:4], "little")
         # [PCIe-3.0 6.1.4] An MSI-X message is a DW write of the entry's Message Data to its
         # Message Address.
-        return any(e.addr == tlp.address and e.data == data for e in self.model.msix_table)
+        return any(e.addr == tlp.address and e.data == data for e in self.model.msix_table) or \
+            any((tlp.address, data) in table for table in self._flr_msix.values())
 
     def _request_from_dut(self, tlp):
         t = tlp.fmt_type
@@ -594,6 +601,7 @@ class Scoreboard:
             self.error(f"no completion for {exp.req!r}")
         self.pending.clear()
         self._pending_command.clear()
+        self._flr_msix.clear()
         for rd in self.dma_pending.values():
             if self.expect_timeouts:
                 self.log.info("SCOREBOARD: %r never completed (timeouts expected)", rd)

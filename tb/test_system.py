@@ -56,3 +56,15 @@ def test_system(sim, toplevel, group):
     tests = SELECTION[key] + (ON_VERILATOR.get(key, []) if sim == "verilator" else [])
     ran, failed = run(sim, toplevel, tests, build_tag=group or None)
     assert ran > 0 and failed == 0, f"{failed} of {ran} cocotb tests failed"
+
+
+# CI's fuzz smoke: a few seeds of tb/cocotb_fuzz.py (``make fuzz`` runs the long campaign).
+FUZZ_SMOKE = {"verilator": 3, "icarus": 1}
+
+
+@pytest.mark.parametrize("sim", sorted(_sims))
+def test_fuzz_smoke(sim):
+    from .fuzz import campaign, summary_line
+    totals = campaign(FUZZ_SMOKE[sim], sim, episodes=8, jobs=1, name="smoke")
+    print(summary_line(totals))
+    assert totals["violations"] == 0, summary_line(totals)
