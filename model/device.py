@@ -28,6 +28,23 @@ the specs leave a choice open, the choice is written down here and in ``docs/reg
 * A PCI_CFG window access [VIRTIO-1.2 4.1.4.9] happens only if bar = 0, length is 1, 2 or 4,
   offset is a multiple of length and the access lies inside BAR0; otherwise pci_cfg_data is
   plain storage.
+* The cache mode (:attr:`VirtioBlkModel.writeback`, 0 writethrough, 1 writeback) is what the
+  storage port tells the back-end, and what the ``writeback`` byte of struct virtio_blk_config
+  reads. It counts only features accepted with FEATURES_OK (0 before), and follows QEMU
+  (``virtio_blk_set_status``) and Linux (``virtblk_get_cache_mode``):
+
+  - without FLUSH it is 0: the driver cannot flush, so every completed write must be stable
+    [VIRTIO-1.2 5.2.6.2, first case]; with CONFIG_WCE but not FLUSH the device MUST initialize
+    ``writeback`` to 0 [VIRTIO-1.2 5.2.5.2];
+  - with FLUSH but not CONFIG_WCE it is 1: the driver SHOULD assume a writeback cache
+    [VIRTIO-1.2 5.2.5.1];
+  - with FLUSH and CONFIG_WCE it is the driver-set register ``wce``, which resets to
+    ``params.writeback`` (1) on every device reset [VIRTIO-1.2 5.2.5: either is allowed].
+
+  ``writeback`` takes writes only with CONFIG_WCE accepted (FEATURES_OK set), and only of 0 or
+  1 (in byte lane 0 of its DW); any other value, and every write without CONFIG_WCE, is
+  ignored (QEMU's ``virtio_blk_set_config`` would take any non-zero value as writeback; the
+  spec defines only 0 and 1). The other bytes of struct virtio_blk_config are read-only.
 """
 
 from dataclasses import dataclass, field
@@ -106,6 +123,9 @@ class VirtioBlkModel:
 
     def virtio_reset(self):
         """[VIRTIO-1.2 4.1.4.3.1] Writing 0 to device_status resets the device."""
+        # [VIRTIO-1.2 5.2.5] The cache mode after reset can be either; QEMU's is its
+        # configured one (virtio_blk_reset restores original_wce), ours params.writeback.
+        self.wce = self.p.writeback
         self.device_feature_select = 0
         self.driver_feature_select = 0
         self.driver_features = 0
@@ -198,6 +218,22 @@ class VirtioBlkModel:
     @property
     def features_ok(self):
         return bool(self.device_status & rm.STATUS_FEATURES_OK)
+
+    def negotiated(self, bit):
+        """Feature ``bit`` was accepted: in ``driver_features`` with FEATURES_OK set."""
+        return self.features_ok and bool(self.driver_features >> bit & 1)
+
+    @property
+    def writeback(self):
+        """The cache mode in force: 1 writeback, 0 writethrough (see the module docstring)."""
+        # [VIRTIO-1.2 5.2.6.2] Without FLUSH every completed write must be stable: writethrough.
+        if not self.negotiated(rm.VIRTIO_BLK_F_FLUSH):
+            return 0
+        # [VIRTIO-1.2 5.2.5] With CONFIG_WCE the driver sets the mode; [5.2.5.1] without it a
+        # driver that negotiated FLUSH SHOULD assume a writeback cache (QEMU makes it one).
+        if self.negotiated(rm.VIRTIO_BLK_F_CONFIG_WCE):
+            return self.wce
+        return 1
 
     def _set_event(self, name, bits):
         dw = self._reg_dw(name)
@@ -380,7 +416,10 @@ class VirtioBlkModel:
                 self.isr = 0
             return value
         if region == 2 and local < rm.BLK_CONFIG_LENGTH:
-            return int.from_bytes(self.blk_config[local:local + 4], "little")
+            value = int.from_bytes(self.blk_config[local:local + 4], "little")
+            if local == rm.BLK_CFG_WRITEBACK:
+                value = (value & ~0xff) | self.writeback
+            return value
         if region == 4 and local // 16 < self.p.msix_table_size:
             e = self.msix_table[local // 16]
             return [e.addr & 0xffffffff, e.addr >> 32, e.data, e.ctrl][local // 4 % 4]
@@ -422,6 +461,11 @@ class VirtioBlkModel:
         m = be_mask(be)
         if region == 0:
             self._common_write(local, value, m)
+        elif region == 2 and local == rm.BLK_CFG_WRITEBACK:
+            # [VIRTIO-1.2 5.2.5] With CONFIG_WCE the driver sets the cache mode: 0 writethrough,
+            # 1 writeback; other values are ignored, and so is every write without CONFIG_WCE.
+            if m & 0xff and self.negotiated(rm.VIRTIO_BLK_F_CONFIG_WCE) and value & 0xff < 2:
+                self.wce = value & 1
         elif region == 3:
             # [VIRTIO-1.2 4.1.5.2] The driver notifies by writing the 16-bit queue index at
             # the queue's notify address: lanes 2-3 when that is 2 mod 4 (a multiplier of 2).

@@ -22,6 +22,9 @@ DEFAULT_FEATURES = (
     (1 << rm.VIRTIO_BLK_F_BLK_SIZE) |
     (1 << rm.VIRTIO_BLK_F_FLUSH) |
     (1 << rm.VIRTIO_BLK_F_TOPOLOGY) |
+    # [VIRTIO-1.2 5.2.5] The driver reads and sets the cache mode in ``writeback``; the storage
+    # port passes the mode on to the back-end (rtl/storage.py).
+    (1 << rm.VIRTIO_BLK_F_CONFIG_WCE) |
     (1 << rm.VIRTIO_BLK_F_MQ) |
     (1 << rm.VIRTIO_BLK_F_DISCARD) |
     (1 << rm.VIRTIO_BLK_F_WRITE_ZEROES) |
@@ -62,6 +65,10 @@ class DeviceParams:
         Offer ``VIRTIO_BLK_F_RO``.
     data_width : int
         Width of the TLP streams in bits (64; 128 and 256 are reserved for later).
+    writeback : int
+        The cache mode after reset [VIRTIO-1.2 5.2.5]: 1 writeback (QEMU's default, ``cache=
+        writeback``), 0 writethrough. It is what a driver that negotiated CONFIG_WCE and FLUSH
+        reads in ``writeback`` until it writes the field (see :mod:`model.device`).
     serial : str
         Device ID string returned by ``VIRTIO_BLK_T_GET_ID``: ASCII, at most
         :data:`regmap.VIRTIO_BLK_ID_BYTES` (20) bytes [VIRTIO-1.2 5.2.6].
@@ -104,6 +111,7 @@ class DeviceParams:
     max_write_zeroes_sectors: int = 1 << 16
     max_write_zeroes_seg: int = 1
     write_zeroes_may_unmap: int = 0
+    writeback: int = 1
     serial: str = "virtio-blk-ep"
     completion_timeout: int = 1 << 14
 
@@ -131,6 +139,12 @@ class DeviceParams:
         check(0 <= self.features < 1 << 64, "features must fit in 64 bits")
         check(self.features >> rm.VIRTIO_F_VERSION_1 & 1,
               "features must include VIRTIO_F_VERSION_1 [VIRTIO-1.2 7.1]")
+        check(not self.features >> rm.VIRTIO_BLK_F_CONFIG_WCE & 1 or
+              self.features >> rm.VIRTIO_BLK_F_FLUSH & 1,
+              "features with VIRTIO_BLK_F_CONFIG_WCE must include VIRTIO_BLK_F_FLUSH "
+              "[VIRTIO-1.2 5.2.5.2]")
+        check(self.writeback in (0, 1) and not isinstance(self.writeback, bool),
+              f"writeback must be 0 (writethrough) or 1 (writeback), not {self.writeback!r}")
         check(self.num_queues == 1 or self.features >> rm.VIRTIO_BLK_F_MQ & 1,
               "num_queues > 1 needs VIRTIO_BLK_F_MQ in features [VIRTIO-1.2 5.2.3]")
         check(0 <= self.max_payload_size_supported <= 5,
@@ -190,7 +204,9 @@ class DeviceParams:
         put(0x19, 1, self.alignment_offset)
         put(0x1a, 2, self.min_io_size)
         put(0x1c, 4, self.opt_io_size)
-        put(0x20, 1, 0)                       # writeback: write-through until CONFIG_WCE
+        # The cache mode after reset, as a driver that negotiated CONFIG_WCE and FLUSH first
+        # reads it; the live value (model.device, rtl.virtio_regs) depends on the features.
+        put(rm.BLK_CFG_WRITEBACK, 1, self.writeback)
         put(0x22, 2, self.num_queues)
         put(0x24, 4, self.max_discard_sectors)
         put(0x28, 4, self.max_discard_seg)

@@ -119,6 +119,9 @@ BAR0_MIN_SIZE   = 0x8000
 COMMON_LENGTH   = 0x38        # struct virtio_pci_common_cfg up to queue_device
 ISR_LENGTH      = 4
 BLK_CONFIG_LENGTH = 0x3c      # struct virtio_blk_config up to write_zeroes_may_unmap + unused1
+# [VIRTIO-1.2 5.2.4] struct virtio_blk_config: the one field the driver may write, the cache mode
+# (0 writethrough, 1 writeback), with VIRTIO_BLK_F_CONFIG_WCE [VIRTIO-1.2 5.2.5].
+BLK_CFG_WRITEBACK = 0x20
 
 # [VIRTIO-1.2 4.1.4.3] struct virtio_pci_common_cfg field offsets.
 CC_DEVICE_FEATURE_SELECT = 0x00
@@ -384,6 +387,37 @@ COMMON_FIELDS = [
 ]
 
 
+# [VIRTIO-1.2 5.2.4] struct virtio_blk_config, for the documentation: (offset, size, name,
+# access). The behaviour of ``writeback`` is the golden model's (model/device.py).
+BLK_CONFIG_FIELDS = [
+    (0x00, 8, "capacity", "RO"),
+    (0x08, 4, "size_max", "RO"),
+    (0x0c, 4, "seg_max", "RO"),
+    (0x10, 2, "geometry.cylinders", "RO"),
+    (0x12, 1, "geometry.heads", "RO"),
+    (0x13, 1, "geometry.sectors", "RO"),
+    (0x14, 4, "blk_size", "RO"),
+    (0x18, 1, "topology.physical_block_exp", "RO"),
+    (0x19, 1, "topology.alignment_offset", "RO"),
+    (0x1a, 2, "topology.min_io_size", "RO"),
+    (0x1c, 4, "topology.opt_io_size", "RO"),
+    (BLK_CFG_WRITEBACK, 1, "writeback",
+     "the cache mode in force, 0 writethrough, 1 writeback: 0 unless FLUSH was accepted "
+     "(FEATURES_OK); with FLUSH but not CONFIG_WCE, 1; with both, the driver's choice, which "
+     "a write of 0 or 1 sets (other values ignored) and a device reset returns to 1. "
+     "Writes without CONFIG_WCE are ignored"),
+    (0x21, 1, "unused0", "RO 0"),
+    (0x22, 2, "num_queues", "RO"),
+    (0x24, 4, "max_discard_sectors", "RO"),
+    (0x28, 4, "max_discard_seg", "RO"),
+    (0x2c, 4, "discard_sector_alignment", "RO"),
+    (0x30, 4, "max_write_zeroes_sectors", "RO"),
+    (0x34, 4, "max_write_zeroes_seg", "RO"),
+    (0x38, 1, "write_zeroes_may_unmap", "RO"),
+    (0x39, 3, "unused1", "RO 0"),
+]
+
+
 def describe(p):
     """The register map for parameters ``p`` as Markdown (for docs/registers.md)."""
     lines = [
@@ -414,6 +448,10 @@ def describe(p):
               "", "## Common configuration (BAR0 + 0x0000)", "",
               "| offset | size | field | access |", "|---|---|---|---|"]
     for off, size, name, access in COMMON_FIELDS:
+        lines.append(f"| 0x{off:02x} | {size} | {name} | {access} |")
+    lines += ["", f"## Device configuration (BAR0 + 0x{DEVICE_OFFSET:04x})", "",
+              "| offset | size | field | access |", "|---|---|---|---|"]
+    for off, size, name, access in BLK_CONFIG_FIELDS:
         lines.append(f"| 0x{off:02x} | {size} | {name} | {access} |")
     lines += ["", "## Configuration space", "",
               "| offset | name | reset | writable | RW1C | notes |", "|---|---|---|---|---|---|"]

@@ -68,6 +68,8 @@ class BlkEngine(wiring.Component):
     driver_features : Signal(64), in
     device_status : Signal(8), in
         Requests are served only with DRIVER_OK set and DEVICE_NEEDS_RESET clear.
+    writeback : Signal(1), in
+        The cache mode [VIRTIO-1.2 5.2.5], passed to the back-end as ``storage.writeback``.
     reset_req : Signal(1), in
         A device reset is under way: stop at the next safe point, drain, and report ``idle``
         (the register file then finishes the reset; the engine clears its ring state when
@@ -109,6 +111,7 @@ class BlkEngine(wiring.Component):
             "irq":             Out(stream.Signature(IrqRequest)),
             "needs_reset":     Out(1),
             "reset_req":       In(1),
+            "writeback":       In(1),
             "idle":            Out(1),
         })
 
@@ -396,6 +399,7 @@ class BlkEngine(wiring.Component):
 
         # -- back-end --------------------------------------------------------------------------
         m.d.comb += [
+            self.storage.writeback.eq(self.writeback),
             self.storage.cpl.ready.eq(1),
             # One command at a time, so the tag is only informative: the queue it serves.
             self.storage.cmd.payload.tag.eq(q),

@@ -23,7 +23,10 @@ class RamDisk(wiring.Component):
     * ``WRITE`` takes that many beats and writes them, then completes; the beats are counted
       from the command, their ``last`` bits are not looked at;
     * ``FLUSH`` completes ``OK`` at once, whatever its ``sector`` and ``count``: nothing is
-      cached, every write is in the RAM when it completes;
+      cached, every write is in the RAM when it completes; so ``storage.writeback``, the cache
+      mode, is not looked at (a RAM disk is as durable as it gets: it is writethrough whatever
+      the driver chose, which [VIRTIO-1.2 5.2.5] allows, a writethrough cache being one that
+      commits writes before reporting their completion);
     * ``DISCARD`` and ``WRITE_ZEROES`` write zeros over the sectors, then complete;
     * a ``READ`` or ``WRITE`` of 0 sectors moves no beats and completes.
 
@@ -59,7 +62,7 @@ class RamDisk(wiring.Component):
     ----------
     storage : StorageSignature(data_width), in
         The storage port, as the back-end sees it: ``storage.cmd`` and ``storage.wdata`` in,
-        ``storage.rdata`` and ``storage.cpl`` out.
+        ``storage.rdata`` and ``storage.cpl`` out; ``storage.writeback`` in, and ignored.
 
     Raises
     ------

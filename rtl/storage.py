@@ -1,4 +1,5 @@
-# Ref: OASIS virtio 1.2, section 5.2.6 (device operation: the request types a block device serves)
+# Ref: OASIS virtio 1.2, sections 5.2.5 (the cache mode) and 5.2.6 (device operation: the request
+#      types a block device serves, and when a write is stable)
 """The storage back-end port: how the block request engine talks to whatever holds the blocks.
 
 The port is four streams, seen from the initiator (the block request engine):
@@ -18,6 +19,21 @@ command; ``IOERR`` is for faults of the medium.
 ``DISCARD`` and ``WRITE_ZEROES`` carry no data; after either completes ``OK`` the sectors read
 as zeros. ``FLUSH`` completes once every write completed before it is durable; its ``sector``
 and ``count`` are zero.
+
+Besides the streams, one level from the initiator: ``writeback``, the cache mode the driver
+chose [VIRTIO-1.2 5.2.5] (:attr:`model.device.VirtioBlkModel.writeback`). A back-end looks at
+it when it takes a command:
+
+* ``writeback`` 0 (writethrough): a ``WRITE``, ``DISCARD`` or ``WRITE_ZEROES`` is durable
+  before its completion [VIRTIO-1.2 5.2.6.2: it is stable once completed];
+* ``writeback`` 1: the back-end may complete one with its data only in a volatile cache (reads
+  see it at once); the data becomes durable no later than the completion of the next
+  ``FLUSH`` [VIRTIO-1.2 5.2.6.2: a write becomes stable once a FLUSH sent after its completion
+  has completed], or earlier if the back-end writes it back by itself.
+
+A back-end without a volatile cache (:class:`rtl.ramdisk.RamDisk`) ignores it. The level
+changes only between requests, and only as the driver sets the mode or resets the device;
+what a back-end cached before a change to 0 still waits for a ``FLUSH``.
 """
 
 from amaranth.hdl import unsigned
@@ -72,6 +88,9 @@ def StorageData(data_width):
 class StorageSignature(wiring.Signature):
     """The back-end port, from the initiator's side (a back-end takes it flipped).
 
+    Members: the streams ``cmd``, ``wdata`` (out), ``rdata``, ``cpl`` (in), and ``writeback``
+    (out, 1 bit), the cache mode.
+
     Parameters
     ----------
     data_width : int
@@ -87,6 +106,8 @@ class StorageSignature(wiring.Signature):
             "wdata": Out(stream.Signature(StorageData(data_width))),
             "rdata": In(stream.Signature(StorageData(data_width))),
             "cpl":   In(stream.Signature(StorageCompletion)),
+            # [VIRTIO-1.2 5.2.5] 1: writes may stay volatile until the next FLUSH completes.
+            "writeback": Out(1),
         })
 
     def __eq__(self, other):

@@ -43,7 +43,8 @@ class VirtioBlkEndpoint(wiring.Component):
         the Command register's INTx Disable is clear.
     storage : StorageSignature(params.data_width), out
         The storage back-end port (:mod:`rtl.storage`): a RAM disk on a board, a disk image
-        served by the testbench in simulation.
+        served by the testbench in simulation. Its streams are the request engine's; its
+        ``writeback`` level is the cache mode from the register file [VIRTIO-1.2 5.2.5].
     """
     def __init__(self, params=None):
         if params is None:
@@ -129,6 +130,8 @@ class VirtioBlkEndpoint(wiring.Component):
         wiring.connect(m, engine.wr_data, dma_write.data)
         wiring.connect(m, dma_write.status, engine.wr_status)
         wiring.connect(m, engine.storage, wiring.flipped(self.storage))
+        # The cache mode the driver chose goes to the back-end with the engine's port.
+        m.d.comb += engine.writeback.eq(regs.writeback)
 
         # -- the request engine and the transport -----------------------------------------------
         wiring.connect(m, regs.notify, engine.notify)

@@ -1,4 +1,5 @@
-# Ref: OASIS virtio 1.2, sections 2.1, 2.2, 4.1.4.3-4.1.4.8, 4.1.5; PCIe Base 3.0 section 7.7
+# Ref: OASIS virtio 1.2, sections 2.1, 2.2, 4.1.4.3-4.1.4.8, 4.1.5, 5.2.4-5.2.5; PCIe Base 3.0
+#      section 7.7
 """BAR0: the virtio modern PCI transport structures and the MSI-X table.
 
 The layout is :mod:`model.regmap`'s: common configuration at 0x0000, ISR status at 0x1000,
@@ -82,6 +83,12 @@ class VirtioRegisters(wiring.Component):
     msix_config : Signal(16), out
         The common configuration's ``msix_config``: the configuration change vector, or
         VIRTIO_MSI_NO_VECTOR (always, without MSI-X).
+    writeback : Signal(1), out
+        The cache mode in force, for the storage back-end: 1 writeback (completed writes may
+        stay volatile until a FLUSH), 0 writethrough. 0 unless FLUSH was negotiated; with
+        CONFIG_WCE also negotiated, the driver sets it in struct virtio_blk_config
+        ``writeback``, and it reads back there. The rules are the golden model's
+        (:attr:`model.device.VirtioBlkModel.writeback`).
     msix_table : Array of MsixEntryLayout, out
         The MSI-X table, one entry per vector. Only when ``params.msix``.
     msix_pending : Signal(msix_table_size), in
@@ -105,6 +112,7 @@ class VirtioRegisters(wiring.Component):
             "flr":             In(1),
             "isr":             Out(8),
             "msix_config":     Out(16),
+            "writeback":       Out(1),
         }
         if nv:
             # Without MSI-X there is no table and no PBA: the ports do not exist (a zero-length
@@ -128,6 +136,9 @@ class VirtioRegisters(wiring.Component):
         device_status         = Signal(8)
         queue_select          = Signal(16)
         isr                   = Signal(8)
+        # [VIRTIO-1.2 5.2.5] The driver-set cache mode (with CONFIG_WCE); resets to
+        # params.writeback on every device reset, as QEMU's to its configured mode.
+        wce                   = Signal(1, init=p.writeback)
         q_size   = Array(Signal(16, init=p.max_queue_size, name=f"q{i}_size") for i in range(nq))
         q_vector = Array(Signal(16, init=rm.VIRTIO_MSI_NO_VECTOR, name=f"q{i}_vector")
                          for i in range(nq))
@@ -177,6 +188,21 @@ class VirtioRegisters(wiring.Component):
         entry_valid = entry < nv
         offered = p.offered_features
         features_ok = device_status[3]
+
+        # The cache mode in force. Only features accepted with FEATURES_OK count.
+        # [VIRTIO-1.2 5.2.6.2] Without FLUSH every completed write must be stable: writethrough
+        # (and [5.2.5.2] with CONFIG_WCE but not FLUSH the device MUST initialize writeback to
+        # 0). [5.2.5.1] With FLUSH but not CONFIG_WCE the driver SHOULD assume a writeback
+        # cache, as QEMU makes it. With both, the driver's choice.
+        neg_flush = Signal()
+        neg_config_wce = Signal()
+        writeback = Signal()
+        m.d.comb += [
+            neg_flush.eq(features_ok & driver_features[rm.VIRTIO_BLK_F_FLUSH]),
+            neg_config_wce.eq(features_ok & driver_features[rm.VIRTIO_BLK_F_CONFIG_WCE]),
+            writeback.eq(neg_flush & (wce | ~neg_config_wce)),
+            self.writeback.eq(writeback),
+        ]
 
         def vector(v):
             # [VIRTIO-1.2 4.1.5.1.2] Keep a vector only if it names an MSI-X table entry.
@@ -230,8 +256,14 @@ class VirtioRegisters(wiring.Component):
                     cfg = p.blk_config()
                     with m.Switch(local):
                         for off in range(0, rm.BLK_CONFIG_LENGTH, 4):
+                            word = int.from_bytes(cfg[off:off + 4], "little")
                             with m.Case(off):
-                                m.d.sync += r_data.eq(int.from_bytes(cfg[off:off + 4], "little"))
+                                if off == rm.BLK_CFG_WRITEBACK:
+                                    # [VIRTIO-1.2 5.2.4] writeback is byte 0 of its DW.
+                                    m.d.sync += r_data.eq(Cat(writeback, Const(0, 7),
+                                                              Const(word >> 8, 24)))
+                                else:
+                                    m.d.sync += r_data.eq(word)
                 if nv:
                     with m.Case(4):
                         with m.If(entry_valid):
@@ -348,6 +380,13 @@ class VirtioRegisters(wiring.Component):
                                 with m.If(sel_valid & ~q_enable[qs]):
                                     sl = arr[qs][32 * half:32 * half + 32]
                                     m.d.sync += sl.eq(merge(sl, w, mask))
+                with m.Case(2):
+                    # [VIRTIO-1.2 5.2.5] With CONFIG_WCE the driver sets the cache mode: 0
+                    # writethrough, 1 writeback. Other values, and every write without
+                    # CONFIG_WCE, are ignored; the rest of the structure is read-only.
+                    with m.If((local == rm.BLK_CFG_WRITEBACK) & bus.be[0] & neg_config_wce &
+                              (w[1:8] == 0)):
+                        m.d.sync += wce.eq(w[0])
                 with m.Case(3):
                     # [VIRTIO-1.2 4.1.5.2] Available buffer notification: the 16-bit queue
                     # index, in lanes 2-3 when the notify address is 2 mod 4 (multiplier 2).
@@ -434,6 +473,7 @@ class VirtioRegisters(wiring.Component):
                 isr.eq(0),
                 pending.eq(0),
                 self.notify.valid.eq(0),
+                wce.eq(p.writeback),
             ]
             for i in range(nq):
                 m.d.sync += [

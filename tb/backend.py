@@ -1,4 +1,5 @@
-# Ref: OASIS virtio 1.2, section 5.2.6 (device operation: read, write, flush, discard, write zeroes)
+# Ref: OASIS virtio 1.2, sections 5.2.5 (the cache mode) and 5.2.6 (device operation: read, write,
+#      flush, discard, write zeroes; when a write is stable)
 """The storage back-end of the cocotb testbench: a disk image in Python behind the DUT's
 storage port.
 
@@ -6,6 +7,12 @@ storage port.
 same semantics (see :mod:`rtl.storage` for the protocol), on a ``bytearray`` or a disk image
 file, with optional random stalls on all four streams, per-operation counters and injected
 faults. Bit positions of the packed payloads come from the RTL's own layouts.
+
+Unlike the RAM disk it has a volatile write cache, used when the port's ``writeback`` level
+asks for one [VIRTIO-1.2 5.2.5]: then a completed write may exist only in the cache until the
+next ``FLUSH`` (or an eviction) makes it durable, and :meth:`StorageBackend.power_loss` throws
+away what is not durable yet. ``image`` is the disk as reads see it; ``durable`` is what a
+power loss leaves.
 """
 
 import logging
@@ -35,7 +42,8 @@ def _field(layout, name):
 
 
 class _Command:
-    __slots__ = ("op", "name", "tag", "sector", "count", "ok", "beats", "data", "index")
+    __slots__ = ("op", "name", "tag", "sector", "count", "ok", "beats", "data", "index",
+                 "writeback")
 
     def __repr__(self):
         return f"{self.name} tag={self.tag} sector={self.sector} count={self.count}"
@@ -48,10 +56,21 @@ class StorageBackend:
       completion;
     * ``WRITE`` takes that many beats, then writes the bytes into the image and completes; the
       beats are counted from the command, their ``last`` bits must agree (an assertion);
-    * ``FLUSH`` writes the sectors written so far back to the image file, if there is one, and
-      completes ``OK``; its ``sector`` and ``count`` are not looked at;
+    * ``FLUSH`` makes every sector of the cache durable, writes the durable sectors changed so
+      far back to the image file, if there is one, and completes ``OK``; its ``sector`` and
+      ``count`` are not looked at;
     * ``DISCARD`` and ``WRITE_ZEROES`` zero the range and complete;
     * a ``READ`` or ``WRITE`` of 0 sectors moves no beats and completes.
+
+    The cache mode is taken with each command (``cache``: the port's ``writeback`` level, or a
+    fixed mode). In writethrough mode a ``WRITE``, ``DISCARD`` or ``WRITE_ZEROES`` is durable
+    before it completes [VIRTIO-1.2 5.2.6.2: stable once completed]; in writeback mode its
+    sectors go into the volatile cache (``image`` shows them, ``durable`` does not) and become
+    durable at the next ``FLUSH`` [VIRTIO-1.2 5.2.6.2: stable once a FLUSH sent after its
+    completion has completed], or earlier: after each command, with probability
+    ``evict_prob``, one cached sector is written back. A writethrough write to a cached sector
+    takes it out of the cache; what was cached before a switch to writethrough still waits for
+    a ``FLUSH``.
 
     A command past the end of the image (``sector + count > sectors``), with an ``op`` that is
     not a :class:`~rtl.storage.StorageOp`, or failed by :meth:`fail_next`, completes ``IOERR``
@@ -88,11 +107,21 @@ class StorageBackend:
         Source of the stalls, so a seed replays them.
     log : logging.Logger
         Where to log a line per command (DEBUG); by default ``cocotb.<prefix>``.
+    cache : str
+        ``"port"``: follow the toplevel's ``<prefix>__writeback`` (1 writeback, anything else
+        writethrough), or writethrough if it has none; ``"writeback"`` or ``"writethrough"``:
+        that mode whatever the port says.
+    evict_prob : float
+        In writeback mode, the probability that one cached sector is written back after a
+        command, 0 to 1.
 
     Attributes
     ----------
     image : bytearray
-        The disk contents.
+        The disk contents, as reads see them: the durable sectors with the cache over them.
+    durable : bytearray
+        What would be left after a power loss: the medium. Equal to ``image`` outside
+        :attr:`volatile`.
     sectors : int
         Capacity in 512-byte sectors.
     counts : dict
@@ -103,23 +132,36 @@ class StorageBackend:
         Bytes moved by ``READ`` and ``WRITE`` commands that completed ``OK``.
     commands : list
         ``(op name, tag, sector, count, status)`` of every command completed, in order.
+    cached : int
+        Write commands (``WRITE``, ``DISCARD``, ``WRITE_ZEROES``) completed ``OK`` into the
+        cache, in writeback mode.
+    evicted : int
+        Cached sectors written back before a ``FLUSH``.
+    lost : int
+        Cached sectors thrown away by :meth:`power_loss`.
 
     Raises
     ------
     ValueError
-        If ``data_width``, ``stall_prob`` or the image size is out of range, or the toplevel's
-        payloads do not have the widths the layouts give.
+        If ``data_width``, ``stall_prob``, ``evict_prob``, ``cache`` or the image size is out
+        of range, or the toplevel's payloads do not have the widths the layouts give.
     TypeError
         If ``image`` is neither a ``bytearray`` nor a path.
     """
     def __init__(self, dut, clk, image, *, prefix="storage", data_width=64, stall_prob=0.0,
-                 rng=None, log=None):
+                 rng=None, log=None, cache="port", evict_prob=0.0):
         if not isinstance(data_width, int) or data_width < 8 or 4096 % data_width:
             raise ValueError(f"StorageBackend data_width must divide 4096 bits (one sector), "
                              f"not {data_width!r}")
         if not isinstance(stall_prob, (int, float)) or not 0 <= stall_prob < 1:
             raise ValueError(f"StorageBackend stall_prob must be at least 0 and below 1, "
                              f"not {stall_prob!r}")
+        if cache not in ("port", "writeback", "writethrough"):
+            raise ValueError(f"StorageBackend cache must be 'port', 'writeback' or "
+                             f"'writethrough', not {cache!r}")
+        if not isinstance(evict_prob, (int, float)) or not 0 <= evict_prob <= 1:
+            raise ValueError(f"StorageBackend evict_prob must be between 0 and 1, "
+                             f"not {evict_prob!r}")
         self._file = None
         if isinstance(image, bytearray):
             self.image = image
@@ -145,8 +187,17 @@ class StorageBackend:
         self.bytes_read = 0
         self.bytes_written = 0
         self.commands = []
+        self.cache = cache
+        self.evict_prob = evict_prob
+        self.durable = bytearray(self.image)
+        self.cached = 0
+        self.evicted = 0
+        self.lost = 0
+        self._volatile = set()          # sectors whose image content is not durable yet
         self._faults = []               # [op or None, remaining], first match wins
-        self._dirty = set()             # sectors written since the last write-back
+        self._dirty = set()             # durable sectors changed since the last file write-back
+        self._writeback_port = (getattr(dut, f"{prefix}__writeback", None)
+                                if cache == "port" and dut is not None else None)
 
         def port(stream, name):
             return getattr(dut, f"{prefix}__{stream}__{name}")
@@ -191,12 +242,40 @@ class StorageBackend:
         self._faults.append([op, count])
 
     def close(self):
-        """Stop serving, and write the image back to its file (if it came from one)."""
+        """Stop serving, make the cache durable (an orderly shutdown), and write the image
+        back to its file (if it came from one)."""
         self._task.cancel()
+        self._commit(self._volatile)
         if self._file is not None:
             self._write_back()
             self._file.close()
             self._file = None
+
+    @property
+    def writeback(self):
+        """The cache mode the next command will be served in: True for writeback."""
+        if self.cache != "port":
+            return self.cache == "writeback"
+        return self._writeback_port is not None and _high(self._writeback_port)
+
+    @property
+    def volatile(self):
+        """The sectors in the cache, not durable yet (sorted)."""
+        return sorted(self._volatile)
+
+    def power_loss(self):
+        """The power fails: the cache is gone, and every sector it held reads its durable
+        content again. Returns the sectors lost (sorted). The back-end is up again at once: a
+        command in progress carries on and completes as if nothing happened (its data lands
+        after the loss), so call this with the port idle for a clean cut."""
+        lost = sorted(self._volatile)
+        for s in lost:
+            self.image[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES] = \
+                self.durable[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES]
+        self._volatile.clear()
+        self.lost += len(lost)
+        self.log.info("storage: power loss: %d cached sectors lost", len(lost))
+        return lost
 
     # -- the command loop ------------------------------------------------------------------------
 
@@ -237,6 +316,7 @@ class StorageBackend:
                    if c.op in (StorageOp.READ, StorageOp.WRITE) else 0)
         c.index = 0
         c.data = []
+        c.writeback = self.writeback
         return c
 
     def _start(self, c):
@@ -248,8 +328,10 @@ class StorageBackend:
             # [VIRTIO-1.2 5.2.6.2] After write zeroes the sectors MUST read as zeroes; a
             # discard MAY deallocate them. The storage port asks zeros after both.
             self.image[lo:hi] = bytes(hi - lo)
-            self._dirty.update(range(c.sector, c.sector + c.count))
+            self._written(c)
         elif c.op == StorageOp.FLUSH and c.ok:
+            # [VIRTIO-1.2 5.2.6.2] Every write completed before the FLUSH becomes stable.
+            self._commit(self._volatile)
             self._write_back()
         return c.beats == 0
 
@@ -259,7 +341,11 @@ class StorageBackend:
             lo = c.sector * SECTOR_BYTES
             self.image[lo:lo + len(c.data) * self._beat_bytes] = b"".join(
                 d.to_bytes(self._beat_bytes, "little") for d in c.data)
-            self._dirty.update(range(c.sector, c.sector + c.count))
+            self._written(c)
+        if self.evict_prob and self._volatile and self.rng.random() < self.evict_prob:
+            # An early write-back, which a cache may do at any time.
+            self._commit([self.rng.choice(sorted(self._volatile))])
+            self.evicted += 1
         status = StorageStatus.OK if c.ok else StorageStatus.IOERR
         self.counts[c.name] += 1
         if not c.ok:
@@ -272,12 +358,31 @@ class StorageBackend:
         self.log.debug("storage: %r -> %s", c, status.name)
         return (c.tag << self._cpl_tag[0]) | (status.value << self._cpl_status[0])
 
+    def _written(self, c):
+        """The image holds the new content of ``c``'s sectors: cache it, or make it durable
+        now in writethrough mode."""
+        sectors = range(c.sector, c.sector + c.count)
+        if c.writeback:
+            self._volatile.update(sectors)
+            self.cached += 1
+        else:
+            self._commit(sectors)
+
+    def _commit(self, sectors):
+        """Make ``sectors`` durable: their image content goes to the medium."""
+        for s in list(sectors):
+            self.durable[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES] = \
+                self.image[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES]
+            self._volatile.discard(s)
+            self._dirty.add(s)
+
     def _write_back(self):
+        """Write the durable sectors changed since the last time to the image file."""
         if self._file is None:
             return
         for s in sorted(self._dirty):
             self._file.seek(s * SECTOR_BYTES)
-            self._file.write(self.image[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES])
+            self._file.write(self.durable[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES])
         self._file.flush()
         self._dirty.clear()
 

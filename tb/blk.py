@@ -713,6 +713,33 @@ class BlkDriver:
         self.vqs = []
         self.core = None
 
+    # -- the cache mode (Linux virtblk_get_cache_mode, cache_type_store) -----------------------
+
+    @property
+    def writeback(self):
+        """The cache mode as Linux's ``virtblk_get_cache_mode`` decides it: ``writeback``
+        from the config with CONFIG_WCE; otherwise a writeback cache exactly when FLUSH was
+        negotiated [VIRTIO-1.2 5.2.5.1: the driver SHOULD then assume one]."""
+        if _has(self.features, rm.VIRTIO_BLK_F_CONFIG_WCE):
+            return self.config.writeback
+        return int(_has(self.features, rm.VIRTIO_BLK_F_FLUSH))
+
+    async def read_cache_mode(self):
+        """Read ``writeback`` from the device config (CONFIG_WCE only) and return the mode
+        (:attr:`writeback`)."""
+        if _has(self.features, rm.VIRTIO_BLK_F_CONFIG_WCE):
+            self.config.writeback = await self._cread(rm.BLK_CFG_WRITEBACK, 1)
+        return self.writeback
+
+    async def set_cache_mode(self, writeback):
+        """Linux ``cache_type_store``: write ``writeback`` (0 writethrough, 1 writeback; the
+        byte is written as given) and read the mode back. Only with CONFIG_WCE
+        [VIRTIO-1.2 5.2.5]; Linux makes the attribute read-only otherwise. Returns the mode."""
+        if not _has(self.features, rm.VIRTIO_BLK_F_CONFIG_WCE):
+            raise DriverError("the cache mode is read-only without VIRTIO_BLK_F_CONFIG_WCE")
+        await self.drv.write(rm.VIRTIO_PCI_CAP_DEVICE_CFG, rm.BLK_CFG_WRITEBACK, 1, writeback)
+        return await self.read_cache_mode()
+
     # -- completions ---------------------------------------------------------------------------
 
     def _reap(self, q):

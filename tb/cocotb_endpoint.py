@@ -241,6 +241,7 @@ async def random_access(dut, stalls):
         return rng.choice([0, 1, 0xff, rng.randrange(1 << 8 * size)])
 
     counts = {"cfg_read": 0, "cfg_write": 0, "mem_read": 0, "mem_write": 0, "outside": 0}
+    flr_byte = rm.find_cap(tb.params, "pcie").offset + 8 + 1   # Device Control, bits 15:8
     offered = p.offered_features
 
     def random_features():
@@ -283,6 +284,10 @@ async def random_access(dut, stalls):
                 if off >= pci_cfg + 16:
                     # The window may land on device_status in any byte lane.
                     value &= ~(rm.STATUS_DRIVER_OK * 0x01010101)
+                if off <= flr_byte < off + size:
+                    # Initiate FLR would clear BAR0 for the rest of the run: flr_in_flight
+                    # (tb/cocotb_reset.py) covers it.
+                    value &= ~(rm.DEVCTL_INITIATE_FLR >> 8 << 8 * (flr_byte - off))
                 await pci.config_write(off, (value & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
                 counts["cfg_write"] += 1
             continue

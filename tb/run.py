@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SIMULATORS = ("verilator", "icarus")
 # The cocotb test modules: the endpoint's foundation (config space, transport registers, TLP
 # handling), the data path (virtqueues, block requests, interrupts, back-end), hostile input
-# (malformed rings, bad requests), resets with requests in flight, and DMA faults.
+# (malformed rings, bad requests), resets with requests in flight, DMA faults, and FLUSH
+# durability with a writeback cache.
 TEST_MODULES = ["tb.cocotb_endpoint", "tb.cocotb_blk", "tb.cocotb_robust", "tb.cocotb_reset",
-                "tb.cocotb_faults"]
+                "tb.cocotb_faults", "tb.cocotb_flush"]
 
 
 def verilator_env():

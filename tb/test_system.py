@@ -23,7 +23,7 @@ FOUNDATION = ["headline", "negotiation", "random_access", "unsupported_requests"
 # The default build's tests, in two groups that run side by side (each with its own simulator
 # build): the long random workload and whole-disk sweeps, and everything else.
 LONG = ["random_workload", "data_integrity"]
-SHORT = ["request_types", "interrupt_suppression", "event_idx_interrupts"]
+SHORT = ["request_types", "interrupt_suppression", "event_idx_interrupts", "flush_durability"]
 # Hostile input (tb/cocotb_robust.py): malformed rings and bad request content; resets.
 ROBUST = ["malformed_loop", "malformed_chain_too_long", "malformed_next_out_of_range",
           "malformed_head_out_of_range", "malformed_avail_idx_ahead",
@@ -38,7 +38,8 @@ SELECTION = {
     ("virtio_blk_ep", "b"):      LONG,
     ("virtio_blk_ep", "a"):      FOUNDATION + SHORT + ROBUST,
     ("virtio_blk_ep_qemu", ""):  FOUNDATION + ["request_types", "random_workload",
-                                               "interrupt_suppression", "event_idx_interrupts"],
+                                               "interrupt_suppression", "event_idx_interrupts",
+                                               "flush_durability"],
     ("virtio_blk_ep_ro", ""):    ["read_only"],
 }
 ON_VERILATOR = {("virtio_blk_ep", "a"): ["io_headline"]}

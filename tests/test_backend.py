@@ -5,7 +5,9 @@ storage port as inputs (``storage__cmd__valid`` ... ``storage__cpl__payload``, w
 layouts): the back-end drives its half of the signals, an initiator coroutine in this file
 drives the other half, both with the sample-after-the-edge pattern of ``tb/shim.py``. The
 checks are the RAM disk's (the bytearray reference of ``tests/test_ramdisk.py``): random
-commands with and without stalls on both sides, injected faults, an image file, full rate.
+commands with and without stalls on both sides, injected faults, an image file, full rate,
+and the write cache: what is durable in each cache mode, FLUSH, eviction and power loss,
+against a reference of the rules in :mod:`rtl.storage`.
 
 ``test_cocotb`` (pytest) builds and runs the cocotb tests below; the constructor checks run in
 pytest directly.
@@ -45,6 +47,7 @@ def port_verilog(width=WIDTH, name=TOPLEVEL):
         size = data.Layout.cast(layout).size
         ports += [f"input storage__{stream}__valid", f"input storage__{stream}__ready",
                   f"input [{size - 1}:0] storage__{stream}__payload"]
+    ports.append("input storage__writeback")
     return f"module {name}(\n    " + ",\n    ".join(ports) + "\n);\nendmodule\n"
 
 
@@ -107,6 +110,20 @@ def test_rejects_image_size(size, tmp_path):
         StorageBackend(None, None, path)
 
 
+@pytest.mark.parametrize("cache", ["WRITEBACK", None, 1])
+def test_rejects_cache(cache):
+    with pytest.raises(ValueError, match=rf"^StorageBackend cache must be 'port', 'writeback' "
+                                         rf"or 'writethrough', not {cache!r}$"):
+        StorageBackend(None, None, bytearray(512), cache=cache)
+
+
+@pytest.mark.parametrize("prob", [-0.1, 1.5, "0"])
+def test_rejects_evict_prob(prob):
+    with pytest.raises(ValueError, match=rf"^StorageBackend evict_prob must be between 0 and 1, "
+                                         rf"not {prob!r}$"):
+        StorageBackend(None, None, bytearray(512), evict_prob=prob)
+
+
 def test_rejects_image_type():
     with pytest.raises(TypeError, match=r"^StorageBackend image must be a bytearray or a path, "
                                         r"not bytes$"):
@@ -150,7 +167,7 @@ class Initiator:
     def __init__(self, dut, rng, stall=0.0):
         self.dut, self.rng, self.stall = dut, rng, stall
         self.cycle = 0
-        for name in ("cmd__valid", "wdata__valid", "rdata__ready", "cpl__ready"):
+        for name in ("cmd__valid", "wdata__valid", "rdata__ready", "cpl__ready", "writeback"):
             getattr(dut, f"storage__{name}").value = 0
         dut.storage__cmd__payload.value = 0
         dut.storage__wdata__payload.value = 0
@@ -238,11 +255,11 @@ def check(cmds, seen, statuses, reads):
             assert beats[-1][0] < cpl_cycle, f"completion of {c} before its last beat"
 
 
-async def setup(dut, sectors, stall, rng, image=None):
+async def setup(dut, sectors, stall, rng, image=None, **kw):
     cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
     backend = StorageBackend(dut, dut.clk, image if image is not None else
                              bytearray(sectors * SECTOR_BYTES),
-                             stall_prob=stall, rng=random.Random(rng.randrange(1 << 32)))
+                             stall_prob=stall, rng=random.Random(rng.randrange(1 << 32)), **kw)
     initiator = Initiator(dut, random.Random(rng.randrange(1 << 32)), stall)
     await RisingEdge(dut.clk)
     return backend, initiator
@@ -346,3 +363,174 @@ async def full_rate(dut):
         dut._log.info(f"{op.name}: {beats} beats in {cycles} cycles = "
                       f"{beats / cycles:.3f} beats/cycle")
         assert beats / cycles >= 0.95, f"{op.name} at {beats / cycles:.3f} beats/cycle"
+
+
+# -- the write cache ------------------------------------------------------------------------------
+
+def _sector(buf, s):
+    return bytes(buf[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES])
+
+
+class CacheReference:
+    """The rules of :mod:`rtl.storage` for the cache, on bytearrays: ``image`` (what reads see),
+    ``durable`` (what a power loss leaves) and the set of cached sectors."""
+    def __init__(self, sectors, image=None):
+        self.image = bytearray(image) if image is not None else bytearray(sectors * SECTOR_BYTES)
+        self.durable = bytearray(self.image)
+        self.volatile = set()
+
+    def apply(self, cmds, statuses, writeback):
+        for c, (_, status) in zip(cmds, statuses):
+            if status != OK:
+                continue
+            lo, hi = c.sector * SECTOR_BYTES, (c.sector + c.count) * SECTOR_BYTES
+            if c.op == StorageOp.FLUSH:
+                self.commit(self.volatile)
+                continue
+            if c.op == StorageOp.WRITE:
+                self.image[lo:hi] = c.data
+            elif c.op in (StorageOp.DISCARD, StorageOp.WRITE_ZEROES):
+                self.image[lo:hi] = bytes(hi - lo)
+            else:
+                continue
+            sectors = range(c.sector, c.sector + c.count)
+            if writeback:
+                self.volatile.update(sectors)
+            else:
+                self.commit(sectors)
+
+    def commit(self, sectors):
+        for s in list(sectors):
+            self.durable[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES] = _sector(self.image, s)
+            self.volatile.discard(s)
+
+    def power_loss(self):
+        lost = sorted(self.volatile)
+        for s in lost:
+            self.image[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES] = _sector(self.durable, s)
+        self.volatile.clear()
+        return lost
+
+
+def check_cache(backend, ref, what):
+    assert backend.volatile == sorted(ref.volatile), f"{what}: cached sectors differ"
+    assert backend.image == ref.image, f"{what}: image differs"
+    assert backend.durable == ref.durable, f"{what}: durable image differs"
+
+
+@cocotb.test()
+async def write_cache(dut):
+    """The cache by hand: in writeback mode WRITE, DISCARD and WRITE_ZEROES are read back at
+    once but are not durable until FLUSH; a power loss drops exactly the cached sectors; in
+    writethrough mode each is durable when it completes and takes its sectors out of the
+    cache, while older cached sectors stay cached; a failed WRITE caches nothing."""
+    rng = random.Random(seed_from_env(dut._log.info))
+    sectors = 8
+    backend, initiator = await setup(dut, sectors, 0.0, rng)
+    a, b, c = (rng.randbytes(2 * SECTOR_BYTES) for _ in range(3))
+    zero2 = bytes(2 * SECTOR_BYTES)
+
+    dut.storage__writeback.value = 1
+    await RisingEdge(dut.clk)
+    assert backend.writeback
+    batch = [Command(StorageOp.WRITE, 0, 2, 1, a), Command(StorageOp.WRITE_ZEROES, 4, 1, 2),
+             Command(StorageOp.READ, 0, 2, 3)]
+    check(batch, await initiator.run(batch), [(1, OK), (2, OK), (3, OK)], {2: a})
+    assert backend.volatile == [0, 1, 4]
+    assert backend.durable == bytes(sectors * SECTOR_BYTES), "cached writes reached the medium"
+    assert backend.cached == 2
+    batch = [Command(StorageOp.FLUSH, 0, 0, 4)]
+    check(batch, await initiator.run(batch), [(4, OK)], {})
+    assert backend.volatile == [] and backend.durable == backend.image
+
+    batch = [Command(StorageOp.WRITE, 2, 2, 5, b), Command(StorageOp.DISCARD, 0, 1, 6)]
+    check(batch, await initiator.run(batch), [(5, OK), (6, OK)], {})
+    assert backend.volatile == [0, 2, 3]
+    backend.fail_next("WRITE")
+    batch = [Command(StorageOp.WRITE, 6, 2, 7, c)]
+    check(batch, await initiator.run(batch), [(7, IOERR)], {})
+    assert backend.volatile == [0, 2, 3], "a failed WRITE was cached"
+    assert backend.power_loss() == [0, 2, 3]
+    assert backend.image[:4 * SECTOR_BYTES] == a + zero2, "power loss kept cached data"
+    assert backend.image == backend.durable and backend.lost == 3
+
+    dut.storage__writeback.value = 1
+    batch = [Command(StorageOp.WRITE, 6, 2, 8, c)]
+    check(batch, await initiator.run(batch), [(8, OK)], {})
+    dut.storage__writeback.value = 0
+    await RisingEdge(dut.clk)
+    assert not backend.writeback
+    batch = [Command(StorageOp.WRITE, 2, 2, 9, b), Command(StorageOp.WRITE, 7, 1, 10, a[:512])]
+    check(batch, await initiator.run(batch), [(9, OK), (10, OK)], {})
+    assert _sector(backend.durable, 2) == b[:512] and _sector(backend.durable, 7) == a[:512]
+    assert backend.volatile == [6], "writethrough left its sectors cached, or flushed others"
+    assert backend.power_loss() == [6]
+    assert _sector(backend.image, 6) == bytes(SECTOR_BYTES)
+
+
+@cocotb.test()
+@cocotb.parametrize(stalls=[False, True])
+async def write_cache_random(dut, stalls):
+    """Random batches of commands, each in a random cache mode (the level set between
+    batches), with random power losses between them: ``image``, ``durable`` and the cached
+    sectors always agree with the reference; reads return what the reference image holds."""
+    rng = random.Random(seed_from_env(dut._log.info))
+    sectors = 16
+    stall = 0.3 if stalls else 0.0
+    backend, initiator = await setup(dut, sectors, stall, rng)
+    ref = CacheReference(sectors)
+    lost = 0
+    for k in range(12):
+        writeback = rng.random() < 0.7
+        dut.storage__writeback.value = int(writeback)
+        cmds = [random_command(rng, 10 * k + t, sectors) for t in range(10)]
+        cmds.append(Command(StorageOp.READ, 0, sectors, 255))
+        statuses, _, _ = reference(cmds, sectors)      # the statuses do not depend on data
+        seen = await initiator.run(cmds)
+        assert [(p.tag, p.status) for _, p in seen["cpl"]] == statuses
+        ref.apply(cmds, statuses, writeback)
+        whole = b"".join(int(p.data).to_bytes(WIDTH // 8, "little")
+                         for _, p in seen["rdata"][-sectors * SECTOR_BYTES * 8 // WIDTH:])
+        assert whole == ref.image, f"batch {k}: the final read differs from the reference"
+        check_cache(backend, ref, f"batch {k}")
+        if rng.random() < 0.3:
+            assert backend.power_loss() == ref.power_loss()
+            lost += 1
+            check_cache(backend, ref, f"power loss after batch {k}")
+    dut._log.info(f"12 batches, {lost} power losses, {backend.cached} writes cached, "
+                  f"{backend.lost} sectors lost")
+
+
+@cocotb.test()
+async def eviction(dut):
+    """``evict_prob`` 1: after every command one cached sector is written back early; the
+    sector is then durable and no longer cached, and ``image`` does not change."""
+    rng = random.Random(seed_from_env(dut._log.info))
+    sectors = 8
+    backend, initiator = await setup(dut, sectors, 0.0, rng, evict_prob=1.0)
+    dut.storage__writeback.value = 1
+    data = rng.randbytes(4 * SECTOR_BYTES)
+    batch = [Command(StorageOp.WRITE, 0, 4, 1, data)]
+    check(batch, await initiator.run(batch), [(1, OK)], {})
+    assert len(backend.volatile) == 3 and backend.evicted == 1
+    (s,) = set(range(4)) - set(backend.volatile)
+    assert _sector(backend.durable, s) == data[s * SECTOR_BYTES:(s + 1) * SECTOR_BYTES]
+    batch = [Command(StorageOp.READ, 0, 4, 2)] * 3
+    check(batch, await initiator.run(batch), [(2, OK)] * 3, {0: data, 1: data, 2: data})
+    assert backend.volatile == [] and backend.evicted == 4 and backend.durable == backend.image
+
+
+@cocotb.test()
+async def fixed_cache_mode(dut):
+    """``cache="writeback"`` caches whatever the port says; ``close()`` is an orderly
+    shutdown that makes the cache durable."""
+    rng = random.Random(seed_from_env(dut._log.info))
+    sectors = 4
+    backend, initiator = await setup(dut, sectors, 0.0, rng, cache="writeback")
+    dut.storage__writeback.value = 0
+    data = rng.randbytes(SECTOR_BYTES)
+    batch = [Command(StorageOp.WRITE, 1, 1, 1, data)]
+    check(batch, await initiator.run(batch), [(1, OK)], {})
+    assert backend.volatile == [1]
+    backend.close()
+    assert backend.volatile == [] and _sector(backend.durable, 1) == data

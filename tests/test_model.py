@@ -45,6 +45,7 @@ ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK = 1, 2, 4, 8
 # [VIRTIO-1.2 2.2, 5.2.3, 6] Feature bits.
 F_SIZE_MAX, F_SEG_MAX, F_RO, F_BLK_SIZE, F_FLUSH, F_CONFIG_WCE, F_MQ = 1, 2, 5, 6, 9, 11, 12
 F_INDIRECT_DESC, F_EVENT_IDX, F_VERSION_1, F_RING_PACKED = 28, 29, 32, 34
+F_LIFETIME = 15
 
 NO_VECTOR = 0xffff
 
@@ -277,6 +278,11 @@ NO_MQ = DEFAULT_FEATURES & ~bit(F_MQ)
      "notify_off_multiplier must be 0 or an even power of two up to 512 [VIRTIO-1.2 4.1.4.4]"),
     (dict(num_queues=16, notify_off_multiplier=512),
      "the notify region does not fit its 4 KiB window"),
+    (dict(features=DEFAULT_FEATURES & ~bit(F_FLUSH)),
+     "features with VIRTIO_BLK_F_CONFIG_WCE must include VIRTIO_BLK_F_FLUSH "
+     "[VIRTIO-1.2 5.2.5.2]"),
+    (dict(writeback=2), "writeback must be 0 (writethrough) or 1 (writeback), not 2"),
+    (dict(writeback=True), "writeback must be 0 (writethrough) or 1 (writeback), not True"),
 ])
 def test_params_rejected(kwargs, message):
     with pytest.raises(ValueError, match=exactly(message)):
@@ -516,6 +522,107 @@ def test_device_config(variant):
     assert h.read(dev + 0x30) == p.max_write_zeroes_sectors
 
 
+# -- the cache mode: writeback [VIRTIO-1.2 5.2.5] -------------------------------------------------
+
+WRITEBACK = 0x20     # struct virtio_blk_config.writeback [VIRTIO-1.2 5.2.4]
+
+
+def writeback(h):
+    return h.read(h.virtio_caps()[DEVICE_CFG]["offset"] + WRITEBACK, 1)
+
+
+def set_writeback(h, value):
+    h.write(h.virtio_caps()[DEVICE_CFG]["offset"] + WRITEBACK, value, 1)
+
+
+BASE = bit(F_VERSION_1)
+
+
+@pytest.mark.parametrize("accepted, mode", [
+    (BASE, 0),                                            # [5.2.6.2] no FLUSH: writethrough
+    (BASE | bit(F_FLUSH), 1),                             # [5.2.5.1] FLUSH alone: writeback
+    (BASE | bit(F_FLUSH) | bit(F_CONFIG_WCE), 1),         # the reset value, writeback
+    (DEFAULT_FEATURES, 1),
+], ids=rm.feature_names)
+def test_cache_mode_follows_the_features(accepted, mode):
+    # [VIRTIO-1.2 5.2.5] The actual mode can be read in writeback after feature negotiation;
+    # the storage port carries the same value (VirtioBlkModel.writeback).
+    h = Host()
+    assert h.negotiate(accepted) & FEATURES_OK
+    assert writeback(h) == mode == h.dev.writeback
+
+
+def test_cache_mode_without_flush_is_writethrough():
+    # [VIRTIO-1.2 5.2.5.2] With CONFIG_WCE but not FLUSH the device MUST initialize writeback
+    # to 0; the driver could never flush, so it stays 0 whatever is written.
+    h = Host()
+    assert h.negotiate(BASE | bit(F_CONFIG_WCE)) & FEATURES_OK
+    assert writeback(h) == 0 == h.dev.writeback
+    set_writeback(h, 1)
+    assert writeback(h) == 0 == h.dev.writeback
+
+
+def test_cache_mode_is_zero_before_features_ok():
+    # [VIRTIO-1.2 5.2.5.1] The driver MUST NOT read writeback before FEATURES_OK; it reads 0
+    # then, and a write is ignored.
+    h = Host()
+    h.set(DEVICE_STATUS, ACKNOWLEDGE | DRIVER)
+    h.write_driver_features(DEFAULT_FEATURES)
+    assert writeback(h) == 0
+    set_writeback(h, 0)
+    h.set(DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK)
+    assert writeback(h) == 1, "a write before FEATURES_OK changed the mode"
+
+
+def test_cache_mode_set_by_the_driver():
+    # [VIRTIO-1.2 5.2.5] With CONFIG_WCE the cache mode is set through writeback: 0
+    # writethrough, 1 writeback. Other values are ignored (a choice, see model/device.py);
+    # the other bytes of the DW are read-only.
+    h = Host()
+    dev = h.virtio_caps()[DEVICE_CFG]["offset"]
+    assert h.negotiate(DEFAULT_FEATURES) & FEATURES_OK
+    before = h.read(dev + WRITEBACK)
+    set_writeback(h, 0)
+    assert writeback(h) == 0 == h.dev.writeback
+    for junk in (2, 0x81, 0xff):
+        set_writeback(h, junk)
+        assert writeback(h) == 0, f"a write of {junk:#x} changed the mode"
+    set_writeback(h, 1)
+    assert writeback(h) == 1 == h.dev.writeback
+    # A 4-byte write: byte 0 sets the mode, unused0 and num_queues stay as they were.
+    h.write(dev + WRITEBACK, 0xffff_ff00)
+    assert h.read(dev + WRITEBACK) == before & ~0xff
+    # A write to num_queues' lanes alone leaves the mode.
+    h.write(dev + 0x22, 0, 2)
+    assert h.read(dev + WRITEBACK) == before & ~0xff
+    set_writeback(h, 1)
+    # [VIRTIO-1.2 5.2.5] The mode after reset may be either; here it is writeback again.
+    h.set(DEVICE_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
+    set_writeback(h, 0)
+    assert h.negotiate(DEFAULT_FEATURES) & FEATURES_OK
+    assert writeback(h) == 1 == h.dev.writeback
+
+
+def test_cache_mode_read_only_without_config_wce():
+    # Without CONFIG_WCE the field does not exist for the driver [VIRTIO-1.2 5.2.4]: writes
+    # are ignored; it reads the mode in force.
+    h = Host()
+    assert h.negotiate(BASE | bit(F_FLUSH)) & FEATURES_OK
+    set_writeback(h, 0)
+    assert writeback(h) == 1 == h.dev.writeback
+
+
+def test_cache_mode_reset_value_is_a_parameter():
+    h = Host(DeviceParams(writeback=0))
+    assert h.negotiate(DEFAULT_FEATURES) & FEATURES_OK
+    assert writeback(h) == 0
+    set_writeback(h, 1)
+    assert writeback(h) == 1
+    h.set(DEVICE_STATUS, 0)
+    assert h.negotiate(DEFAULT_FEATURES) & FEATURES_OK
+    assert writeback(h) == 0
+
+
 # -- feature negotiation ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -556,7 +663,7 @@ def test_features_ok_read_only_feature():
 
 @pytest.mark.parametrize("accepted", [
     bit(F_VERSION_1) | bit(F_RO),             # RO is not offered by a writable disk
-    bit(F_VERSION_1) | bit(F_CONFIG_WCE),
+    bit(F_VERSION_1) | bit(F_LIFETIME),
     bit(F_VERSION_1) | bit(F_RING_PACKED),
     bit(F_VERSION_1) | bit(63),
     DEFAULT_FEATURES | bit(F_RO),

@@ -9,7 +9,7 @@ all four streams.
 import random
 
 import pytest
-from amaranth.lib import data
+from amaranth.lib import data, wiring
 from amaranth.sim import Simulator
 
 from rtl.ramdisk import RamDisk
@@ -88,9 +88,11 @@ def random_command(rng, tag, sectors):
     return Command(op, sector, count, tag, data)
 
 
-def run(cmds, sectors=SECTORS, width=64, stall=0.0, idle=0.0, rng=None, tail=30):
+def run(cmds, sectors=SECTORS, width=64, stall=0.0, idle=0.0, rng=None, tail=30,
+        toggle_writeback=False):
     """Simulate ``cmds`` through a RamDisk; returns the transfers seen on the four streams, as
-    (edge number, payload) lists, with a monitor that samples every handshake at the edge."""
+    (edge number, payload) lists, with a monitor that samples every handshake at the edge.
+    ``toggle_writeback`` flips the cache mode level at random."""
     rng = rng or random.Random(0)
     dut = RamDisk(sectors, width)
     port = dut.storage
@@ -156,7 +158,16 @@ def run(cmds, sectors=SECTORS, width=64, stall=0.0, idle=0.0, rng=None, tail=30)
         assert not ctx.get(port.cpl.valid), "a completion too many"
         assert not ctx.get(port.rdata.valid), "rdata valid after the last completion"
 
+    async def writeback(ctx):
+        local = random.Random(rng.randrange(1 << 32))
+        while True:
+            ctx.set(port.writeback, local.random() < 0.5)
+            for _ in range(local.randrange(1, 20)):
+                await ctx.tick()
+
     sim.add_testbench(monitor, background=True)
+    if toggle_writeback:
+        sim.add_testbench(writeback, background=True)
     sim.add_testbench(commands)
     sim.add_testbench(wdata)
     sim.add_testbench(rdata)
@@ -210,6 +221,19 @@ def test_random_commands(stalls):
     cmds.append(readback(SECTORS))      # the whole disk, so every byte is checked at the end
     stall, idle = (0.3, 0.3) if stalls else (0.0, 0.0)
     seen = run(cmds, stall=stall, idle=idle, rng=rng)
+    check(cmds, seen)
+
+
+def test_writeback_level_is_ignored():
+    """The port's cache mode level (``storage.writeback``) is an input the RAM disk does not
+    look at: with it flipping at random, every command still does what the reference says
+    (a RAM disk is writethrough whatever the driver chose [VIRTIO-1.2 5.2.5])."""
+    port = RamDisk(SECTORS).signature.members["storage"]
+    assert port.flow == wiring.In and "writeback" in port.signature.members
+    rng = random.Random(seed_from_env())
+    cmds = [random_command(rng, tag, SECTORS) for tag in range(40)]
+    cmds.append(readback(SECTORS))
+    seen = run(cmds, stall=0.2, idle=0.2, rng=rng, toggle_writeback=True)
     check(cmds, seen)
 
 

@@ -264,3 +264,52 @@ def test_no_msix_build_has_no_msix_ports():
         await read(ctx, dut, model, rm.COMMON_OFFSET + rm.CC_MSIX_CONFIG)
         await read(ctx, dut, model, rm.MSIX_PBA_OFFSET)
     run(p, bench)
+
+
+@pytest.mark.parametrize("features", [
+    rm.VIRTIO_BLK_F_FLUSH, rm.VIRTIO_BLK_F_CONFIG_WCE, None, "both"])
+def test_writeback_field_and_port(features):
+    """[VIRTIO-1.2 5.2.5] The cache mode: the ``writeback`` byte of struct virtio_blk_config
+    and the ``writeback`` port agree with the model through negotiation, driver writes (0, 1,
+    other values, other lanes) and a device reset; it counts only with FEATURES_OK."""
+    p = DeviceParams()
+    bits = 1 << rm.VIRTIO_F_VERSION_1
+    if features == "both":
+        bits |= 1 << rm.VIRTIO_BLK_F_FLUSH | 1 << rm.VIRTIO_BLK_F_CONFIG_WCE
+    elif features is not None:
+        bits |= 1 << features
+    status_dw = rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS & ~3
+    field = rm.DEVICE_OFFSET + rm.BLK_CFG_WRITEBACK
+
+    async def bench(ctx, dut, model):
+        def check():
+            assert ctx.get(dut.writeback) == model.writeback, \
+                f"port {ctx.get(dut.writeback)}, model {model.writeback}"
+
+        async def negotiate():
+            await write(ctx, dut, model, status_dw, 0x3, 0x1)
+            for sel in (0, 1):
+                await write(ctx, dut, model, rm.CC_DRIVER_FEATURE_SELECT, sel, 0xf)
+                await write(ctx, dut, model, rm.CC_DRIVER_FEATURE, bits >> 32 * sel & 0xffffffff,
+                            0xf)
+                check()
+                await read(ctx, dut, model, field)
+            await write(ctx, dut, model, status_dw, 0xb, 0x1)
+            check()
+            await read(ctx, dut, model, field)
+
+        await negotiate()
+        for value, be in ((0, 0x1), (1, 0x1), (2, 0x1), (0x100, 0x2), (0xffff_ff00, 0xf),
+                          (0, 0xe), (0x80, 0x1), (1, 0xf), (0, 0xf)):
+            await write(ctx, dut, model, field, value, be)
+            check()
+            await read(ctx, dut, model, field)
+            await read(ctx, dut, model, field, be=0x1)
+        # [VIRTIO-1.2 4.1.4.3.1] A device reset brings the mode back to its reset value.
+        await write(ctx, dut, model, status_dw, 0, 0x1)
+        await ctx.tick()            # the reset finishes in the cycle after (data path idle)
+        check()
+        await negotiate()
+        await read(ctx, dut, model, field)
+        check()
+    run(p, bench)
