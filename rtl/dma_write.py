@@ -240,8 +240,7 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Drop-Data"):
                 with m.If(in_left == 0):
-                    # Bytes taken in for TLPs that will not be sent go too.
-                    m.d.sync += [drop.eq(0), count.eq(0), buf.eq(0)]
+                    m.d.sync += drop.eq(0)
                     m.next = "Send-Status"
 
             with m.State("Plan-TLP"):
@@ -291,10 +290,14 @@ class DmaWriteEngine(wiring.Component):
                             m.next = "Send-Status"
                         with m.Elif(~self.bus_master):
                             # Bus Master Enable went clear (or an FLR came) during the
-                            # command: no further TLP [PCI-3.0 6.2.2]; the rest is dropped.
+                            # command: no further TLP [PCI-3.0 6.2.2]; the rest is dropped,
+                            # the bytes already buffered for it first (a full buffer would
+                            # take no more data, and Drop-Data would wait forever).
                             m.d.sync += [
                                 drop.eq(1),
                                 error.eq(DmaError.BUS_MASTER_DISABLED),
+                                count.eq(0),
+                                buf.eq(0),
                             ]
                             m.next = "Drop-Data"
                         with m.Else():

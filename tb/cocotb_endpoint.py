@@ -9,6 +9,7 @@ so each test below checks the model agreement on top of what it asserts itself.
 import os
 
 import cocotb
+from cocotb.triggers import ClockCycles
 from cocotbext.pcie.core.tlp import Tlp, TlpType, CplStatus
 from cocotbext.pcie.core.utils import PcieId
 
@@ -242,6 +243,18 @@ async def random_access(dut, stalls):
 
     counts = {"cfg_read": 0, "cfg_write": 0, "mem_read": 0, "mem_write": 0, "outside": 0}
     flr_byte = rm.find_cap(tb.params, "pcie").offset + 8 + 1   # Device Control, bits 15:8
+
+    async def settle():
+        # [VIRTIO-1.2 4.1.4.3.2] After a write of 0 to device_status a driver waits until it
+        # reads 0 before touching the device again (until then the DUT may still be draining;
+        # the model resets at once). So does this test.
+        if not tb.scoreboard.resetting:
+            return
+        await ClockCycles(dut.clk, 100)
+        if tb.model.memory_enabled and tb.model.power_state == 0:
+            cpl = await tb.mem_read(base + cc + rm.CC_DEVICE_STATUS, 1)
+            assert not tb.scoreboard.resetting, \
+                f"device_status still not 0 100 cycles after a reset: {cpl!r}"
     offered = p.offered_features
 
     def random_features():
@@ -290,6 +303,7 @@ async def random_access(dut, stalls):
                     value &= ~(rm.DEVCTL_INITIATE_FLR >> 8 << 8 * (flr_byte - off))
                 await pci.config_write(off, (value & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
                 counts["cfg_write"] += 1
+                await settle()
             continue
         if not tb.model.memory_enabled and rng.random() < 0.8:
             await pci.config_write_word(0x04, rm.CMD_MEMORY_SPACE | rm.CMD_BUS_MASTER)
@@ -319,6 +333,7 @@ async def random_access(dut, stalls):
             await tb.mem_write(addr, (value & ((1 << 8 * size) - 1)).to_bytes(size, "little"),
                                inject=outside)
             counts["mem_write"] += 1
+        await settle()
     # Everything the model holds must read back the same at the end.
     for off in range(0, 0x100, 4):
         await pci.config_read_dword(off)

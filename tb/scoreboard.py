@@ -331,6 +331,12 @@ class Scoreboard:
             self.pending[key] = exp
 
     @property
+    def resetting(self):
+        """A device reset has been requested and the DUT has not yet been seen to finish it
+        (``device_status`` may still read its old value)."""
+        return self._draining_dw is not None
+
+    @property
     def _devctl_dw(self):
         return rm.find_cap(self.model.p, "pcie").offset // 4 + 2
 
