@@ -174,7 +174,7 @@ async def flush_durability(dut, stalls):
     await _switch(bt, drv, 0xff, 1)     # ignored
 
     # -- 2. writeback mode: random writes and FLUSHes -----------------------------------------
-    n = _env_int("FLUSH_WRITES", 60)
+    n = _env_int("FLUSH_WRITES", 24 if cocotb.SIM_NAME.lower().startswith("icarus") else 60)
     max_depth = rng.choice([1, 4, 8, 16, 32])
     flush_every = rng.randrange(3, 10)
     loss_flush = rng.randint(1, max(1, n // flush_every))      # power loss after this FLUSH
