@@ -19,7 +19,7 @@ the specs leave a choice open, the choice is written down here and in ``docs/reg
 * ``queue_enable`` becomes 1 on a write with bit 0 set; writes of 0 are ignored, the driver MUST
   NOT write 0 [VIRTIO-1.2 4.1.4.3.2]. It is refused, and DEVICE_NEEDS_RESET set (when the
   status is not 0), if the queue size is not a power of two up to the maximum or a ring is
-  misaligned (descriptor table 16, available ring 2, used ring 4 [VIRTIO-1.2 2.7.1]).
+  misaligned (descriptor table 16, available ring 2, used ring 4 [VIRTIO-1.2 2.7]).
 * ``queue_size``, ``queue_desc``, ``queue_driver`` and ``queue_device`` of an enabled queue
   ignore writes (the queue is configured before it is enabled [VIRTIO-1.2 4.1.4.3.2]).
 * ``device_status`` bits are never cleared by a write other than 0 (the driver MUST NOT clear a
@@ -135,6 +135,8 @@ class VirtioBlkModel:
         self.queue_select = 0
         self.queues = [QueueState(self.p.max_queue_size) for _ in range(self.p.num_queues)]
         self.isr = 0
+        # [VIRTIO-1.2 2.4.1] No notification after the reset: pending MSI-X messages go.
+        self.msix_pba = 0
         self.blk.reset()
 
     # -- request processing -------------------------------------------------------------------
@@ -536,7 +538,7 @@ class VirtioBlkModel:
                     setattr(q, name, (old & ~(0xffffffff << shift)) | word << shift)
 
     def _queue_valid(self, q):
-        """[VIRTIO-1.2 2.7, 2.7.1, 4.1.4.3.2] A power-of-two size up to the maximum, and the
+        """[VIRTIO-1.2 2.7, 4.1.4.3.2] A power-of-two size up to the maximum, and the
         rings at their alignments: descriptor table 16, available ring 2, used ring 4."""
         return (0 < q.size <= self.p.max_queue_size and q.size & (q.size - 1) == 0 and
                 q.desc % 16 == 0 and q.driver % 2 == 0 and q.device % 4 == 0)

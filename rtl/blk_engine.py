@@ -470,17 +470,26 @@ class BlkEngine(wiring.Component):
         serial_n = Signal(range(21))
         serial_k = Signal(range(4))
 
-        # [VIRTIO-1.2 2.4.2] On a reset the engine stops at the next state that would start
+        # [VIRTIO-1.2 2.4.1] On a reset the engine stops at the next state that would start
         # something new (a ring access, a storage command, an interrupt) and drains what is in
         # flight. A data transfer under way (header, segment, IN/OUT data, ID) runs to its end
         # first: the realigners and the back-end see whole frames, and the DMA engines get
         # every data beat of the commands they took. The reset finishes only after that.
         ring_write_idle = ~wr_cmd_done & ~wr_beat_done
+        # A stream that showed valid without ready in the last cycle must keep it until the
+        # transfer: the state finishes that handshake before it may give way to the reset.
+        offered = Signal()
+        m.d.sync += offered.eq(
+            (self.storage.cmd.valid & ~self.storage.cmd.ready) |
+            (self.rd_cmd.valid & ~self.rd_cmd.ready) |
+            (self.wr_cmd.valid & ~self.wr_cmd.ready) |
+            (self.wr_data.valid & ~self.wr_data.ready) |
+            (self.irq.valid & ~self.irq.ready))
 
         @contextmanager
         def state(name, abortable=1):
             with m.State(name):
-                with m.If(self.reset_req & abortable):
+                with m.If(self.reset_req & abortable & ~offered):
                     m.next = "Reset-Drain"
                 with m.Else():
                     yield

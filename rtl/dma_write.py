@@ -63,7 +63,8 @@ class DmaWriteEngine(wiring.Component):
         transfer is in lane ``k % 8`` of beat ``k // 8``.
     status : stream.Signature(DmaStatus), out
         One per command, in command order, after its last TLP has been taken by ``tx``:
-        ``OK``, or ``BUS_MASTER_DISABLED`` if nothing was sent.
+        ``OK``, or ``BUS_MASTER_DISABLED`` if Bus Master Enable was clear at the start of the
+        command or went clear during it (then only the TLPs before that were sent).
     tx : TlpStreamSignature(data_width), out
         Memory Write requests (TC 0, no attributes, tag 0) to the link.
     bus_master : Signal(1), in

@@ -88,6 +88,9 @@ class InterruptController(wiring.Component):
         No request being routed and no message being sent: a device reset may finish.
     flr : Signal(1), in
         Function Level Reset: clears every pending bit [PCIe-3.0 6.6.2].
+    clear_pending : Signal(1), in
+        A device reset finishes: pending notifications are dropped, so none reaches the driver
+        after ``device_status`` reads 0 [VIRTIO-1.2 2.4.1] (QEMU clears them too).
 
     Raises
     ------
@@ -110,6 +113,7 @@ class InterruptController(wiring.Component):
             "isr_set":       Out(2),
             "idle":          Out(1),
             "flr":           In(1),
+            "clear_pending": In(1),
         }
         if nv:
             ports.update({
@@ -283,6 +287,6 @@ class InterruptController(wiring.Component):
                     m.d.sync += pending.bit_select(vector, 1).eq(0)
                     m.next = "Take-Request"
 
-        with m.If(self.flr):
+        with m.If(self.flr | self.clear_pending):
             m.d.sync += pending.eq(0)
         return m

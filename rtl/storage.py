@@ -31,9 +31,9 @@ it when it takes a command:
   ``FLUSH`` [VIRTIO-1.2 5.2.6.2: a write becomes stable once a FLUSH sent after its completion
   has completed], or earlier if the back-end writes it back by itself.
 
-A back-end without a volatile cache (:class:`rtl.ramdisk.RamDisk`) ignores it. The level
-changes only between requests, and only as the driver sets the mode or resets the device;
-what a back-end cached before a change to 0 still waits for a ``FLUSH``.
+A back-end without a volatile cache (:class:`rtl.ramdisk.RamDisk`) ignores it. It changes
+when the driver sets the mode or resets the device, at any time, so a back-end samples it when
+it takes a command; what it cached before a change to 0 still waits for a ``FLUSH``.
 """
 
 from amaranth.hdl import unsigned

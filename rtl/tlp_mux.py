@@ -62,7 +62,13 @@ class TlpArbiter(wiring.Component):
             for g in range(n):
                 with m.If((grant == g) & self.i[(g + k) % n].valid):
                     m.d.comb += pick.eq((g + k) % n)
-        sel = Mux(locked, grant, pick)
+        # A first beat shown and not yet taken stays: the stream's payload holds until the
+        # transfer, and the BusMasterGate's verdict on it with it.
+        shown = Signal()
+        sel = Mux(locked | shown, grant, pick)
+        m.d.sync += shown.eq(self.o.valid & ~self.o.ready)
+        with m.If(self.o.valid & ~self.o.ready):
+            m.d.sync += grant.eq(sel)
 
         with m.Switch(sel):
             for k in range(n):
@@ -139,6 +145,8 @@ class BusMasterGate(wiring.Component):
     that configuration write, must see no request. A packet is judged on its ``first`` beat;
     one presented and not yet taken keeps its verdict, so ``o.valid`` never falls without a
     transfer. A dropped read is never answered: its requester's completion timer ends it.
+    Everything but a completion counts as a request here; the function sends no Messages
+    (which Bus Master Enable would not gate [PCIe-3.0 7.5.1.1]), so none is lost.
 
     Attributes
     ----------

@@ -142,12 +142,13 @@ class VirtioBlkEndpoint(wiring.Component):
             engine.driver_features.eq(regs.driver_features),
             engine.device_status.eq(regs.device_status),
             regs.needs_reset.eq(engine.needs_reset),
-            # [VIRTIO-1.2 4.1.4.3.2] A reset finishes (device_status reads 0) once the engine
+            # [VIRTIO-1.2 4.1.4.3.1] A reset finishes (device_status reads 0) once the engine
             # has drained and no interrupt is on its way.
             engine.reset_req.eq(regs.reset_req),
             regs.reset_ack.eq(engine.idle & irq.idle),
             regs.flr.eq(config.flr),
             irq.flr.eq(config.flr),
+            irq.clear_pending.eq(regs.reset_done),
         ]
 
         # -- interrupts --------------------------------------------------------------------------

@@ -75,6 +75,8 @@ class VirtioRegisters(wiring.Component):
         the reset finish: every register goes back to its reset value and ``device_status``
         reads 0 [VIRTIO-1.2 4.1.4.3.2: the driver waits for that]; until then it reads what it
         held.
+    reset_done : Signal(1), out
+        A pulse in the cycle the reset finishes.
     flr : Signal(1), in
         A pulse: Function Level Reset [PCIe-3.0 6.6.2]. Starts the same reset and clears the
         MSI-X table at once.
@@ -109,6 +111,7 @@ class VirtioRegisters(wiring.Component):
             "needs_reset":     In(1),
             "reset_req":       Out(1),
             "reset_ack":       In(1),
+            "reset_done":      Out(1),
             "flr":             In(1),
             "isr":             Out(8),
             "msix_config":     Out(16),
@@ -365,7 +368,7 @@ class VirtioRegisters(wiring.Component):
                             with m.If(sel_valid & bus.be[0] & w[0]):
                                 # [VIRTIO-1.2 2.7] A power-of-two size up to the maximum
                                 # [4.1.4.3.2], rings at their alignments (descriptor table 16,
-                                # available ring 2, used ring 4 [2.7.1 table]); otherwise the
+                                # available ring 2, used ring 4 [2.7, its table]); otherwise the
                                 # queue stays disabled and the device needs a reset [2.1.2].
                                 size = q_size[qs]
                                 with m.If((size != 0) & ((size & (size - 1)) == 0) &
@@ -447,13 +450,14 @@ class VirtioRegisters(wiring.Component):
         with m.If((self.needs_reset | bad_enable) & device_status.any()):
             m.d.sync += device_status[6].eq(1)
 
-        # [VIRTIO-1.2 2.4.2] The reset finishes once the data path has stopped: nothing of it
+        # [VIRTIO-1.2 2.4.1] The reset finishes once the data path has stopped: nothing of it
         # reaches the host after device_status reads 0.
         with m.If(reset_write | self.flr):
             m.d.sync += resetting.eq(1)
         m.d.comb += [
             self.reset_req.eq(resetting),
             virtio_reset.eq(resetting & self.reset_ack),
+            self.reset_done.eq(virtio_reset),
         ]
         if nv:
             # [PCIe-3.0 6.6.2] FLR returns the MSI-X table to its reset state: all masked.

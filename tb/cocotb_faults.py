@@ -28,19 +28,13 @@ from cocotb.triggers import ClockCycles
 
 from model import regmap as rm
 from .blk_bench import BlkTB
+from .cocotb_reset import _allowed
 
 
 SECTOR = rm.BLK_SECTOR_BYTES
 STALLS = [False, True]
 KINDS = ["ur", "ca", "poisoned", "timeout"]
 HALT_CYCLES = 500
-
-
-def _allowed(mem):
-    def check(addr, n, is_write):
-        return any(base <= addr and addr + max(n, 1) <= base + size
-                   for base, size in mem._allocs.items())
-    return check
 
 
 class _Target(enum.Enum):

@@ -61,10 +61,15 @@ async def _flr(bt):
     assert await pci.config_read_dword(0x04) & 0x7 == 0, \
         "Command (MSE, BME) not cleared by the FLR"
     await pci.capability_write_word(PciCapId.EXP, 0x08, devctl)
-    for off in (0x10, 0x14, 0x04):
+    for off in (0x10, 0x14):
         await pci.config_write_dword(off, saved[off])
+    # Memory Space only: Bus Master Enable stays clear until the virtio reset has finished
+    # (Linux's pci_reset_function disables the device around the FLR); the caller polls
+    # device_status, then restore_master() sets it again.
+    await pci.config_write_dword(0x04, saved[0x04] & ~rm.CMD_BUS_MASTER)
     # The MSI-X table went back to reset: the driver sets it up again.
     pci.msix_enabled = False
+    return saved[0x04]
 
 
 async def _reset_round(bt, rng, how, rnd, **init_kw):
@@ -96,8 +101,7 @@ async def _reset_round(bt, rng, how, rnd, **init_kw):
                 rnd, how, sum(not r.done for r in inflight), len(inflight), delay)
 
     t0 = bt.cycles()
-    if how == "flr":
-        await _flr(bt)
+    command = await _flr(bt) if how == "flr" else None
     polls = 0
     transport = drv.drv
     if how == "device_status":
@@ -107,6 +111,8 @@ async def _reset_round(bt, rng, how, rnd, **init_kw):
         assert bt.cycles() - t0 < RESET_BOUND_CYCLES, \
             f"device_status still not 0 {RESET_BOUND_CYCLES} cycles after the reset"
     took = bt.cycles() - t0
+    if command is not None:
+        await bt.tb.pci.config_write_dword(0x04, command)      # Bus Master Enable again
     counts = (sb.dma_reads, sb.dma_writes, sb.msi_writes)
     await ClockCycles(bt.dut.clk, 2000)
     assert (sb.dma_reads, sb.dma_writes, sb.msi_writes) == counts, \
@@ -148,7 +154,7 @@ async def _reset_round(bt, rng, how, rnd, **init_kw):
     bt.log.info("reset round %d: %d unfinished requests dropped, %d sectors of unfinished "
                 "writes not written", rnd, len(pending), torn)
     await bt.reinit(**init_kw)
-    return len(pending)
+    return len(inflight), len(pending)
 
 
 async def _reset_test(dut, stalls, how):
@@ -158,7 +164,7 @@ async def _reset_test(dut, stalls, how):
     bt.tb.scoreboard.dma_allowed = _allowed(bt.mem)
     dropped = 0
     for rnd in range(ROUNDS):
-        dropped += await _reset_round(bt, rng, how, rnd)
+        dropped += (await _reset_round(bt, rng, how, rnd))[1]
     # The device works after the last reset: a write and read back through it.
     data = rng.randbytes(8 * SECTOR)
     sector = rng.randrange(bt.params.capacity - 8)

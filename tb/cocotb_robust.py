@@ -657,7 +657,7 @@ async def _setup_until_queue(bt):
                     stalls=[False])
 async def bad_queue_enable(dut, case, stalls):
     """queue_enable with a size that is not a power of two up to the maximum, or a ring not at
-    its alignment [VIRTIO-1.2 2.7, 2.7.1, 4.1.4.3.2]: the queue stays disabled, the device sets
+    its alignment [VIRTIO-1.2 2.7, 4.1.4.3.2]: the queue stays disabled, the device sets
     DEVICE_NEEDS_RESET [VIRTIO-1.2 2.1.2], and a doorbell for it starts no DMA. A reset brings
     it back."""
     bt, fence = await _start(dut, stalls)
@@ -724,16 +724,27 @@ async def bad_register_phase(dut, case, stalls):
         assert status == 0x0f, f"device_status {status:#04x} after a write clearing bits"
     elif case.name == "features_after_ok":
         before = bt.drv.features
-        await t.common_write("driver_feature_select", 0)
-        await t.common_write("driver_feature", 0)
-        assert bt.model.driver_features == before
+        got = 0
+        for sel in (0, 1):
+            await t.common_write("driver_feature_select", sel)
+            await t.common_write("driver_feature", 0)
+            got |= await t.common_read("driver_feature") << 32 * sel
+        assert got == before == bt.model.driver_features, \
+            f"driver features {got:#x} after writes past FEATURES_OK, negotiated {before:#x}"
     else:
+        offered = bt.params.offered_features
         await t.common_write("num_queues", 7)
         await t.common_write("device_feature_select", 0)
         await t.common_write("device_feature", 0)
-        await t.common_write("queue_notify_off", 5)
+        await t.common_write("queue_select", 0)
+        notify_off = await t.common_read("queue_notify_off")
+        await t.common_write("queue_notify_off", notify_off + 5)
         await t.write(rm.VIRTIO_PCI_CAP_DEVICE_CFG, 0, 4, 0xffffffff)    # capacity is RO
         assert await t.common_read("num_queues") == bt.params.num_queues
+        assert await t.common_read("device_feature") == offered & 0xffffffff
+        assert await t.common_read("queue_notify_off") == notify_off
+        assert await t.read(rm.VIRTIO_PCI_CAP_DEVICE_CFG, 0, 4) == \
+            bt.params.capacity & 0xffffffff
     log.info("bad register write, %s: ignored; the device goes on", case.name)
     await _round_trip(bt)
     await bt.finish()

@@ -8,6 +8,7 @@ build. The runs append one JSON line each to ``build/fuzz/<tag>.jsonl``.
 
 import json
 import os
+import queue
 import random
 import subprocess
 import sys
@@ -50,13 +51,20 @@ def campaign(seeds, sim="verilator", episodes=24, base=None, jobs=1, name="fuzz"
            f"(replay one with SEED=<seed> FUZZ_EPISODES={episodes})")
     seeds_list = [(base + i) & 0xffffffff for i in range(seeds)]
     failed_runs = []
+    # Each simulator build directory serves one run at a time.
+    free_tags = queue.Queue()
+    for k in range(jobs):
+        free_tags.put(f"{name}{k}")
 
-    def task(k_seed):
-        k, seed = k_seed
-        return _one(sim, seed, episodes, out, f"{name}{k % jobs}")
+    def task(seed):
+        tag = free_tags.get()
+        try:
+            return _one(sim, seed, episodes, out, tag)
+        finally:
+            free_tags.put(tag)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for seed, code, log in pool.map(task, enumerate(seeds_list)):
+        for seed, code, log in pool.map(task, seeds_list):
             if code:
                 failed_runs.append((seed, log))
             print_(f"fuzz: seed {seed}: {'FAIL' if code else 'ok'} ({log.name})")
@@ -64,12 +72,13 @@ def campaign(seeds, sim="verilator", episodes=24, base=None, jobs=1, name="fuzz"
         if out.exists() else []
     totals = {f: sum(r[f] for r in records) for f in FIELDS}
     violations = sum(r["violations"] for r in records)
-    # A run that died without a record (a crash, a build failure) is a violation too.
-    missing = 2 * seeds - len(records)
+    # A run that failed without a record of it (a crash, a build failure) counts too.
     for seed, log in failed_runs:
         if not any(r["seed"] == seed and r["violations"] for r in records):
             violations += 1
-    violations += max(0, missing) if not failed_runs else 0
+    passed = {r["seed"] for r in records}
+    violations += sum(1 for seed in seeds_list
+                      if seed not in passed and seed not in dict(failed_runs))
     for r in records:
         if r["violations"]:
             print_(f"fuzz: seed {r['seed']} stalls={r['stalls']}: {r['violations']} "
