@@ -284,7 +284,12 @@ async def data_integrity(dut, stalls):
                         f"data read back at sector {s} ({layout_kind} layout) differs"
 
     await sweep(True, "random")
-    for kind in ("simple", "pages", "random"):
+    kinds = ("simple", "pages", "random")
+    if cocotb.SIM_NAME.lower().startswith("icarus"):
+        # A quarter of Verilator's speed: one read-back layout per run on Icarus (the random
+        # one with stalls, the Linux-like one without), all three on Verilator.
+        kinds = ("random",) if stalls else ("pages",)
+    for kind in kinds:
         await sweep(False, kind)
         bt.log.info("whole disk (%d KiB) read back through %s layouts: every byte matches",
                     p.capacity // 2, kind)

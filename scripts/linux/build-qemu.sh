@@ -80,7 +80,7 @@ if [ ! -f "$tree/build/build.ninja" ]; then
 	mkdir -p "$tree/build"
 	(cd "$tree/build" && ../configure --target-list=x86_64-softmmu --without-default-features \
 		--enable-kvm --enable-multiprocess --enable-fdt=system \
-		--disable-docs --disable-werror --disable-install-blobs \
+		--disable-docs --disable-werror --disable-install-blobs --disable-debug-info \
 		--firmwarepath=/usr/share/qemu:/usr/share/seabios > "$out/configure.log" 2>&1) || {
 		echo "error: configure failed, see $out/configure.log"; exit 1; }
 fi
