@@ -298,10 +298,12 @@ def _head_out_of_range(r, head):
 
 def _avail_idx_ahead(r, ahead):
     # A good chain in every ring entry, so a device that does not check would serve them.
+    # ``ahead`` counts from the device's last_avail_idx, the ring's idx while it is idle.
+    start = r.vq.avail_idx
     for k in range(r.size):
         r.mem.write16(r.vq.avail_addr + 4 + 2 * k, r.flush(indirect=True))
-    r.set_avail_idx(ahead)
-    return f"is more than {r.size} ahead of 0"
+    r.set_avail_idx(start + ahead)
+    return f"is more than {r.size} ahead of {start}"
 
 
 def _indirect_with_next(r, _):
