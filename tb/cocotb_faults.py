@@ -29,6 +29,7 @@ from cocotb.triggers import ClockCycles
 from model import regmap as rm
 from .blk_bench import BlkTB
 from .cocotb_reset import _allowed
+from .cocotb_robust import _round_trip as robust_round_trip
 
 
 SECTOR = rm.BLK_SECTOR_BYTES
@@ -62,11 +63,8 @@ def _arm(bt, kind, inside):
 
 
 async def _round_trip(bt, rng):
-    data = rng.randbytes(8 * SECTOR)
-    sector = rng.randrange(bt.params.capacity - 8)
-    assert await bt.drv.write(sector, data) == rm.VIRTIO_BLK_S_OK
-    status, got = await bt.drv.read(sector, 8)
-    assert status == rm.VIRTIO_BLK_S_OK and got == data, "read back after the fault differs"
+    """A write and read back at a random place (:func:`tb.cocotb_robust._round_trip`)."""
+    await robust_round_trip(bt, sector=rng.randrange(bt.params.capacity - 8))
 
 
 async def _buffer_fault(bt, kind, rng):
