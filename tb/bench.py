@@ -39,6 +39,16 @@ PEER_ID = PcieId(0, 2, 0)
 CLOCK_NS = 4
 
 
+async def reset_dut(dut, model, scoreboard):
+    """Fundamental reset: ``rst`` for 8 cycles; the model and the scoreboard start over."""
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 8)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    model.power_on_reset()
+    scoreboard.reset()
+
+
 class TB:
     """One DUT, one RootComplex, one model.
 
@@ -84,12 +94,7 @@ class TB:
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 8)
-        self.dut.rst.value = 0
-        await ClockCycles(self.dut.clk, 2)
-        self.model.power_on_reset()
-        self.scoreboard.reset()
+        await reset_dut(self.dut, self.model, self.scoreboard)
 
     async def start(self, enable=True):
         """Reset, enumerate, and (like Linux's pci_enable_device + pci_set_master) enable

@@ -24,14 +24,19 @@ def run(params, bench):
     sim.run()
 
 
-async def write(ctx, dut, model, offset, value, be):
-    model.bar_write_dw(offset // 4, value, be)
+async def raw_write(ctx, dut, offset, value, be):
+    """A BAR0 write of the DUT alone (the model does not see it)."""
     ctx.set(dut.bus.addr, offset // 4)
     ctx.set(dut.bus.be, be)
     ctx.set(dut.bus.w_data, value)
     ctx.set(dut.bus.w_stb, 1)
     await ctx.tick()
     ctx.set(dut.bus.w_stb, 0)
+
+
+async def write(ctx, dut, model, offset, value, be):
+    model.bar_write_dw(offset // 4, value, be)
+    await raw_write(ctx, dut, offset, value, be)
 
 
 async def read(ctx, dut, model, offset, be=0xf):
@@ -95,16 +100,6 @@ def test_isr_is_set_from_inside_and_cleared_by_reading():
         assert ctx.get(dut.isr) == 0
         assert await read(ctx, dut, model, rm.ISR_OFFSET) == 0
     run(p, bench)
-
-
-async def raw_write(ctx, dut, offset, value, be):
-    """A BAR0 write the model does not see (the reset handshake is the DUT's alone)."""
-    ctx.set(dut.bus.addr, offset // 4)
-    ctx.set(dut.bus.be, be)
-    ctx.set(dut.bus.w_data, value)
-    ctx.set(dut.bus.w_stb, 1)
-    await ctx.tick()
-    ctx.set(dut.bus.w_stb, 0)
 
 
 async def raw_read(ctx, dut, offset):

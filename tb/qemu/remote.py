@@ -34,7 +34,7 @@ from model.params import VARIANTS
 from model.device import VirtioBlkModel
 from ..shim import TlpShim, tlp_to_dws
 from ..scoreboard import Scoreboard, read_byte_count
-from ..bench import CLOCK_NS
+from ..bench import CLOCK_NS, reset_dut
 from ..seed import seed_from_env
 from .guest_ram import GuestMemory, UnmappedAccess
 from . import protocol as mp
@@ -213,12 +213,7 @@ class CosimTB:
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
 
     async def reset(self):
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 8)
-        self.dut.rst.value = 0
-        await ClockCycles(self.dut.clk, 2)
-        self.model.power_on_reset()
-        self.scoreboard.reset()
+        await reset_dut(self.dut, self.model, self.scoreboard)
 
     def next_tag(self):
         self._tag = (self._tag + 1) % 256
