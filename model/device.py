@@ -12,7 +12,11 @@ the specs leave a choice open, the choice is written down here and in ``docs/reg
   ([PCIe-3.0 2.3.1] allows CA for that).
 * Bytes of a field are written lane by lane, so a 4-byte write at ``device_status`` also writes
   ``queue_select``; a write of 0 to ``device_status`` resets the device and the other lanes of
-  that write are dropped.
+  that write are dropped, and so is the rest of its request (the second DW of a 2-DW write,
+  ``queue_size`` and ``queue_msix_vector``): the device presents 0 in ``device_status`` only
+  once the reset is done [VIRTIO-1.2 4.1.4.3.1], the RTL's when the data path has drained, and
+  the driver MUST wait for that before it reinitializes the device [VIRTIO-1.2 4.1.4.3.2]. In
+  the RTL, writes to the virtio registers before the reset has finished are lost.
 * ``driver_feature`` ignores writes once FEATURES_OK is set [VIRTIO-1.2 3.1.1 step 5].
 * ``msix_config``/``queue_msix_vector`` keep a vector only if it names an MSI-X table entry, and
   read NO_VECTOR otherwise (and always without MSI-X) [VIRTIO-1.2 4.1.5.1.2].
@@ -369,7 +373,11 @@ class VirtioBlkModel:
             return CA
         bes = [first_be] if length_dw == 1 else [first_be, last_be]
         for i, be in enumerate(bes):
-            self.bar_write_dw(off + i, int.from_bytes(data[4 * i:4 * i + 4], "little"), be)
+            if self.bar_write_dw(off + i, int.from_bytes(data[4 * i:4 * i + 4], "little"), be):
+                # [VIRTIO-1.2 4.1.4.3.2] The driver MUST wait for device_status to read 0
+                # before reinitializing the device: the rest of a request that reset it is
+                # written while the reset is under way, and dropped.
+                break
         return SC
 
     def message(self, code, poisoned=False):
@@ -458,11 +466,12 @@ class VirtioBlkModel:
         return 0
 
     def bar_write_dw(self, off, value, be=0xf):
-        """Write DW ``off`` of BAR0 with byte enables ``be``."""
+        """Write DW ``off`` of BAR0 with byte enables ``be``. Returns True if the write reset
+        the device (0 written to ``device_status``)."""
         region, local = divmod(off * 4, rm.REGION_SIZE)
         m = be_mask(be)
         if region == 0:
-            self._common_write(local, value, m)
+            return bool(self._common_write(local, value, m))
         elif region == 2 and local == rm.BLK_CFG_WRITEBACK:
             # [VIRTIO-1.2 5.2.5] With CONFIG_WCE the driver sets the cache mode: 0 writethrough,
             # 1 writeback; other values are ignored, and so is every write without CONFIG_WCE.
@@ -486,6 +495,7 @@ class VirtioBlkModel:
                 e.data = merge(e.data, value, m)
             else:
                 e.ctrl = merge(e.ctrl, value, m & 1)
+        return False
 
     def _common_write(self, local, value, m):
         q = self._selected_queue()
@@ -505,7 +515,7 @@ class VirtioBlkModel:
         elif local == rm.CC_DEVICE_STATUS:
             if m & 0xff and value & 0xff == 0:
                 self.virtio_reset()
-                return
+                return True
             if m & 0xffff0000:
                 self.queue_select = merge(self.queue_select << 16, value, m & 0xffff0000) >> 16
             if m & 0xff:

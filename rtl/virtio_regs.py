@@ -465,6 +465,11 @@ class VirtioRegisters(wiring.Component):
                 for i in range(nv):
                     m.d.sync += [mx_addr[i].eq(0), mx_data[i].eq(0), mx_ctrl[i].eq(1)]
 
+        # Coming after the write logic, the reset overrides any write in the cycle it finishes:
+        # a write to the virtio registers before the reset has finished is lost, such as the
+        # second DW of a request that wrote 0 to device_status (the completer issues it in the
+        # next cycle, with resetting set), as in the model. [VIRTIO-1.2 4.1.4.3.2] The driver
+        # MUST wait for device_status to read 0 before it reinitializes the device.
         with m.If(virtio_reset):
             m.d.sync += [
                 resetting.eq(reset_write | self.flr),

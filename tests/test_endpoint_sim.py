@@ -215,6 +215,30 @@ def test_d3hot_leaves_bar0_undecoded():
     run(p, bench)
 
 
+def test_reset_drops_the_rest_of_its_request():
+    """[VIRTIO-1.2 4.1.4.3.2] The driver MUST wait for device_status to read 0 before it
+    reinitializes the device: in a 2-DW write that writes 0 to device_status, the second DW
+    (queue_size, queue_msix_vector) comes while the reset is under way and is dropped. A later
+    write is taken. (Found by test_random_accesses_match_model with SEED=1950052242.)"""
+    p = DeviceParams()
+    status = BAR0 + rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS
+    size = BAR0 + rm.COMMON_OFFSET + rm.CC_QUEUE_SIZE
+    at_reset = (rm.VIRTIO_MSI_NO_VECTOR << 16 | p.max_queue_size).to_bytes(4, "little")
+
+    async def bench(h, model):
+        await enable_bar(h, model)
+        await h.mem_write(size, [8], 0x3)
+        await h.mem_write(status, [rm.STATUS_ACKNOWLEDGE], 0x1)
+        # device_status = 0, then queue_size = 1 and queue_msix_vector = 0 in one request.
+        await h.mem_write(status, [0, 0x0000_0001], 0xf, 0xf)
+        assert await h.mem_read(status, 1, 0x1) == bytes(4)
+        assert await h.mem_read(size, 1, 0xf) == at_reset
+        # Once device_status reads 0, the same write goes through.
+        await h.mem_write(size, [0x0000_0001], 0xf)
+        assert await h.mem_read(size, 1, 0xf) == (1).to_bytes(4, "little")
+    run(p, bench)
+
+
 # The shipped builds, and corners of the parameter space: one queue (a 1-bit queue index),
 # sixteen queues with notify addresses 2 bytes apart and a larger BAR0.
 RANDOM_PARAMS = {
