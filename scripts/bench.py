@@ -1,10 +1,10 @@
-"""``make bench``: run the benchmark grid of ``tb/bench_blk.py`` on a simulator, then write
+"""``make bench``: run the benchmark grid of ``tb/cocotb_bench.py`` on a simulator, then write
 ``build/bench/results.json`` and ``build/bench/throughput.png`` and print the table.
 
 ``python scripts/bench.py [--sim verilator|icarus] [--grid quick|full|smoke] [--out DIR]``
 (also ``python -m scripts.bench``). ``BENCH_GRID`` sets the default grid; ``SEED`` replays the
 random workloads; ``BENCH_BLOCKS``, ``BENCH_DEPTHS``, ``BENCH_WORKLOADS``, ``BENCH_REQUESTS``
-narrow a run (see ``tb/bench_blk.py``). Exits non-zero if the cocotb run failed or measured
+narrow a run (see ``tb/cocotb_bench.py``). Exits non-zero if the cocotb run failed or measured
 nothing.
 """
 
@@ -21,8 +21,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from model.params import VARIANTS                          # noqa: E402
-from tb.bench import CLOCK_NS                               # noqa: E402
-from tb.bench_blk import GRIDS, RECORD_FIELDS               # noqa: E402
+from tb.testbench import CLOCK_NS                               # noqa: E402
+from tb.cocotb_bench import GRIDS, RECORD_FIELDS               # noqa: E402
 from scripts.plot import throughput_figure                  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def read_records(path):
     Raises
     ------
     ValueError
-        If a line is not JSON or lacks one of :data:`tb.bench_blk.RECORD_FIELDS`.
+        If a line is not JSON or lacks one of :data:`tb.cocotb_bench.RECORD_FIELDS`.
     """
     records = []
     with open(path) as f:
@@ -61,13 +61,23 @@ def _size(n):
 def table(records):
     """The results as text lines, one per point."""
     lines = [f"{'workload':<10} {'block':>8} {'depth':>5} {'B/cycle':>8} {'MB/s':>7} "
-             f"{'req/cycle':>10} {'p50 cyc':>8} {'p99 cyc':>8} {'requests':>8}"]
+             f"{'req/cycle':>10} {'p50 cyc':>8} {'p99 cyc':>8} {'requests':>8} "
+             f"{'sim cyc/s':>9}"]
     for r in records:
         lines.append(f"{r['workload']:<10} {_size(r['block_size']):>8} {r['queue_depth']:>5} "
                      f"{r['bytes_per_cycle']:>8.3f} {r['mb_per_s']:>7.1f} "
                      f"{r['requests_per_cycle']:>10.3g} {r['latency_cycles_p50']:>8} "
-                     f"{r['latency_cycles_p99']:>8} {r['requests']:>8}")
+                     f"{r['latency_cycles_p99']:>8} {r['requests']:>8} "
+                     f"{r['sim_cycles_per_second']:>9}")
     return lines
+
+
+def speed_line(records, sim):
+    """``bench: simulation speed ...``: simulated cycles per wall second over all points."""
+    cycles = sum(r["cycles"] for r in records)
+    wall = sum(r["cycles"] / max(r["sim_cycles_per_second"], 1) for r in records)
+    return (f"bench: simulation speed {cycles / max(wall, 1e-9):,.0f} cycles per wall second "
+            f"on {sim} ({cycles:,} cycles measured)")
 
 
 def headline(records, peak):
@@ -106,7 +116,7 @@ def main(argv=None):
     if jsonl.exists():
         jsonl.unlink()
     t0 = time.monotonic()
-    tests, failed = run(args.sim, TOPLEVEL, tests=["bench"], modules=["tb.bench_blk"],
+    tests, failed = run(args.sim, TOPLEVEL, tests=["bench"], modules=["tb.cocotb_bench"],
                         extra_env={"SIM": args.sim, "BENCH_GRID": args.grid,
                                    "BENCH_OUT": str(jsonl)})
     elapsed = time.monotonic() - t0
@@ -124,6 +134,7 @@ def main(argv=None):
         print(f"wrote {out / 'results.json'} and {out / 'throughput.png'} "
               f"({len(records)} points, {elapsed:.0f} s)")
         print(headline(records, peak))
+        print(speed_line(records, args.sim))
     if failed or not tests or not records:
         print(f"bench: the cocotb run failed ({failed} of {tests} tests failed, "
               f"{len(records)} points measured)", file=sys.stderr)

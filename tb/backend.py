@@ -19,20 +19,15 @@ import logging
 import os
 import random
 
-import cocotb
 from cocotb.triggers import RisingEdge
 from amaranth.lib import data
 
+from .cycles import Agent, CycleLoop, Wire
 from rtl.storage import (SECTOR_BYTES, StorageOp, StorageStatus, StorageCommand,
                          StorageCompletion, StorageData)
 
 
 __all__ = ["StorageBackend"]
-
-
-def _high(signal):
-    """A 1-bit signal is 1 (an X or Z before the first clock edge counts as 0)."""
-    return str(signal.value) == "1"
 
 
 def _field(layout, name):
@@ -49,7 +44,7 @@ class _Command:
         return f"{self.name} tag={self.tag} sector={self.sector} count={self.count}"
 
 
-class StorageBackend:
+class StorageBackend(Agent):
     """Serves the DUT's storage port from a disk image, one command at a time, in order.
 
     * ``READ`` sends ``count * 4096 / data_width`` beats (``last`` on the final one), then the
@@ -85,8 +80,10 @@ class StorageBackend:
     ``wdata.ready`` are low in a cycle with probability p, and each ``rdata`` beat and
     completion is preceded by an idle cycle with probability p (repeatedly).
 
-    The whole loop awaits one rising edge per cycle: it samples the handshakes of the cycle that
-    ended at the edge, then drives the next cycle's values, like :class:`tb.shim.TlpShim`.
+    It is a :class:`tb.cycles.Agent`: at each rising edge while it has work, :meth:`step`
+    samples the handshakes of the cycle that ended at the edge, then drives the next cycle's
+    values, like :class:`tb.shim.TlpShim`; with no command under way, waiting or completing it
+    sleeps until ``cmd.valid`` rises.
 
     Parameters
     ----------
@@ -114,6 +111,9 @@ class StorageBackend:
     evict_prob : float
         In writeback mode, the probability that one cached sector is written back after a
         command, 0 to 1.
+    loop : tb.cycles.CycleLoop or None
+        The loop that steps the back-end (shared with the other agents on ``clk``); a loop of
+        its own if None.
 
     Attributes
     ----------
@@ -149,7 +149,7 @@ class StorageBackend:
         If ``image`` is neither a ``bytearray`` nor a path.
     """
     def __init__(self, dut, clk, image, *, prefix="storage", data_width=64, stall_prob=0.0,
-                 rng=None, log=None, cache="port", evict_prob=0.0):
+                 rng=None, log=None, cache="port", evict_prob=0.0, loop=None):
         if not isinstance(data_width, int) or data_width < 8 or 4096 % data_width:
             raise ValueError(f"StorageBackend data_width must divide 4096 bits (one sector), "
                              f"not {data_width!r}")
@@ -196,8 +196,9 @@ class StorageBackend:
         self._volatile = set()          # sectors whose image content is not durable yet
         self._faults = []               # [op or None, remaining], first match wins
         self._dirty = set()             # durable sectors changed since the last file write-back
-        self._writeback_port = (getattr(dut, f"{prefix}__writeback", None)
-                                if cache == "port" and dut is not None else None)
+        port_ = getattr(dut, f"{prefix}__writeback", None) \
+            if cache == "port" and dut is not None else None
+        self._writeback_port = Wire(port_) if port_ is not None else None
 
         def port(stream, name):
             return getattr(dut, f"{prefix}__{stream}__{name}")
@@ -221,11 +222,20 @@ class StorageBackend:
                                            for n in ("tag", "status"))
         self._beat_bytes = data_width // 8
 
-        for valid_or_ready, value in ((self._cmd[1], 0), (self._wdata[1], 0),
-                                      (self._rdata[0], 0), (self._rdata[2], 0),
-                                      (self._cpl[0], 0), (self._cpl[2], 0)):
-            valid_or_ready.value = value
-        self._task = cocotb.start_soon(self._run(clk))
+        self._cmd, self._wdata, self._rdata, self._cpl = (
+            [Wire(h) for h in stream] for stream in (self._cmd, self._wdata, self._rdata,
+                                                     self._cpl))
+        for wire in (self._cmd[1], self._wdata[1], self._rdata[0], self._rdata[2],
+                     self._cpl[0], self._cpl[2]):
+            wire.write(0)
+        # What is driven in the current cycle: cmd.ready, wdata.ready, rdata.valid, cpl.valid.
+        self._cmd_r = self._wdata_r = self._rdata_v = self._cpl_v = False
+        self._driven = (0, 0, 0, 0)
+        self._current = None            # the command whose data is moving
+        self._completions = []          # packed completions not yet taken, in order
+        self.wake_on = RisingEdge(self._cmd[0].handle)
+        self.loop = loop or CycleLoop(clk)
+        self.loop.add(self)
 
     # -- the public interface --------------------------------------------------------------------
 
@@ -244,7 +254,7 @@ class StorageBackend:
     def close(self):
         """Stop serving, make the cache durable (an orderly shutdown), and write the image
         back to its file (if it came from one)."""
-        self._task.cancel()
+        self.loop.remove(self)
         self._commit(self._volatile)
         if self._file is not None:
             self._write_back()
@@ -256,7 +266,7 @@ class StorageBackend:
         """The cache mode the next command will be served in: True for writeback."""
         if self.cache != "port":
             return self.cache == "writeback"
-        return self._writeback_port is not None and _high(self._writeback_port)
+        return self._writeback_port is not None and self._writeback_port.high()
 
     @property
     def volatile(self):
@@ -282,11 +292,11 @@ class StorageBackend:
     def _stall(self):
         return bool(self.stall_prob) and self.rng.random() < self.stall_prob
 
-    def _unsigned(self, handle):
+    def _unsigned(self, wire):
         try:
-            return handle.value.to_unsigned()
+            return wire.read()
         except ValueError:
-            raise AssertionError(f"{handle._path} is {handle.value} while valid") from None
+            raise AssertionError(f"{wire.path} is {wire.handle.value} while valid") from None
 
     def _decode(self, value):
         c = _Command()
@@ -386,64 +396,69 @@ class StorageBackend:
         self._file.flush()
         self._dirty.clear()
 
-    async def _run(self, clk):
+    def step(self):
+        """One rising edge (:class:`tb.cycles.Agent`): take the handshakes of the cycle that
+        ended, drive the next. Asleep, with every ready low and nothing valid, while no command
+        is under way or waiting and no completion is left to send."""
         cmd_valid, cmd_ready, cmd_payload = self._cmd
         wdata_valid, wdata_ready, wdata_payload = self._wdata
         rdata_valid, rdata_ready, rdata_payload = self._rdata
         cpl_valid, cpl_ready, cpl_payload = self._cpl
-        # What we drive in the current cycle.
-        cmd_r = wdata_r = rdata_v = cpl_v = False
-        handles = (cmd_ready, wdata_ready, rdata_valid, cpl_valid)
-        driven = (None, None, None, None)
-        current = None                  # command whose data is moving
-        completions = []                # packed completions not yet taken, in order
-        while True:
-            await RisingEdge(clk)
-            # -- the handshakes of the cycle that ended at this edge --
-            if rdata_v and _high(rdata_ready):
-                rdata_v = False
-                current.index += 1
-                if current.index == current.beats:
-                    completions.append(self._finish(current))
-                    current = None
-            if wdata_r and _high(wdata_valid):
-                value = self._unsigned(wdata_payload)
-                last = bool(value >> self._last[0] & 1)
-                current.data.append(value >> self._data[0] & self._data[1])
-                current.index += 1
-                assert last == (current.index == current.beats), \
-                    f"wdata beat {current.index} of {current.beats} of {current!r}: last={last}"
-                if current.index == current.beats:
-                    completions.append(self._finish(current))
-                    current = None
-            if cpl_v and _high(cpl_ready):
-                cpl_v = False
-                completions.pop(0)
-            if cmd_r and _high(cmd_valid):
-                c = self._decode(self._unsigned(cmd_payload))
-                if self._start(c):
-                    completions.append(self._finish(c))
-                else:
-                    current = c
-            # -- what to drive in the next cycle --
-            cmd_r = current is None and not self._stall()
-            wdata_r = (current is not None and current.op == StorageOp.WRITE and
-                       not self._stall())
-            if (not rdata_v and current is not None and current.op == StorageOp.READ and
-                    not self._stall()):
-                k = current.index * self._beat_bytes
-                beat = int.from_bytes(current.data[k:k + self._beat_bytes], "little")
-                rdata_payload.value = (beat << self._data[0] |
-                                       int(current.index == current.beats - 1) << self._last[0])
-                rdata_v = True
-            if not cpl_v and completions and not self._stall():
-                cpl_payload.value = completions[0]
-                cpl_v = True
-            # Only changes are written: a write through the simulator interface costs far
-            # more than this comparison, and most cycles change nothing.
-            drive = (int(cmd_r), int(wdata_r), int(rdata_v), int(cpl_v))
-            if drive != driven:
-                for handle, new, old in zip(handles, drive, driven):
-                    if new != old:
-                        handle.value = new
-                driven = drive
+        current, completions = self._current, self._completions
+        # -- the handshakes of the cycle that ended at this edge --
+        if self._rdata_v and rdata_ready.high():
+            self._rdata_v = False
+            current.index += 1
+            if current.index == current.beats:
+                completions.append(self._finish(current))
+                current = None
+        if self._wdata_r and wdata_valid.high():
+            value = self._unsigned(wdata_payload)
+            last = bool(value >> self._last[0] & 1)
+            current.data.append(value >> self._data[0] & self._data[1])
+            current.index += 1
+            assert last == (current.index == current.beats), \
+                f"wdata beat {current.index} of {current.beats} of {current!r}: last={last}"
+            if current.index == current.beats:
+                completions.append(self._finish(current))
+                current = None
+        if self._cpl_v and cpl_ready.high():
+            self._cpl_v = False
+            completions.pop(0)
+        cmd_seen = cmd_valid.high()
+        if self._cmd_r and cmd_seen:
+            cmd_seen = False
+            c = self._decode(self._unsigned(cmd_payload))
+            if self._start(c):
+                completions.append(self._finish(c))
+            else:
+                current = c
+        self._current = current
+        # -- what to drive in the next cycle --
+        self._cmd_r = current is None and not self._stall()
+        self._wdata_r = (current is not None and current.op == StorageOp.WRITE and
+                         not self._stall())
+        if (not self._rdata_v and current is not None and current.op == StorageOp.READ and
+                not self._stall()):
+            k = current.index * self._beat_bytes
+            beat = int.from_bytes(current.data[k:k + self._beat_bytes], "little")
+            rdata_payload.write(beat << self._data[0] |
+                                int(current.index == current.beats - 1) << self._last[0])
+            self._rdata_v = True
+        if not self._cpl_v and completions and not self._stall():
+            cpl_payload.write(completions[0])
+            self._cpl_v = True
+        # Nothing to do until the DUT shows a command: sleep. cmd.ready keeps the value just
+        # drawn, so a command shown meanwhile is taken at the first edge after the wake-up,
+        # the edge at which this is called again.
+        idle = current is None and not completions and not cmd_seen
+        # Only changes are written: a write through the simulator interface costs far more
+        # than this comparison, and most cycles change nothing.
+        drive = (int(self._cmd_r), int(self._wdata_r), int(self._rdata_v), int(self._cpl_v))
+        if drive != self._driven:
+            for wire, new, old in zip((cmd_ready, wdata_ready, rdata_valid, cpl_valid),
+                                      drive, self._driven):
+                if new != old:
+                    wire.write(new)
+            self._driven = drive
+        return not idle

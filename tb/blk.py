@@ -23,7 +23,6 @@ data and the status byte, last [VIRTIO-1.2 5.2.6]. A :class:`Layout` says how ea
 into descriptors; :func:`random_layout` draws one of the layouts the specification allows.
 """
 
-import inspect
 import logging
 import struct
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ __all__ = ["BlkDriver", "BlkCore", "BlkConfig", "Request", "Layout", "random_lay
 
 SECTOR = rm.BLK_SECTOR_BYTES
 OUTHDR = rm.BLK_OUTHDR_BYTES
+# A page of the page cache: Linux hands data to the device in pieces of at most this size.
+PAGE = 4096
 
 OP_NAMES = {
     rm.VIRTIO_BLK_T_IN: "IN", rm.VIRTIO_BLK_T_OUT: "OUT", rm.VIRTIO_BLK_T_FLUSH: "FLUSH",
@@ -330,6 +331,14 @@ class Request:
     done : bool
     event : object
         Set by :class:`BlkDriver` (a cocotb Event); None in the synchronous core.
+    expected : tuple or None
+        What the golden model says the device must report, set by the testbench when the
+        request is made available: ``(used_len, status, data)``, or ``("needs_reset",
+        reason)`` when the model found the ring malformed; None: not compared.
+    interrupt : bool
+        The model decided on a used buffer notification for it.
+    submitted_at, completed_at : int or None
+        Clock cycles at submission and at reaping (set by the testbench).
     """
     q: int
     type: int
@@ -346,6 +355,10 @@ class Request:
     used_len: int = None
     done: bool = False
     event: object = None
+    expected: tuple = None
+    interrupt: bool = False
+    submitted_at: int = None
+    completed_at: int = None
 
     @property
     def op_name(self):
@@ -377,8 +390,21 @@ class BlkCore:
     poison : int
         Byte the device-writable buffers are filled with before submission, so that bytes
         the device failed to write are visible.
+    on_submit, on_complete, on_abandon : list of callable or None
+        Hooks, each called with the :class:`Request`: once it is available to the device (its
+        buffers and chain written, ``avail->idx`` published); once it is reaped (``status``,
+        ``data`` and ``used_len`` set); when :meth:`abandon` drops it. The lists are used as
+        given, so a driver can keep its hooks across cores.
+
+    Attributes
+    ----------
+    page_aligned : bool
+        Allocate buffers as Linux has them: data pieces of a sector or more page aligned (the
+        page cache), smaller ones (header, status) 8-byte aligned (kmalloc). Off: first fit,
+        byte aligned, so buffers sit anywhere.
     """
-    def __init__(self, mem, vqs, features=0, config=None, log=None, poison=0xee):
+    def __init__(self, mem, vqs, features=0, config=None, log=None, poison=0xee,
+                 on_submit=None, on_complete=None, on_abandon=None):
         self.mem, self.vqs, self.features = mem, list(vqs), features
         self.config = config or BlkConfig()
         self.log = log or logging.getLogger("tb.blk")
@@ -386,6 +412,10 @@ class BlkCore:
         self.indirect = _has(features, rm.VIRTIO_RING_F_INDIRECT_DESC)
         self.inflight = [{} for _ in self.vqs]
         self.completed = 0
+        self.page_aligned = False
+        self.on_submit = [] if on_submit is None else on_submit
+        self.on_complete = [] if on_complete is None else on_complete
+        self.on_abandon = [] if on_abandon is None else on_abandon
 
     def random_layout(self, rng, out_len, in_len, q=0, **kw):
         """:func:`random_layout` within the negotiated limits of queue ``q``."""
@@ -442,12 +472,25 @@ class BlkCore:
             req.writable.append((addr, n))
         req.head = vq.add(req.readable, req.writable, layout.indirect, layout.direct_prefix)
         self.inflight[q][req.head] = req
+        for hook in self.on_submit:
+            hook(req)
         return req
 
     def _alloc(self, req, n, skew):
-        base = self.mem.alloc(max(1, n + skew))
+        align = (PAGE if n >= SECTOR else 8) if self.page_aligned else 1
+        base = self.mem.alloc(max(1, n + skew), align)
         req.allocations.append(base)
         return base + skew
+
+    def abandon(self, req):
+        """Drop a request the device will never complete (it was reset): free its buffers and
+        tell the ``on_abandon`` hooks. Its descriptors go with the rings at the reset."""
+        self.inflight[req.q].pop(req.head, None)
+        for base in req.allocations:
+            self.mem.free(base)
+        req.allocations = []
+        for hook in self.on_abandon:
+            hook(req)
 
     def reap(self, q):
         """Take the used entries of queue ``q``; returns the finished requests in used order.
@@ -470,6 +513,9 @@ class BlkCore:
             self.completed += 1
             self.log.debug("done %s", req)
             finished.append(req)
+        for req in finished:
+            for hook in self.on_complete:
+                hook(req)
         return finished
 
     # -- request builders: (type, sector, out, in_len) ------------------------------------------
@@ -518,8 +564,8 @@ class BlkDriver:
 
     Parameters
     ----------
-    drv : tb.driver.VirtioPciDriver
-        The transport (capabilities are found by :meth:`init` if not yet).
+    transport : tb.driver.VirtioPciDriver
+        The virtio-pci transport (capabilities are found by :meth:`init` if not yet).
     mem : tb.virtqueue.HostMemory
         Host memory the rings and buffers live in, e.g.
         ``HostMemory.from_root_complex(tb.rc)``.
@@ -527,9 +573,6 @@ class BlkDriver:
     intx : cocotb handle or None
         The DUT's INTA# level (``dut.intx``). Used when MSI-X is off: on its rising edge the ISR
         is read (which clears it) and every queue reaped. Without it, a task polls the ISR.
-    on_kick : callable or None
-        ``on_kick(q)``, called (and awaited if it returns an awaitable) after each available
-        buffer notification: the testbench runs the golden model on the same rings there.
     poll_ns : int
         Period of the polling fallback (queues with notifications suppressed; INTx without
         ``intx``).
@@ -549,11 +592,15 @@ class BlkDriver:
         Interrupts taken, by source (``"msix<n>"``, ``"intx"``, ``"poll"``).
     config_changes : int
         Configuration change notifications seen.
+    on_submit, on_complete, on_abandon : list of callable
+        The hooks of every :class:`BlkCore` this driver makes (see there): the testbench
+        hangs the golden model, its comparisons and its DMA fence here.
     """
-    def __init__(self, drv, mem, log=None, intx=None, on_kick=None, poll_ns=1000):
-        self.drv, self.mem = drv, mem
+    def __init__(self, transport, mem, log=None, intx=None, poll_ns=1000):
+        self.transport, self.mem = transport, mem
         self.log = log or logging.getLogger("cocotb.tb.blk")
-        self.intx, self.on_kick, self.poll_ns = intx, on_kick, poll_ns
+        self.intx, self.poll_ns = intx, poll_ns
+        self.on_submit, self.on_complete, self.on_abandon = [], [], []
         self.core = None
         self.vqs = []
         self.config = None
@@ -565,13 +612,14 @@ class BlkDriver:
         self._poll_task = None
         self._slot = []
         self._next_q = 0
+        self.config_event = None      # a cocotb Event set on each configuration change
 
     # -- initialization (virtblk_probe) --------------------------------------------------------
 
     async def _cread(self, offset, size):
         """[VIRTIO-1.2 2.5.1, 4.1.3.1] Read a config field at its width (64-bit as two 32-bit
         halves, low first), retrying while config_generation moves."""
-        drv = self.drv
+        drv = self.transport
         while True:
             gen = await drv.common_read("config_generation")
             if size == 8:
@@ -598,7 +646,7 @@ class BlkDriver:
         Takes the parameters of :meth:`init`; returns the MSI-X vector of each queue, or None.
         """
         await self.close()
-        drv = self.drv
+        drv = self.transport
         if not drv.caps:
             await drv.find_capabilities()
         if not await drv.negotiate(driver_features(features, indirect, event_idx)):
@@ -641,7 +689,9 @@ class BlkDriver:
 
         await drv.find_vqs(nq, make_ring, vectors=vectors,
                            config_vector=0 if self.msix else None)
-        self.core = BlkCore(mem, self.vqs, self.features, self.config, self.log)
+        self.core = BlkCore(mem, self.vqs, self.features, self.config, self.log,
+                            on_submit=self.on_submit, on_complete=self.on_complete,
+                            on_abandon=self.on_abandon)
         self._next_q = 0
         return vectors
 
@@ -683,6 +733,8 @@ class BlkDriver:
         vectors = await self.setup(features, queues, indirect, event_idx, use_msix, queue_size)
         nq = len(self.vqs)
         self._slot = [Event() for _ in range(nq)]
+        if self.config_event is None:
+            self.config_event = Event()
         # Interrupt handlers before DRIVER_OK: the device may notify right after.
         if self.msix:
             for v in sorted(set(vectors)) + [0]:
@@ -694,8 +746,8 @@ class BlkDriver:
             self._tasks.append(cocotb.start_soon(self._isr_poll_task()))
 
         # [VIRTIO-1.2 3.1.1 step 8] DRIVER_OK (Linux virtio_device_ready).
-        await self.drv.add_status(rm.STATUS_DRIVER_OK)
-        status = await self.drv.status()
+        await self.transport.add_status(rm.STATUS_DRIVER_OK)
+        status = await self.transport.status()
         self.log.info("virtio-blk: %d sectors, %d queues of %s, seg_max %d, size_max %s, "
                       "%s, features %s", self.config.capacity, nq,
                       [vq.size for vq in self.vqs], self.config.seg_max, self.config.size_max,
@@ -704,10 +756,17 @@ class BlkDriver:
         return status
 
     async def close(self):
-        """Stop the interrupt and polling tasks, forget the queues (call before a reset)."""
+        """Stop the interrupt and polling tasks, drop the requests still in flight
+        (:meth:`BlkCore.abandon`) and free the queues. After a reset of the device, as Linux
+        frees its rings only once the device has let go of them (``vp_reset``, then
+        ``del_vqs``)."""
         for t in self._tasks + ([self._poll_task] if self._poll_task else []):
             t.cancel()
         self._tasks, self._poll_task = [], None
+        if self.core is not None:
+            for q in list(self.core.inflight):
+                for req in list(q.values()):
+                    self.core.abandon(req)
         for vq in self.vqs:
             vq.close()
         self.vqs = []
@@ -737,7 +796,7 @@ class BlkDriver:
         [VIRTIO-1.2 5.2.5]; Linux makes the attribute read-only otherwise. Returns the mode."""
         if not _has(self.features, rm.VIRTIO_BLK_F_CONFIG_WCE):
             raise DriverError("the cache mode is read-only without VIRTIO_BLK_F_CONFIG_WCE")
-        await self.drv.write(rm.VIRTIO_PCI_CAP_DEVICE_CFG, rm.BLK_CFG_WRITEBACK, 1, writeback)
+        await self.transport.write(rm.VIRTIO_PCI_CAP_DEVICE_CFG, rm.BLK_CFG_WRITEBACK, 1, writeback)
         return await self.read_cache_mode()
 
     # -- completions ---------------------------------------------------------------------------
@@ -757,10 +816,12 @@ class BlkDriver:
     def _config_changed(self):
         self.config_changes += 1
         self.log.info("virtio-blk: configuration change notification")
+        if self.config_event is not None:
+            self.config_event.set()
 
     async def _msix_task(self, vector, qs):
         # cocotbext-pcie's MsiRegion sets the vector's event on each message write.
-        ev = self.drv.dev.msi_vectors[vector].event
+        ev = self.transport.dev.msi_vectors[vector].event
         while True:
             await ev.wait()
             ev.clear()
@@ -772,7 +833,7 @@ class BlkDriver:
 
     async def _service_isr(self, source):
         # [VIRTIO-1.2 4.1.4.5] Reading the ISR status clears it (and deasserts INTx).
-        isr = await self.drv.read(rm.VIRTIO_PCI_CAP_ISR_CFG, 0, 1)
+        isr = await self.transport.read(rm.VIRTIO_PCI_CAP_ISR_CFG, 0, 1)
         if isr:
             self._count(source)
         if isr & 2:
@@ -827,17 +888,10 @@ class BlkDriver:
 
     async def kick(self, q):
         """Notify the device about queue ``q`` unless it suppresses notifications
-        [VIRTIO-1.2 2.7.10.1, 2.7.13.4]; then ``on_kick(q)``. Returns True if notified.
-
-        ``on_kick`` runs only after a notification actually written: when the device asked not
-        to be notified (NO_NOTIFY, ``avail_event``) neither happens."""
+        [VIRTIO-1.2 2.7.10.1, 2.7.13.4]. Returns True if notified."""
         if not self.vqs[q].kick_prepare():
             return False
-        await self.drv.notify(q)
-        if self.on_kick is not None:
-            r = self.on_kick(q)
-            if inspect.isawaitable(r):
-                await r
+        await self.transport.notify(q)
         return True
 
     async def submit(self, q, type, sector=0, out_payload=b"", in_len=0, layout=None, kick=True):

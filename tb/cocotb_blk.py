@@ -5,32 +5,11 @@ storage back-end, each compared with the golden model.
 Every test runs with and without random stalls on the TLP streams and the storage port.
 """
 
-import os
-import random
-
 import cocotb
-from cocotb.triggers import ClockCycles
 
 from model import regmap as rm
-from .blk_bench import BlkTB
-
-
-SECTOR = rm.BLK_SECTOR_BYTES
-STALLS = [False, True]
-
-
-def _env_int(name, default):
-    return int(os.environ.get(name) or default)     # make exports unset variables as ""
-
-
-def _pattern(sector, nbytes, salt=0):
-    """Bytes that name their own sector and offset, so misplaced data is recognisable."""
-    out = bytearray(nbytes)
-    for k in range(0, nbytes, 8):
-        s = sector + k // SECTOR
-        out[k:k + 8] = ((s << 20 | (k % SECTOR) << 4 | salt & 0xf) & (1 << 64) - 1) \
-            .to_bytes(8, "little")[:min(8, nbytes - k)]
-    return bytes(out)
+from .blk_testbench import BlkTB
+from .scenario import STALLS, SECTOR, env_int, pattern, submit_random
 
 
 @cocotb.test()
@@ -43,7 +22,7 @@ async def io_headline(dut, stalls):
     block = 64 * 1024
     depth = 8
     disk = p.capacity * SECTOR
-    total = max(disk, _env_int("SIM_BYTES", 2 << 20) // disk * disk)
+    total = max(disk, env_int("SIM_BYTES", 2 << 20) // disk * disk)
     sectors = block // SECTOR
     cycles = {"write": 0, "read": 0}
 
@@ -54,7 +33,7 @@ async def io_headline(dut, stalls):
         for sector in range(0, p.capacity, sectors):
             if kind == "write":
                 req = await drv.submit(None, rm.VIRTIO_BLK_T_OUT, sector,
-                                       _pattern(sector, block, salt), 0)
+                                       pattern(sector, block, salt), 0)
             else:
                 req = await drv.submit(None, rm.VIRTIO_BLK_T_IN, sector, b"", block)
             inflight.append((sector, req))
@@ -63,7 +42,7 @@ async def io_headline(dut, stalls):
                 await drv.wait(r)
                 assert r.status == rm.VIRTIO_BLK_S_OK, f"{kind} at sector {s}: {r.status}"
                 if kind == "read":
-                    assert r.data == _pattern(s, block, salt), \
+                    assert r.data == pattern(s, block, salt), \
                         f"data read back at sector {s} differs from what was written"
         cycles[kind] += bt.cycles() - start
 
@@ -89,16 +68,16 @@ async def request_types(dut, stalls):
     cap = p.capacity
     log = bt.log
 
-    st = await drv.write(8, _pattern(8, 4096))
+    st = await drv.write(8, pattern(8, 4096))
     assert st == rm.VIRTIO_BLK_S_OK, st
     st, data = await drv.read(8, 8)
-    assert (st, data) == (rm.VIRTIO_BLK_S_OK, _pattern(8, 4096))
+    assert (st, data) == (rm.VIRTIO_BLK_S_OK, pattern(8, 4096))
     assert await drv.flush() == rm.VIRTIO_BLK_S_OK
     st, ident = await drv.get_id()
     assert st == rm.VIRTIO_BLK_S_OK and ident == p.serial_bytes(), (st, ident)
     assert await drv.write_zeroes(8, 2) == rm.VIRTIO_BLK_S_OK
     st, data = await drv.read(8, 8)
-    assert data[:1024] == bytes(1024) and data[1024:] == _pattern(8, 4096)[1024:]
+    assert data[:1024] == bytes(1024) and data[1024:] == pattern(8, 4096)[1024:]
     assert await drv.discard(12, 4) == rm.VIRTIO_BLK_S_OK
     st, data = await drv.read(8, 8)
     assert data[2048:] == bytes(2048)
@@ -136,47 +115,6 @@ async def request_types(dut, stalls):
     await bt.finish()
 
 
-def _random_request(rng, drv, cap, busy):
-    """A random request that touches no sector a request in flight writes (and writes none
-    another reads). Returns (type, sector, out, in_len, touched range, writes) or None."""
-    roll = rng.random()
-    nbytes = min(1 << rng.randrange(9, 18), cap * SECTOR)     # 512 B .. 128 KiB
-    nsec = nbytes // SECTOR
-    sector = rng.randrange(0, cap - nsec + 1)
-    span = (sector, sector + nsec)
-    if roll < 0.40:
-        typ, out, in_len, writes = rm.VIRTIO_BLK_T_OUT, rng.randbytes(nbytes), 0, True
-    elif roll < 0.80:
-        typ, out, in_len, writes = rm.VIRTIO_BLK_T_IN, b"", nbytes, False
-    elif roll < 0.84:
-        typ, out, in_len, writes, span = rm.VIRTIO_BLK_T_FLUSH, b"", 0, False, None
-    elif roll < 0.88:
-        typ, out, in_len, writes, span = rm.VIRTIO_BLK_T_GET_ID, b"", rng.choice(
-            [20, 20, 8, 64]), False, None
-    elif roll < 0.93:
-        typ = rng.choice([rm.VIRTIO_BLK_T_DISCARD, rm.VIRTIO_BLK_T_WRITE_ZEROES])
-        out = sector.to_bytes(8, "little") + nsec.to_bytes(4, "little") + bytes(4)
-        in_len, writes = 0, True
-    elif roll < 0.97:
-        # Bad content in a well-formed chain: out of range, partial sector, unknown type.
-        kind = rng.randrange(3)
-        if kind == 0:
-            typ, sector, out, in_len = rm.VIRTIO_BLK_T_IN, cap - nsec + 1 + rng.randrange(
-                4), b"", nbytes
-        elif kind == 1:
-            typ, out, in_len = rm.VIRTIO_BLK_T_OUT, rng.randbytes(rng.randrange(1, 512)), 0
-        else:
-            typ, out, in_len = rng.randrange(15, 1 << 32), b"", rng.randrange(0, 64)
-        writes, span = False, None
-    else:
-        typ, out, in_len, writes, span = rm.VIRTIO_BLK_T_GET_ID, b"", 20, False, None
-    if span is not None:
-        for lo, hi, w in busy:
-            if span[0] < hi and lo < span[1] and (w or writes):
-                return None
-    return typ, sector, out, in_len, span, writes
-
-
 @cocotb.test()
 @cocotb.parametrize(stalls=STALLS)
 async def random_workload(dut, stalls):
@@ -191,7 +129,7 @@ async def random_workload(dut, stalls):
     p = bt.params
     # Icarus runs about a quarter as fast as Verilator: a shorter default keeps make test in
     # the CI budget (the 2,000-request campaigns set N_REQUESTS on either simulator).
-    n = _env_int("N_REQUESTS", 100 if cocotb.SIM_NAME.lower().startswith("icarus") else 300)
+    n = env_int("N_REQUESTS", 100 if cocotb.SIM_NAME.lower().startswith("icarus") else 300)
     nq = len(drv.vqs)
     # Up to every descriptor of every queue (the driver waits when a queue is full); the
     # no-overlap rule for writes limits it further on a small disk.
@@ -201,22 +139,13 @@ async def random_workload(dut, stalls):
     busy = []            # (lo, hi, writes, req)
     inflight = []
     counts = {}
-    submitted = 0
-    msi_before = bt.tb.scoreboard.msi_writes
+    msi_before = bt.scoreboard.msi_writes
     modelled = []
-    while submitted < n or inflight:
-        if submitted < n and len(inflight) < max_depth:
-            choice = _random_request(rng, drv, p.capacity, [b[:3] for b in busy])
-            if choice is not None:
-                typ, sector, out, in_len, span, writes = choice
-                q = rng.randrange(nq)
-                layout = drv.random_layout(rng, len(out), in_len, q=q)
-                req = await drv.submit(q, typ, sector, out, in_len, layout)
-                inflight.append(req)
+    while len(modelled) < n or inflight:
+        if len(modelled) < n and len(inflight) < max_depth:
+            req = await submit_random(bt, rng, busy, inflight)
+            if req is not None:
                 modelled.append(req)
-                if span is not None:
-                    busy.append((span[0], span[1], writes, req))
-                submitted += 1
                 name = req.op_name if not req.op_name.startswith("T") else "unknown type"
                 counts[name] = counts.get(name, 0) + 1
                 continue
@@ -224,14 +153,14 @@ async def random_workload(dut, stalls):
         req = inflight.pop(0 if rng.random() < 0.5 else rng.randrange(len(inflight)))
         await drv.wait(req, timeout_ns=2_000_000)
         busy = [b for b in busy if b[3] is not req]
-    await ClockCycles(dut.clk, 200)
+    await bt.wait_cycles(200)
     # [VIRTIO-1.2 2.7.7] Without EVENT_IDX the device decides per used entry from
     # avail->flags, exactly as the model did: every MSI-X message on the link must be one the
     # model asked for, and none missing. With EVENT_IDX the decision depends on used_event at
     # completion time; then no interrupt may be missing (the driver would hang), and there can
     # be no more than one per request.
     want = sum(bool(getattr(r, "interrupt", False)) for r in modelled)
-    sent = bt.tb.scoreboard.msi_writes - msi_before
+    sent = bt.scoreboard.msi_writes - msi_before
     if drv.msix and not event_idx:
         assert sent == want, f"{sent} MSI-X messages, the model decided on {want}"
     elif drv.msix:
@@ -271,7 +200,7 @@ async def data_integrity(dut, stalls):
                 lay = None
             if write:
                 req = await drv.submit(None, rm.VIRTIO_BLK_T_OUT, sector,
-                                       _pattern(sector, nbytes, salt), 0, lay)
+                                       pattern(sector, nbytes, salt), 0, lay)
             else:
                 req = await drv.submit(None, rm.VIRTIO_BLK_T_IN, sector, b"", nbytes, lay)
             inflight.append((sector, nbytes, req))
@@ -280,7 +209,7 @@ async def data_integrity(dut, stalls):
                 await drv.wait(r, timeout_ns=5_000_000)
                 assert r.status == rm.VIRTIO_BLK_S_OK, f"sector {s}: status {r.status}"
                 if not write:
-                    assert r.data == _pattern(s, nb, salt), \
+                    assert r.data == pattern(s, nb, salt), \
                         f"data read back at sector {s} ({layout_kind} layout) differs"
 
     await sweep(True, "random")
@@ -293,7 +222,7 @@ async def data_integrity(dut, stalls):
         await sweep(False, kind)
         bt.log.info("whole disk (%d KiB) read back through %s layouts: every byte matches",
                     p.capacity // 2, kind)
-    assert bytes(bt.image) == b"".join(_pattern(s, SECTOR, salt) for s in range(p.capacity))
+    assert bytes(bt.image) == b"".join(pattern(s, SECTOR, salt) for s in range(p.capacity))
     await bt.finish()
 
 
@@ -307,16 +236,16 @@ async def interrupt_suppression(dut, stalls):
     drv.set_no_interrupt(0, True)
     before = dict(drv.interrupts)
     for i in range(8):
-        st = await drv.write(i * 8, _pattern(i * 8, 4096), q=0)
+        st = await drv.write(i * 8, pattern(i * 8, 4096), q=0)
         assert st == rm.VIRTIO_BLK_S_OK
-    await ClockCycles(dut.clk, 200)
+    await bt.wait_cycles(200)
     got = {k: v - before.get(k, 0) for k, v in drv.interrupts.items()}
     quiet = got.get("msix1", 0) if drv.msix else got.get("intx", 0)
     assert quiet == 0, f"queue 0 with NO_INTERRUPT still interrupted: {got}"
     bt.log.info("NO_INTERRUPT: 8 requests completed (by polling), no interrupt: %s", got)
     drv.set_no_interrupt(0, False)
     before = dict(drv.interrupts)
-    st = await drv.write(0, _pattern(0, 512), q=0)
+    st = await drv.write(0, pattern(0, 512), q=0)
     assert st == rm.VIRTIO_BLK_S_OK
     got = {k: v - before.get(k, 0) for k, v in drv.interrupts.items()}
     assert sum(got.values()) >= 1, "no interrupt after NO_INTERRUPT was cleared"
@@ -340,11 +269,11 @@ async def event_idx_interrupts(dut, stalls):
         reqs = []
         for i in range(n):
             reqs.append(await drv.submit(0, rm.VIRTIO_BLK_T_OUT, 8 * i,
-                                         _pattern(8 * i, 4096, rounds), 0))
+                                         pattern(8 * i, 4096, rounds), 0))
         for req in reqs:
             await drv.wait(req, timeout_ns=1_000_000)
             assert req.status == rm.VIRTIO_BLK_S_OK
-        await ClockCycles(dut.clk, 300)
+        await bt.wait_cycles(300)
         got = drv.interrupts.get(src, 0) - before
         assert got == 1, f"{n} completions with used_event at the last: {got} interrupts, want 1"
         # [VIRTIO-1.2 2.7.10] The device publishes the avail index it will be notified past.
@@ -361,11 +290,11 @@ async def read_only(dut, stalls):
     request that would change the disk with IOERR; reads, flushes and GET_ID still work.
     Runs on the ``virtio_blk_ep_ro`` build (``tb/test_system.py``)."""
     bt = BlkTB(dut, stalls)
-    assert bt.params.read_only, f"{bt.tb.name} is not a read-only build"
+    assert bt.params.read_only, f"{bt.name} is not a read-only build"
     drv = await bt.start()
     assert drv.features >> rm.VIRTIO_BLK_F_RO & 1, "VIRTIO_BLK_F_RO not offered"
-    bt.image[0:4096] = _pattern(0, 4096)          # the medium's contents
-    bt.model.blk.disk[0:4096] = _pattern(0, 4096)
+    bt.image[0:4096] = pattern(0, 4096)          # the medium's contents
+    bt.model.blk.disk[0:4096] = pattern(0, 4096)
     for name, st in [
             ("write", await drv.write(0, bytes(4096))),
             ("write zeroes", await drv.write_zeroes(0, 8)),
@@ -373,7 +302,7 @@ async def read_only(dut, stalls):
         assert st == rm.VIRTIO_BLK_S_IOERR, f"{name} on a read-only device: status {st}"
         bt.log.info("%s on a read-only device: IOERR", name)
     st, data = await drv.read(0, 8)
-    assert (st, data) == (rm.VIRTIO_BLK_S_OK, _pattern(0, 4096)), "read-only disk changed"
+    assert (st, data) == (rm.VIRTIO_BLK_S_OK, pattern(0, 4096)), "read-only disk changed"
     assert await drv.flush() == rm.VIRTIO_BLK_S_OK
     assert (await drv.get_id())[0] == rm.VIRTIO_BLK_S_OK
     await bt.finish()

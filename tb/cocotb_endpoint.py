@@ -9,12 +9,11 @@ so each test below checks the model agreement on top of what it asserts itself.
 import os
 
 import cocotb
-from cocotb.triggers import ClockCycles
 from cocotbext.pcie.core.tlp import Tlp, TlpType, CplStatus
 from cocotbext.pcie.core.utils import PcieId
 
 from model import regmap as rm
-from .bench import TB
+from .testbench import TB
 
 
 TIMEOUT_MS = 20
@@ -250,7 +249,7 @@ async def random_access(dut, stalls):
         # the model resets at once). So does this test.
         if not tb.scoreboard.resetting:
             return
-        await ClockCycles(dut.clk, 100)
+        await tb.wait_cycles(100)
         if tb.model.memory_enabled and tb.model.power_state == 0:
             cpl = await tb.mem_read(base + cc + rm.CC_DEVICE_STATUS, 1)
             assert not tb.scoreboard.resetting, \

@@ -33,24 +33,16 @@ back-end's disk with the model's (valid: the model followed the power loss).
 ``SEED`` replays a run; ``FLUSH_WRITES`` sets the length of step 2.
 """
 
-import os
-
 import cocotb
-from cocotb.triggers import ClockCycles
 
 from model import regmap as rm
-from .blk_bench import BlkTB
+from .blk_testbench import BlkTB
+from .scenario import STALLS, SECTOR, env_int
 
 
-SECTOR = rm.BLK_SECTOR_BYTES
-STALLS = [False, True]
 # Early write-backs of the back-end's cache: after each command, with this probability, one
 # cached sector reaches the medium before any FLUSH (a cache may do that at any time).
 EVICT_PROB = 0.05
-
-
-def _env_int(name, default):
-    return int(os.environ.get(name) or default)     # make exports unset variables as ""
 
 
 class _Write:
@@ -106,7 +98,7 @@ class Durability:
             if all(got != w.sector_data(s) for w in hist[last:]):
                 bad.append((s, hist[last]))
         for s, w in bad[:8]:
-            self.bt.tb.scoreboard.error(f"{what}: sector {s} of {w} (acknowledged before) is "
+            self.bt.scoreboard.error(f"{what}: sector {s} of {w} (acknowledged before) is "
                                         f"not durable")
         assert not bad, f"{what}: {len(bad)} sectors of acknowledged writes are not durable"
         return len(acked), sectors
@@ -174,7 +166,7 @@ async def flush_durability(dut, stalls):
     await _switch(bt, drv, 0xff, 1)     # ignored
 
     # -- 2. writeback mode: random writes and FLUSHes -----------------------------------------
-    n = _env_int("FLUSH_WRITES", 24 if cocotb.SIM_NAME.lower().startswith("icarus") else 60)
+    n = env_int("FLUSH_WRITES", 24 if cocotb.SIM_NAME.lower().startswith("icarus") else 60)
     max_depth = rng.choice([1, 4, 8, 16, 32])
     flush_every = rng.randrange(3, 10)
     loss_flush = rng.randint(1, max(1, n // flush_every))      # power loss after this FLUSH
@@ -250,7 +242,7 @@ async def flush_durability(dut, stalls):
     # -- 3. power loss ------------------------------------------------------------------------
     while inflight:
         await wait_one(oldest=True)
-    await ClockCycles(dut.clk, 50)
+    await bt.wait_cycles(50)
     check_flushes()
     last = max(done_flushes, key=lambda f: f[0])
     volatile_writes = {}

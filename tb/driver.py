@@ -217,40 +217,13 @@ class VirtioPciDriver:
         return ok
 
     async def setup_queues(self, rings, use_msix):
-        """Program every queue; ``rings[i]`` is ``(desc, driver, device)`` host addresses."""
-        if use_msix:
-            await self.common_write("msix_config", 0)
-            if await self.common_read("msix_config") == rm.VIRTIO_MSI_NO_VECTOR:
-                raise DriverError("device refused MSI-X vector 0 for configuration changes")
+        """Program every queue at its maximum size; ``rings[i]`` is ``(desc, driver, device)``
+        host addresses; with ``use_msix`` configuration changes on vector 0 and queue ``i`` on
+        vector ``i + 1`` (see :meth:`find_vqs`)."""
         num = await self.common_read("num_queues")
-        self.queues = []
-        for q in range(num):
-            await self.common_write("queue_select", q)
-            size = await self.common_read("queue_size")
-            if size == 0:
-                raise DriverError(f"queue {q} is not available (queue_size 0)")
-            if await self.common_read("queue_enable"):
-                raise DriverError(f"queue {q} is already enabled")
-            desc, drv, dev = rings[q]
-            await self.common_write("queue_desc", desc)
-            await self.common_write("queue_driver", drv)
-            await self.common_write("queue_device", dev)
-            if use_msix:
-                await self.common_write("queue_msix_vector", q + 1)
-                if await self.common_read("queue_msix_vector") != q + 1:
-                    raise DriverError(f"device refused MSI-X vector {q + 1} for queue {q}")
-            notify_off = await self.common_read("queue_notify_off")
-            cap = self.caps[rm.VIRTIO_PCI_CAP_NOTIFY_CFG]
-            notify = notify_off * cap.notify_off_multiplier
-            if notify + 2 > cap.length:
-                raise DriverError(f"queue {q} notify offset {notify:#x} outside the region")
-            self.queues.append({"size": size, "notify": notify})
-        # Linux enables the queues last: "once we do this, there's no way to go back except
-        # reset" (virtio_pci_modern.c, vp_modern_find_vqs).
-        for q in range(num):
-            await self.common_write("queue_select", q)
-            await self.common_write("queue_enable", 1)
-        return self.queues
+        return await self.find_vqs(num, lambda q, max_size: (max_size, *rings[q]),
+                                   vectors=[q + 1 for q in range(num)] if use_msix else None,
+                                   config_vector=0 if use_msix else None)
 
     async def find_vqs(self, nqueues, make_ring, vectors=None, config_vector=None):
         """Set up queues ``0 .. nqueues-1`` the way Linux's ``vp_modern_find_vqs`` does, and

@@ -438,14 +438,20 @@ class Scoreboard:
         return any(cmd & rm.CMD_BUS_MASTER
                    for cmd in (self._command, *self._pending_command.values()))
 
-    def _is_msix_message(self, tlp):
+    def _msix_vector(self, tlp):
+        """The MSI-X table entry whose message ``tlp`` is, or None; -1 for an entry of the
+        table as it was before an FLR still in flight."""
         if tlp.fmt_type not in _MEM_WRITES or tlp.length != 1 or tlp.first_be != 0xf:
-            return False
+            return None
         data = int.from_bytes(bytes(tlp.get_data())[:4], "little")
         # [PCIe-3.0 6.1.4] An MSI-X message is a DW write of the entry's Message Data to its
         # Message Address.
-        return any(e.addr == tlp.address and e.data == data for e in self.model.msix_table) or \
-            any((tlp.address, data) in table for table in self._flr_msix.values())
+        for k, e in enumerate(self.model.msix_table):
+            if e.addr == tlp.address and e.data == data:
+                return k
+        if any((tlp.address, data) in table for table in self._flr_msix.values()):
+            return -1
+        return None
 
     def _request_from_dut(self, tlp):
         t = tlp.fmt_type
@@ -496,7 +502,8 @@ class Scoreboard:
         if tlp.attr & _ATTR_NS and not devctl & _DEVCTL_NS:
             problems.append("No Snoop attribute with Enable No Snoop clear [PCIe-3.0 2.2.6.5]")
 
-        msix = self._is_msix_message(tlp)
+        vector = self._msix_vector(tlp)
+        msix = vector is not None
         start, span = enabled_span(tlp)
         if is_read:
             key = (int(tlp.requester_id), tlp.tag)

@@ -16,13 +16,13 @@ import random
 import struct
 
 import cocotb
-from cocotb.queue import Queue
 from cocotb.triggers import Event, RisingEdge
 from cocotbext.pcie.core import Device
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 
 from rtl.tlp import TlpBeat
+from .cycles import Agent, CycleLoop, Wire
 
 
 __all__ = ["TlpShim", "tlp_to_dws", "dws_to_tlp"]
@@ -43,11 +43,6 @@ def dws_to_tlp(dws):
     pkt = b"".join(struct.pack(">L", dw) for dw in dws[:hdr])
     pkt += b"".join(struct.pack("<L", dw) for dw in dws[hdr:])
     return Tlp.unpack(pkt)
-
-
-def _high(signal):
-    """A 1-bit signal is 1 (an X or Z before the first clock edge counts as 0)."""
-    return str(signal.value) == "1"
 
 
 class _BeatFormat:
@@ -77,6 +72,71 @@ class _BeatFormat:
         return dws, bool(value >> self.first_shift & 1), bool(value >> self.last_shift & 1)
 
 
+class _RxAgent(Agent):
+    """Drives the DUT's ``rx`` stream, a beat per cycle while TLPs wait (idle cycles at
+    random with the shim's ``idle_prob``)."""
+    def __init__(self, shim):
+        dut = shim.dut
+        self.shim = shim
+        self.valid, self.ready, self.payload = (Wire(dut.rx__valid), Wire(dut.rx__ready),
+                                                Wire(dut.rx__payload))
+        self.tlps = collections.deque()     # DW lists not yet cut into beats
+        self.beats = collections.deque()
+        self.shown = False                  # a beat is on rx this cycle
+        self.driven = False                 # rx.valid as last written
+
+    def step(self):
+        shim = self.shim
+        # The beat shown in the cycle that just ended was taken if ready was high.
+        if self.shown and self.ready.high():
+            self.shown = False
+        if not self.shown:
+            if not self.beats and self.tlps:
+                self.beats.extend(shim.fmt.pack(self.tlps.popleft()))
+            if self.beats and not (shim.idle_prob and shim.rng.random() < shim.idle_prob):
+                self.payload.write(self.beats.popleft())
+                self.shown = True
+        if self.shown != self.driven:     # writes through the simulator cost: only changes
+            self.valid.write(int(self.shown))
+            self.driven = self.shown
+        # Nothing shown and nothing waiting: sleep until the next TLP.
+        return self.shown or bool(self.beats) or bool(self.tlps)
+
+
+class _TxAgent(Agent):
+    """Takes the DUT's ``tx`` stream: ``ready`` low at random with the shim's
+    ``stall_prob``; asleep (``ready`` as last driven) while ``tx.valid`` is low."""
+    def __init__(self, shim):
+        dut = shim.dut
+        self.shim = shim
+        self.valid, self.ready, self.payload = (Wire(dut.tx__valid), Wire(dut.tx__ready),
+                                                Wire(dut.tx__payload))
+        self.wake_on = RisingEdge(dut.tx__valid)
+        self.dws = []
+        # Without stalls ready stays high, from the start.
+        self.driven = 0 if shim.stall_prob else 1
+        self.ready.write(self.driven)
+
+    def step(self):
+        shim = self.shim
+        valid = self.valid.high()
+        if valid and self.driven:
+            beat, first, last = shim.fmt.unpack(self.payload.read())
+            if first != (not self.dws):
+                raise AssertionError(f"TLP framing: first={first} after {len(self.dws)} DWs")
+            self.dws.extend(beat)
+            if last:
+                dws, self.dws = self.dws, []
+                shim._from_dut(dws)
+        if not valid and not self.dws:
+            return False              # nothing offered: sleep until tx.valid rises
+        ready = int(not (shim.stall_prob and shim.rng.random() < shim.stall_prob))
+        if ready != self.driven:      # writes through the simulator are costly: only changes
+            self.ready.write(ready)
+            self.driven = ready
+        return True
+
+
 class TlpShim(Device):
     """A cocotbext-pcie device whose single function is the DUT, at the TLP level.
 
@@ -98,6 +158,9 @@ class TlpShim(Device):
         Called with the DWs of each TLP out of the DUT, in link order; returns the parsed
         :class:`Tlp`, or None if it is malformed (the shim then stops the test). The
         testbench's TLP checker and scoreboard hang here.
+    loop : tb.cycles.CycleLoop or None
+        The loop the shim's receive and transmit agents run in (shared with the other agents
+        on the DUT's clock); a loop of its own if None.
 
     Attributes
     ----------
@@ -112,7 +175,7 @@ class TlpShim(Device):
         The faults injected, in order.
     """
     def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
-                 on_request=None, on_completion=None):
+                 on_request=None, on_completion=None, loop=None):
         super().__init__()
         self.dut = dut
         self.clk = dut.clk
@@ -122,7 +185,6 @@ class TlpShim(Device):
         self.rng = rng or random.Random(0)
         self.on_request = on_request or (lambda tlp: None)
         self.on_completion = on_completion or dws_to_tlp
-        self.rx_queue = Queue()
         self.rx_count = 0
         self.tx_count = 0
         self._local = {}
@@ -132,9 +194,11 @@ class TlpShim(Device):
 
         dut.rx__valid.value = 0
         dut.rx__payload.value = 0
-        dut.tx__ready.value = 0
-        self._rx_task = cocotb.start_soon(self._run_rx())
-        self._tx_task = cocotb.start_soon(self._run_tx())
+        self.loop = loop or CycleLoop(dut.clk)
+        self._rx = _RxAgent(self)
+        self._tx = _TxAgent(self)
+        self.loop.add(self._rx)
+        self.loop.add(self._tx)
 
     async def upstream_recv(self, tlp):
         """A TLP from the link: forward it to the DUT whatever it is."""
@@ -148,7 +212,17 @@ class TlpShim(Device):
                 tlp.ep = True
         self.on_request(tlp)
         self.rx_count += 1
-        self.rx_queue.put_nowait(tlp_to_dws(tlp))
+        self._enqueue(tlp_to_dws(tlp))
+
+    def _enqueue(self, dws):
+        """The DWs of one TLP go into the DUT after those already waiting."""
+        self._rx.tlps.append(dws)
+        self.loop.wake(self._rx)
+
+    @property
+    def rx_pending(self):
+        """TLPs waiting to go into the DUT (one partly sent counts)."""
+        return len(self._rx.tlps) + bool(self._rx.beats)
 
     async def inject(self, tlp):
         """Put ``tlp`` straight onto the link, as if a switch had sent it, and return the DUT's
@@ -163,49 +237,6 @@ class TlpShim(Device):
             return None
         await slot[0].wait()
         return slot[1]
-
-    async def _run_rx(self):
-        rx_valid, rx_ready, rx_payload = self.dut.rx__valid, self.dut.rx__ready, \
-            self.dut.rx__payload
-        beats = collections.deque()
-        valid = False
-        driven = None
-        while True:
-            if not valid and not beats and self.rx_queue.empty():
-                beats.extend(self.fmt.pack(await self.rx_queue.get()))
-            await RisingEdge(self.clk)
-            # The beat presented in the last cycle was taken at this edge if ready was high.
-            if valid and _high(rx_ready):
-                valid = False
-            if not valid:
-                if not beats and not self.rx_queue.empty():
-                    beats.extend(self.fmt.pack(self.rx_queue.get_nowait()))
-                if beats and not (self.idle_prob and self.rng.random() < self.idle_prob):
-                    rx_payload.value = beats.popleft()
-                    valid = True
-            if valid != driven:
-                rx_valid.value = int(valid)
-                driven = valid
-
-    async def _run_tx(self):
-        tx_valid, tx_ready, tx_payload = self.dut.tx__valid, self.dut.tx__ready, \
-            self.dut.tx__payload
-        dws = []
-        driven = None
-        while True:
-            await RisingEdge(self.clk)
-            if _high(tx_valid) and driven:
-                beat, first, last = self.fmt.unpack(tx_payload.value.to_unsigned())
-                if first != (not dws):
-                    raise AssertionError(f"TLP framing: first={first} after {len(dws)} DWs")
-                dws.extend(beat)
-                if last:
-                    self._from_dut(dws)
-                    dws = []
-            ready = int(not (self.stall_prob and self.rng.random() < self.stall_prob))
-            if ready != driven:          # writes through the simulator are costly: only changes
-                tx_ready.value = ready
-                driven = ready
 
     def _from_dut(self, dws):
         self.tx_count += 1

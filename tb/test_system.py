@@ -16,7 +16,7 @@ import os
 import pytest
 
 from model.params import VARIANTS
-from .run import run, SIMULATORS
+from .run import run, cocotb_tests, SIMULATORS, TEST_MODULES
 
 
 _sims = [s for s in SIMULATORS if os.environ.get("SIM", "") in ("", s)]
@@ -51,6 +51,15 @@ ON_VERILATOR = {("virtio_blk_ep", "a"): ["io_headline"],
 
 def test_selection_covers_every_variant():
     assert sorted({v for v, _ in SELECTION}) == sorted(VARIANTS)
+
+
+def test_selection_covers_every_test():
+    """Every cocotb test of the modules make test runs is in some group (a test in none would
+    never run), and every name in a group is a test (a typo would select nothing)."""
+    selected = {n for names in (*SELECTION.values(), *ON_VERILATOR.values()) for n in names}
+    defined = cocotb_tests(TEST_MODULES)
+    assert sorted(defined - selected) == [], "cocotb tests that no group of make test selects"
+    assert sorted(selected - defined) == [], "names in a group that are no cocotb test"
 
 
 # Longest first (Icarus, then the long group), so no core idles at the end of make test.

@@ -8,11 +8,11 @@ import zlib
 
 import pytest
 
-from tb.bench_blk import (GRIDS, WORKLOADS, RECORD_FIELDS, PAGE, grid_from_env, check_point,
+from tb.cocotb_bench import (GRIDS, WORKLOADS, RECORD_FIELDS, PAGE, grid_from_env, check_point,
                           request_count, linux_layout, percentile, sector_walk)
 from scripts.plot import (Canvas, encode_png, decode_png, throughput_figure, _FONT, GLYPH_W,
                           GLYPH_H, PALETTE)
-from scripts.bench import read_records, headline, table
+from scripts.bench import read_records, headline, table, speed_line
 from tb.seed import seed_from_env
 
 
@@ -224,7 +224,7 @@ def _record(**kw):
     rec = dict(workload="seq-read", block_size=65536, queue_depth=8, requests=8, bytes=524288,
                cycles=73728, bytes_per_cycle=7.1111, requests_per_cycle=0.00010851,
                latency_cycles_p50=36000, latency_cycles_p99=73000, simulator="verilator",
-               seed=1, mb_per_s=1777.8)
+               seed=1, mb_per_s=1777.8, sim_cycles_per_second=60000)
     rec.update(kw)
     return rec
 
@@ -250,3 +250,7 @@ def test_headline_and_table():
     assert headline(recs[:1], 8).endswith("seq-write 64 KiB qd8 not measured")
     lines = table(recs)
     assert len(lines) == 3 and lines[1].split()[:5] == ["seq-read", "64", "KiB", "8", "7.111"]
+    assert lines[1].split()[-1] == "60000"
+    # 2 x 73728 cycles, each point at 60,000 cycles per wall second.
+    assert speed_line(recs, "verilator") == ("bench: simulation speed 60,000 cycles per wall "
+                                             "second on verilator (147,456 cycles measured)")

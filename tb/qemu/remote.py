@@ -22,9 +22,6 @@ import os
 import select
 import time
 
-import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 from cocotb.utils import get_sim_time
 from cocotbext.pcie.core.tlp import Tlp, TlpType, CplStatus
 from cocotbext.pcie.core.port import SimPort
@@ -34,7 +31,8 @@ from model.params import VARIANTS
 from model.device import VirtioBlkModel
 from ..shim import TlpShim, tlp_to_dws
 from ..scoreboard import Scoreboard, read_byte_count
-from ..bench import CLOCK_NS, reset_dut
+from ..testbench import CLOCK_NS, reset_dut, start_clock
+from ..cycles import wait_cycles
 from ..seed import seed_from_env
 from .guest_ram import GuestMemory, UnmappedAccess
 from . import protocol as mp
@@ -123,7 +121,7 @@ class DmaShim(TlpShim):
         """Into the DUT's ``rx``, in order, past the scoreboard (as :meth:`upstream_recv`)."""
         self.on_request(tlp)
         self.rx_count += 1
-        self.rx_queue.put_nowait(tlp_to_dws(tlp))
+        self._enqueue(tlp_to_dws(tlp))
 
     def _from_dut(self, dws):
         self.tx_count += 1
@@ -172,7 +170,7 @@ class DmaShim(TlpShim):
 
 class CosimTB:
     """The co-simulation testbench: clock, reset, the golden model and scoreboard, the shim
-    serving DMA from guest RAM. The counterpart of :class:`tb.bench.TB` without a RootComplex.
+    serving DMA from guest RAM. The counterpart of :class:`tb.testbench.TB` without a RootComplex.
 
     Parameters
     ----------
@@ -210,10 +208,10 @@ class CosimTB:
                             on_request=self.scoreboard.request,
                             on_completion=self.scoreboard.completion, log=self.log)
         self._tag = 0
-        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        self.clock_origin = start_clock(dut)
 
     async def reset(self):
-        await reset_dut(self.dut, self.model, self.scoreboard)
+        await reset_dut(self.dut, self.model, self.scoreboard, self.clock_origin)
 
     def next_tag(self):
         self._tag = (self._tag + 1) % 256
@@ -301,7 +299,7 @@ class QemuRemote:
                 for msg in msgs:
                     await self._handle(msg)
                 self._service_intx()
-                sig = (self.shim.rx_count, self.shim.tx_count, self.shim.rx_queue.qsize(),
+                sig = (self.shim.rx_count, self.shim.tx_count, self.shim.rx_pending,
                        self._line, self.activity())
                 if msgs or sig != last:
                     idle, last = 0, sig
@@ -313,7 +311,8 @@ class QemuRemote:
                     fds = [self.sock] + ([self.resample_fd] if self.resample_fd is not None
                                          else [])
                     select.select(fds, [], [], self.idle_wait)
-                await ClockCycles(self.dut.clk, self.poll_cycles)
+                await wait_cycles(self.dut.clk, self.poll_cycles, CLOCK_NS,
+                                  self.tb.clock_origin)
         finally:
             self._close_irqfds()
 

@@ -9,16 +9,18 @@ Each point of the grid keeps exactly ``queue_depth`` requests of ``block_size`` 
 measures, from the first submission to the last completion:
 
 * ``bytes_per_cycle`` and ``requests_per_cycle``, at the 250 MHz user clock
-  (:data:`tb.bench.CLOCK_NS`);
+  (:data:`tb.testbench.CLOCK_NS`);
+* ``sim_cycles_per_second``: how fast the simulation itself ran (simulated cycles per second
+  of wall-clock time), a figure of the testbench, not of the device;
 * per-request latency in cycles, ``completed_at - submitted_at`` (set by
-  :class:`tb.blk_bench.BlkTB`: the cycle the request went into the available ring, and the cycle
+  :class:`tb.blk_testbench.BlkTB`: the cycle the request went into the available ring, and the cycle
   the driver reaped it from the used ring after the interrupt), as p50 and p99.
 
 Requests are framed the way Linux's virtio_blk frames them: an indirect table
 [VIRTIO-1.2 2.7.5.3] (one ring descriptor per request) holding the 16-byte header, the data in
 4 KiB pieces (page-cache pages, page aligned) and the status byte. Sequential workloads walk the
 disk from sector 0, wrapping at its end; random ones pick block-aligned sectors with the seed
-(``SEED=<n>`` replays a run). The golden-model comparison of :class:`~tb.blk_bench.BlkTB` stays
+(``SEED=<n>`` replays a run). The golden-model comparison of :class:`~tb.blk_testbench.BlkTB` stays
 on: every request and, at the end, the whole disk are checked.
 
 Environment:
@@ -38,6 +40,7 @@ import json
 import math
 import os
 import random
+import time
 from collections import deque
 from pathlib import Path
 
@@ -45,9 +48,9 @@ import cocotb
 from cocotb.triggers import First, with_timeout
 
 from model import regmap as rm
-from .blk import Layout
-from .blk_bench import BlkTB
-from .bench import CLOCK_NS
+from .blk import Layout, PAGE
+from .blk_testbench import BlkTB
+from .testbench import CLOCK_NS
 
 
 __all__ = ["WORKLOADS", "GRIDS", "PAGE", "RECORD_FIELDS", "grid_from_env", "check_point",
@@ -56,8 +59,6 @@ __all__ = ["WORKLOADS", "GRIDS", "PAGE", "RECORD_FIELDS", "grid_from_env", "chec
 
 SECTOR = rm.BLK_SECTOR_BYTES
 OUTHDR = rm.BLK_OUTHDR_BYTES
-# Linux's data pieces: one scatterlist entry per page-cache page.
-PAGE = 4096
 
 WORKLOADS = ("seq-read", "seq-write", "rand-read", "rand-write")
 
@@ -71,7 +72,8 @@ GRIDS = {
 # The fields of every record, in the order they are written.
 RECORD_FIELDS = ("workload", "block_size", "queue_depth", "requests", "bytes", "cycles",
                  "bytes_per_cycle", "requests_per_cycle", "latency_cycles_p50",
-                 "latency_cycles_p99", "simulator", "seed", "mb_per_s")
+                 "latency_cycles_p99", "simulator", "seed", "mb_per_s",
+                 "sim_cycles_per_second")
 
 # Requests per point (see request_count): the device serves one request at a time, so its
 # throughput settles within a few requests; long runs only cost simulation time (~16 k cycles/s).
@@ -202,19 +204,6 @@ def sector_walk(workload, block, capacity, rng):
             yield rng.randrange(slots) * nsec
 
 
-def _page_aligned_buffers(core):
-    """Allocate request buffers as Linux has them: data pieces in page-aligned pages (the page
-    cache), header and status byte 8-byte aligned (kmalloc'd with the request)."""
-    mem = core.mem
-
-    def alloc(req, n, skew):
-        base = mem.alloc(max(1, n + skew), align=PAGE if n >= SECTOR else 8)
-        req.allocations.append(base)
-        return base + skew
-
-    core._alloc = alloc
-
-
 def _sig(x, digits=5):
     return float(f"{x:.{digits}g}")
 
@@ -239,6 +228,7 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
     done = []
     submitted = 0
     start = bt.cycles()
+    wall = time.monotonic()
     while len(done) < n:
         while submitted < n and len(inflight) < depth:
             sector = next(sectors)
@@ -264,6 +254,9 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
         "requests_per_cycle": _sig(n / cycles),
         "latency_cycles_p50": percentile(latencies, 50),
         "latency_cycles_p99": percentile(latencies, 99),
+        # How fast the simulation ran (simulated cycles per wall-clock second), not the device.
+        "sim_cycles_per_second": round((bt.cycles() - start) / max(time.monotonic() - wall,
+                                                                   1e-9)),
     }
 
 
@@ -276,10 +269,11 @@ async def bench(dut):
         raise ValueError(f"BENCH_REQUESTS must be a positive request count, not {fixed}")
     out = Path(os.environ.get("BENCH_OUT") or DEFAULT_OUT)
     bt = BlkTB(dut, mem_size=HOST_MEMORY)
-    seed = bt.tb.seed
+    seed = bt.seed
     rng = random.Random(f"bench {seed}")      # not the TB's own stream (stalls, back-end)
     drv = await bt.start()
-    _page_aligned_buffers(drv.core)
+    # Buffers as Linux has them: data in page-aligned pages, header and status kmalloc'd.
+    drv.core.page_aligned = True
     p = bt.params
     limits = dict(capacity=p.capacity, seg_max=drv.config.seg_max, queue_size=drv.vqs[0].size,
                   queues=len(drv.vqs))

@@ -12,10 +12,11 @@ Tests build one :class:`TB` and read like a driver session::
 
 import logging
 import random
+import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.utils import get_sim_time
 from cocotbext.pcie.core import RootComplex
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
@@ -23,12 +24,13 @@ from cocotbext.pcie.core.utils import PcieId
 from model.params import VARIANTS
 from model.device import VirtioBlkModel
 from .shim import TlpShim
+from .cycles import CycleLoop, wait_cycles
 from .scoreboard import Scoreboard
 from .driver import VirtioPciDriver
 from .seed import seed_from_env
 
 
-__all__ = ["TB", "CLOCK_NS", "PEER_ID"]
+__all__ = ["TB", "CLOCK_NS", "PEER_ID", "reset_dut", "start_clock"]
 
 
 # Requester ID of requests a test puts on the link itself (a peer below the same root port),
@@ -39,12 +41,23 @@ PEER_ID = PcieId(0, 2, 0)
 CLOCK_NS = 4
 
 
-async def reset_dut(dut, model, scoreboard):
-    """Fundamental reset: ``rst`` for 8 cycles; the model and the scoreboard start over."""
+def start_clock(dut):
+    """Start the DUT's clock at :data:`CLOCK_NS` and return the time of its first rising edge
+    (in simulator steps, for :func:`tb.cycles.wait_cycles`). The clock toggles in the simulator's C++ interface, not in a Python task: cocotb picks
+    that itself where it trusts the simulator's inertial writes (Verilator); on Icarus it is
+    asked for, which changes nothing for the design (the clock is the one signal written at
+    the start of a time step, and every other write still waits for the write phase)."""
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start())
+    return get_sim_time("step")
+
+
+async def reset_dut(dut, model, scoreboard, origin=0):
+    """Fundamental reset: ``rst`` for 8 cycles; the model and the scoreboard start over
+    (``origin``: the clock's first rising edge, from :func:`start_clock`)."""
     dut.rst.value = 1
-    await ClockCycles(dut.clk, 8)
+    await wait_cycles(dut.clk, 8, CLOCK_NS, origin)
     dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
+    await wait_cycles(dut.clk, 2, CLOCK_NS, origin)
     model.power_on_reset()
     scoreboard.reset()
 
@@ -72,6 +85,9 @@ class TB:
         self.model = VirtioBlkModel(self.params)
         self.scoreboard = Scoreboard(self.model, self.log)
 
+        # The stream agents on the DUT's clock (the shim, and a storage back-end) step in one
+        # task, and only while they have work (tb/cycles.py).
+        self.loop = CycleLoop(dut.clk)
         self.rc = RootComplex()
         # The RootComplex logs every DMA access and MSI at INFO: thousands of lines per test.
         self.rc.log.setLevel(logging.WARNING)
@@ -84,17 +100,34 @@ class TB:
                             stall_prob=0.3 if stalls else 0.0,
                             rng=random.Random(self.rng.randrange(1 << 32)),
                             on_request=self.scoreboard.request,
-                            on_completion=self.scoreboard.completion)
+                            on_completion=self.scoreboard.completion, loop=self.loop)
         # The link the Litefury's hard IP would train: 5.0 GT/s x4 (matches Link Capabilities).
         self.shim.upstream_port.max_link_speed = 2
         self.shim.upstream_port.max_link_width = 4
         self.rc.make_port().connect(self.shim)
         self.pci = None
         self._peer_tag = 0
-        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        self.clock_origin = start_clock(dut)
+        self._wall0 = time.monotonic()
+        self._cycle0 = self.cycles()
 
     async def reset(self):
-        await reset_dut(self.dut, self.model, self.scoreboard)
+        await reset_dut(self.dut, self.model, self.scoreboard, self.clock_origin)
+
+    def cycles(self):
+        """Clock cycles since time 0."""
+        return int(get_sim_time("ns") // CLOCK_NS)
+
+    async def wait_cycles(self, cycles):
+        """Wait ``cycles`` rising edges of the DUT's clock (cheaply: see
+        :func:`tb.cycles.wait_cycles`)."""
+        await wait_cycles(self.dut.clk, cycles, CLOCK_NS, self.clock_origin)
+
+    def speed(self):
+        """``(cycles, wall seconds, cycles per wall second)`` since this testbench was built."""
+        cycles = self.cycles() - self._cycle0
+        wall = max(time.monotonic() - self._wall0, 1e-9)
+        return cycles, wall, cycles / wall
 
     async def start(self, enable=True):
         """Reset, enumerate, and (like Linux's pci_enable_device + pci_set_master) enable
@@ -165,9 +198,13 @@ class TB:
         return await self.shim.inject(tlp)
 
     async def settle(self, cycles=50):
-        await ClockCycles(self.dut.clk, cycles)
+        await self.wait_cycles(cycles)
 
     def finish(self):
+        cycles, wall, rate = self.speed()
+        self.log.info("speed: %d cycles in %.1f s wall, %.0f cycles per second (%s, %d of %d "
+                      "cycles with a stream agent busy)", cycles, wall, rate,
+                      cocotb.SIM_NAME, self.loop.edges, cycles)
         sb = self.scoreboard
         self.log.info("scoreboard: %d requests, %d completions, %d reads compared with the "
                       "model", sb.requests, sb.completions, sb.compared_reads)
