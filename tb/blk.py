@@ -869,6 +869,23 @@ class BlkDriver:
                         self._count("poll")
         self._poll_task = None
 
+    def poll_at_random(self, rng, max_gap_ns):
+        """Also reap every queue at random moments, gaps of 1 to ``max_gap_ns`` drawn from
+        ``rng``, as a CPU polling the used ring does (Linux's blk-mq poll queues; a busy
+        polling loop in user space): it may look at ``used->idx`` and the used elements at any
+        moment, and must always find them consistent [VIRTIO-1.2 2.7.8.2, 2.7.14]. Runs until
+        :meth:`close`."""
+        import cocotb
+        from cocotb.triggers import Timer
+
+        async def poll():
+            while True:
+                await Timer(rng.randint(1, max_gap_ns), unit="ns")
+                for q in range(len(self.vqs)):
+                    if self.core.inflight[q] and self._reap(q):
+                        self._count("random poll")
+        self._tasks.append(cocotb.start_soon(poll()))
+
     def set_no_interrupt(self, q, suppress=True):
         """Suppress (or re-enable) used buffer notifications of queue ``q``
         [VIRTIO-1.2 2.7.7]; a suppressed queue is polled every ``poll_ns``."""

@@ -7,7 +7,8 @@ but its writes go to a private overlay, so the DUT's results are not disturbed. 
 reaps the request (``on_complete``), the DUT's used ``len``, status byte and every
 device-writable byte are compared with the model's; at the end the back-end's disk image is
 compared with the model's disk. Meanwhile :class:`tb.fence.DmaFence` admits only the rings and
-the buffers of the requests in flight.
+the buffers of the requests in flight, and the scoreboard's ordering checker
+(:mod:`tb.ordering`) watches the order in which the DUT makes its results visible.
 
 Tests keep requests that write sectors apart from any other request in flight on those sectors
 (the order in which a device serves requests of different queues is its own), so the model's
@@ -16,11 +17,15 @@ order and the DUT's give the same disk.
 
 import random
 
+import cocotb
+from cocotb.triggers import RisingEdge
+
 from model import regmap as rm
 from .testbench import TB
 from .backend import StorageBackend
 from .blk import BlkDriver
 from .fence import DmaFence
+from .ordering import OrderingChecker
 from .virtqueue import HostMemory
 
 
@@ -77,6 +82,8 @@ class BlkTB(TB):
         The driver's virtio-pci transport (``drv.transport``).
     fence : tb.fence.DmaFence
         The scoreboard's ``dma_allowed``, after :meth:`start`.
+    ordering : tb.ordering.OrderingChecker
+        The scoreboard's ordering checker, after :meth:`start`.
     compared, mismatches : int
         Requests compared with the model, and those that differed.
     """
@@ -88,7 +95,7 @@ class BlkTB(TB):
                                       rng=random.Random(self.rng.randrange(1 << 32)),
                                       log=self.log, loop=self.loop)
         self.mem_size = mem_size
-        self.mem = self.drv = self.transport = self.fence = None
+        self.mem = self.drv = self.transport = self.fence = self.ordering = None
         self.compared = 0
         self.mismatches = 0
         self._last_reap = -(1 << 62)
@@ -104,11 +111,15 @@ class BlkTB(TB):
         self.transport = self.drv.transport
         self.fence = DmaFence(lambda: self.drv.vqs, self.mem.read)
         self.scoreboard.dma_allowed = self.fence
+        self.ordering = OrderingChecker(self.model, self.mem.read, self.scoreboard.error)
+        self.scoreboard.ordering = self.ordering
         self.scoreboard.isr_maybe = self._isr_maybe
         self.drv.on_submit += [self.fence.request, self._model_request]
         self.drv.on_complete += [self.fence.release, self._compare]
         self.drv.on_abandon.append(self.fence.release)
         await self.drv.init(**init_kw)
+        if self.drv.intx is not None and not self.drv.msix:
+            cocotb.start_soon(self._watch_intx())
         return self.drv
 
     async def reinit(self, **init_kw):
@@ -116,6 +127,13 @@ class BlkTB(TB):
         ring state was reset with the device; its disk stays)."""
         await self.drv.init(**init_kw)
         return self.drv
+
+    async def _watch_intx(self):
+        # INTA# is the notification without MSI-X: the ordering checker wants its edges.
+        intx = self.dut.intx
+        while True:
+            await RisingEdge(intx)
+            self.ordering.intx_asserted()
 
     # -- the golden model on the same rings ---------------------------------------------------------
 

@@ -5,6 +5,8 @@ storage back-end, each compared with the golden model.
 Every test runs with and without random stalls on the TLP streams and the storage port.
 """
 
+import random
+
 import cocotb
 
 from model import regmap as rm
@@ -134,8 +136,14 @@ async def random_workload(dut, stalls):
     # Up to every descriptor of every queue (the driver waits when a queue is full); the
     # no-overlap rule for writes limits it further on a small disk.
     max_depth = rng.choice([1, 4, 16, 64, sum(vq.size for vq in drv.vqs)])
-    bt.log.info("random workload: %d requests, %d queues, depth up to %d, event_idx %s",
-                n, nq, max_depth, event_idx)
+    # Half of the runs, the driver also polls the used rings at random moments, as a CPU
+    # may at any time: it must never find used->idx ahead of the elements, nor an element
+    # ahead of its data and status [VIRTIO-1.2 2.7.8.2].
+    poll = rng.random() < 0.5
+    if poll:
+        drv.poll_at_random(random.Random(rng.randrange(1 << 32)), max_gap_ns=400)
+    bt.log.info("random workload: %d requests, %d queues, depth up to %d, event_idx %s, "
+                "random polling %s", n, nq, max_depth, event_idx, poll)
     busy = []            # (lo, hi, writes, req)
     inflight = []
     counts = {}

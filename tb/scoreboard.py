@@ -196,6 +196,10 @@ class Scoreboard:
         request of the DUT other than an MSI-X message: ``addr`` is the first byte the request
         enables, ``length`` the bytes from there to the last enabled one (0 for a zero-length
         request). A robustness test sets it to the driver's buffers.
+    ordering : tb.ordering.OrderingChecker or None
+        If set, gets every memory request of the DUT in link order (reads, writes with their
+        data, MSI-X messages by vector) and every device reset, and checks the order in which
+        the DUT makes its results visible.
     expect_timeouts : bool
         Set by a test in which the DUT's reads may go unanswered on purpose: the DUT may then
         reuse the Tag of a read still outstanding here (it timed out in the DUT, [PCIe-3.0
@@ -220,6 +224,7 @@ class Scoreboard:
         self.completions = 0
         self.compared_reads = 0
         self.dma_allowed = None
+        self.ordering = None
         # ISR bits the data path may have set since the last ISR read, which the register
         # model cannot know (they depend on when the DUT completes requests): a callable
         # returning a bit mask, set by the data-path testbench. A read of the ISR may then
@@ -241,6 +246,7 @@ class Scoreboard:
         """The DUT went through a fundamental reset (call after ``model.power_on_reset()``):
         no read of the DUT is outstanding any more, and Bus Master Enable is back to its reset
         value."""
+        self._device_reset()
         self.dma_pending = {}
         # Bus Master Enable timing. The model applies a Configuration Write to the Command
         # register as soon as the request goes into the DUT, but the DUT applies it some cycles
@@ -253,6 +259,10 @@ class Scoreboard:
         self._pending_command = {}
         # The MSI-X table as it was before an FLR whose completion has not been seen yet.
         self._flr_msix = {}
+
+    def _device_reset(self):
+        if getattr(self, "ordering", None) is not None:
+            self.ordering.device_reset()
 
     def error(self, msg):
         self.log.error("SCOREBOARD: %s", msg)
@@ -281,6 +291,7 @@ class Scoreboard:
                                     poisoned=bool(tlp.ep))
             if (tlp.address >> 2 == self._devctl_dw and tlp.first_be & 2 and
                     value & rm.DEVCTL_INITIATE_FLR and status == SC):
+                self._device_reset()
                 self._start_drain(before)
                 # FLR clears the Command register (Bus Master Enable) once this completes;
                 # until then the DUT may still send MSI-X messages of the table it had.
@@ -309,6 +320,7 @@ class Scoreboard:
                         poisoned=bool(tlp.ep))
             if self._status_hit(tlp.address) and tlp.first_be & 1 and not tlp.ep:
                 if payload[0] == 0:
+                    self._device_reset()
                     self._start_drain(before)
                 else:
                     self._draining_dw = None    # the driver saw the reset finish
@@ -532,6 +544,14 @@ class Scoreboard:
         if self.dma_allowed is not None and not msix and \
                 not self.dma_allowed(start, span, not is_read):
             problems.append(f"DMA outside the driver's buffers: {span} bytes at {start:#x}")
+        if self.ordering is not None:
+            if is_read:
+                self.ordering.dut_read(start, span)
+            elif msix:
+                self.ordering.msix_message(vector)
+            else:
+                off = start - tlp.address
+                self.ordering.dut_write(start, bytes(tlp.get_data())[off:off + span])
         if problems:
             kind = "read" if is_read else "MSI-X write" if msix else "write"
             self.error(f"DUT {kind} request {tlp!r}: " + "; ".join(problems))
