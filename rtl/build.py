@@ -3,15 +3,14 @@
 import argparse
 import os
 import re
-import subprocess
 
-from amaranth.back import rtlil, verilog
+from amaranth.back import verilog
 
 from model.params import VARIANTS
 from .top import VirtioBlkEndpoint
 
 
-__all__ = ["generate"]
+__all__ = ["generate", "write_verilog"]
 
 
 # Yosys gives each module with combinational processes a dummy register, initialised to 0 and
@@ -51,39 +50,21 @@ def _wake_comb_at_time_zero(text):
     return _MODULE.sub(lambda m: _wake_module(m.group(0)), text)
 
 
-def _flat_verilog(top, name, out_dir):
-    """The design as one flat module, optimised by Yosys the way synthesis starts (processes to
-    netlists, hierarchy flattened, ``opt -full``): the same logic, which Icarus evaluates
-    half again as fast as Amaranth's module-per-component output."""
-    from .synth import yosys_command
-    stem = f"{name}.{os.getpid()}"
-    with open(os.path.join(out_dir, f"{stem}.il"), "w") as f:
-        f.write(rtlil.convert(top, name=name, emit_src=False))
-    # Yosys sees only file names in ``out_dir`` (see rtl.synth).
-    script = "; ".join([f"read_rtlil {stem}.il", f"hierarchy -top {name}", "proc", "flatten",
-                        "opt -full", "opt_clean -purge", f"write_verilog -noattr {stem}.flat.v"])
-    proc = subprocess.run([*yosys_command(), "-q", "-p", script], cwd=out_dir,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise RuntimeError(f"yosys exited with status {proc.returncode}: {proc.stdout}"
-                           f"{proc.stderr}")
-    with open(os.path.join(out_dir, f"{stem}.flat.v")) as f:
-        text = f.read()
-    for suffix in (".il", ".flat.v"):
-        os.remove(os.path.join(out_dir, stem + suffix))
-    return text
+def generate(name, params, out_dir):
+    """Write ``<out_dir>/<name>.v`` with the endpoint for ``params`` as a top module called
+    ``name``; returns its path."""
+    return write_verilog(VirtioBlkEndpoint(params), name, out_dir)
 
 
-def generate(name, params, out_dir, flat=False):
-    """Write ``<out_dir>/<name>.v`` with a top module called ``name``; returns its path. With
-    ``flat``, ``<out_dir>/<name>.flat.v``: the design flattened and optimised by Yosys (for
-    Icarus, see :func:`_flat_verilog`)."""
+def write_verilog(top, name, out_dir):
+    """:func:`generate` for any elaboratable ``top`` (the testbench's harness, for one)."""
     os.makedirs(out_dir, exist_ok=True)
-    top = VirtioBlkEndpoint(params)
-    text = _flat_verilog(top, name, out_dir) if flat else \
-        verilog.convert(top, name=name, emit_src=False)
-    text = _wake_comb_at_time_zero(text)
-    path = os.path.join(out_dir, f"{name}.flat.v" if flat else f"{name}.v")
+    text = _wake_comb_at_time_zero(verilog.convert(top, name=name, emit_src=False))
+    path = os.path.join(out_dir, f"{name}.v")
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return path      # unchanged: simulator builds stay up to date
     # Written whole and renamed: parallel test runs may generate the same variant at once.
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:

@@ -19,10 +19,9 @@ import logging
 import os
 import random
 
-from cocotb.triggers import RisingEdge
 from amaranth.lib import data
 
-from .cycles import Agent, CycleLoop, Wire
+from .transactors import Wire, Feeder, Collector
 from rtl.storage import (SECTOR_BYTES, StorageOp, StorageStatus, StorageCommand,
                          StorageCompletion, StorageData)
 
@@ -44,7 +43,7 @@ class _Command:
         return f"{self.name} tag={self.tag} sector={self.sector} count={self.count}"
 
 
-class StorageBackend(Agent):
+class StorageBackend:
     """Serves the DUT's storage port from a disk image, one command at a time, in order.
 
     * ``READ`` sends ``count * 4096 / data_width`` beats (``last`` on the final one), then the
@@ -72,30 +71,33 @@ class StorageBackend(Agent):
     and leaves the image as it was, but keeps the framing: a ``READ`` sends its beats (zeros),
     a ``WRITE`` takes its beats and drops them.
 
-    Timing with ``stall_prob`` 0: a command is taken in the cycle after the previous command's
-    last beat (or, for a command without data, the cycle after it was taken); beats move at
-    one per cycle from the cycle after the command was taken; the completion is valid from
-    the cycle after the last beat. Completions wait in a queue, so the next command starts
-    while the previous completion waits to be taken. With ``stall_prob`` p, ``cmd.ready`` and
-    ``wdata.ready`` are low in a cycle with probability p, and each ``rdata`` beat and
-    completion is preceded by an idle cycle with probability p (repeatedly).
+    Timing with ``stall_prob`` 0: one command at a time, the next taken once the previous
+    one's completion is loaded; read beats from the second cycle after the command was taken,
+    then one per cycle; write beats at one per cycle; the completion valid two cycles after
+    the last write beat, or once the last read beat has gone. Completions wait in a queue, so
+    the next command starts while the previous completion waits to be taken. With
+    ``stall_prob`` p, ``cmd.ready`` and ``wdata.ready`` are low in a cycle with probability
+    p, and each ``rdata`` beat and completion is preceded by an idle cycle with probability p
+    (repeatedly); the harness's LFSRs draw them, seeded from ``rng``.
 
-    It is a :class:`tb.cycles.Agent`: at each rising edge while it has work, :meth:`step`
-    samples the handshakes of the cycle that ended at the edge, then drives the next cycle's
-    values, like :class:`tb.shim.TlpShim`; with no command under way, waiting or completing it
-    sleeps until ``cmd.valid`` rises.
+    The port's streams go through the simulation harness's transactors (:mod:`tb.harness`):
+    the back-end takes each command and each chunk of write data when the harness publishes
+    it, and hands read data and completions to it a chunk at a time; Python works per
+    command and per chunk, not per beat.
 
     Parameters
     ----------
     dut : cocotb handle
-        The toplevel, with ``<prefix>__{cmd,wdata,rdata,cpl}__{valid,ready,payload}``.
+        The toplevel, with the storage port's transactors (:class:`tb.harness.SimHarness` or
+        :class:`tb.harness.StorageHarness`): ``<prefix>__{cmd,wdata}__*`` collectors,
+        ``<prefix>__{rdata,cpl}__*`` feeders, and ``<prefix>__writeback``.
     clk : cocotb handle
         The clock of the storage port.
     image : bytearray or str or os.PathLike
         The disk: a ``bytearray`` used in place, or the path of an image file, read in and
         written back by ``FLUSH`` and :meth:`close`. Its size is one or more whole sectors.
     prefix : str
-        Name of the storage port in the flattened toplevel.
+        Name of the storage port's transactors in the toplevel.
     data_width : int
         Width of the data streams in bits; a divisor of 4096, at least 8.
     stall_prob : float
@@ -111,9 +113,6 @@ class StorageBackend(Agent):
     evict_prob : float
         In writeback mode, the probability that one cached sector is written back after a
         command, 0 to 1.
-    loop : tb.cycles.CycleLoop or None
-        The loop that steps the back-end (shared with the other agents on ``clk``); a loop of
-        its own if None.
 
     Attributes
     ----------
@@ -144,12 +143,12 @@ class StorageBackend(Agent):
     ------
     ValueError
         If ``data_width``, ``stall_prob``, ``evict_prob``, ``cache`` or the image size is out
-        of range, or the toplevel's payloads do not have the widths the layouts give.
+        of range, or the transactors' data ports do not fit the layouts' beats.
     TypeError
         If ``image`` is neither a ``bytearray`` nor a path.
     """
     def __init__(self, dut, clk, image, *, prefix="storage", data_width=64, stall_prob=0.0,
-                 rng=None, log=None, cache="port", evict_prob=0.0, loop=None):
+                 rng=None, log=None, cache="port", evict_prob=0.0):
         if not isinstance(data_width, int) or data_width < 8 or 4096 % data_width:
             raise ValueError(f"StorageBackend data_width must divide 4096 bits (one sector), "
                              f"not {data_width!r}")
@@ -200,21 +199,17 @@ class StorageBackend(Agent):
             if cache == "port" and dut is not None else None
         self._writeback_port = Wire(port_) if port_ is not None else None
 
-        def port(stream, name):
-            return getattr(dut, f"{prefix}__{stream}__{name}")
-        self._cmd = [port("cmd", n) for n in ("valid", "ready", "payload")]
-        self._wdata = [port("wdata", n) for n in ("valid", "ready", "payload")]
-        self._rdata = [port("rdata", n) for n in ("valid", "ready", "payload")]
-        self._cpl = [port("cpl", n) for n in ("valid", "ready", "payload")]
-
         # Packed payloads: fields from bit 0 in declaration order, as the layouts say.
         beat = StorageData(data_width)
-        for stream, layout in ((self._cmd, StorageCommand), (self._wdata, beat),
-                               (self._rdata, beat), (self._cpl, StorageCompletion)):
-            size = data.Layout.cast(layout).size
-            if len(stream[2]) != size:
-                raise ValueError(f"StorageBackend: {stream[2]._path} is {len(stream[2])} bits, "
-                                 f"the layout needs {size}")
+        sizes = {name: data.Layout.cast(layout).size for name, layout in (
+            ("cmd", StorageCommand), ("wdata", beat), ("rdata", beat),
+            ("cpl", StorageCompletion))}
+        for name, size in sizes.items():
+            port = getattr(dut, f"{prefix}__{name}__data")
+            if len(port) % size or (name in ("cmd", "cpl") and len(port) != size):
+                raise ValueError(f"StorageBackend: {port._path} is {len(port)} bits, not "
+                                 f"{'a' if name in ('cmd', 'cpl') else 'a whole number of'} "
+                                 f"{size}-bit {'beat' if name in ('cmd', 'cpl') else 'beats'}")
         self._op, self._tag, self._sector, self._count = (
             _field(StorageCommand, n) for n in ("op", "tag", "sector", "count"))
         self._data, self._last = (_field(beat, n) for n in ("data", "last"))
@@ -222,20 +217,17 @@ class StorageBackend(Agent):
                                            for n in ("tag", "status"))
         self._beat_bytes = data_width // 8
 
-        self._cmd, self._wdata, self._rdata, self._cpl = (
-            [Wire(h) for h in stream] for stream in (self._cmd, self._wdata, self._rdata,
-                                                     self._cpl))
-        for wire in (self._cmd[1], self._wdata[1], self._rdata[0], self._rdata[2],
-                     self._cpl[0], self._cpl[2]):
-            wire.write(0)
-        # What is driven in the current cycle: cmd.ready, wdata.ready, rdata.valid, cpl.valid.
-        self._cmd_r = self._wdata_r = self._rdata_v = self._cpl_v = False
-        self._driven = (0, 0, 0, 0)
+        # The harness's transactors (tb/harness.py): commands and write data collected,
+        # read data and completions fed, each with its own seeded stalls.
+        def seed():
+            return self.rng.randrange(1 << 32)
         self._current = None            # the command whose data is moving
-        self._completions = []          # packed completions not yet taken, in order
-        self.wake_on = RisingEdge(self._cmd[0].handle)
-        self.loop = loop or CycleLoop(clk)
-        self.loop.add(self)
+        self._cmd = Collector(dut, f"{prefix}__cmd", sizes["cmd"], self._take_command,
+                              stall_prob, seed())
+        self._wdata = Collector(dut, f"{prefix}__wdata", sizes["wdata"], self._take_data,
+                                stall_prob, seed(), accept=False)
+        self._rdata = Feeder(dut, f"{prefix}__rdata", clk, sizes["rdata"], stall_prob, seed())
+        self._cpl = Feeder(dut, f"{prefix}__cpl", clk, sizes["cpl"], stall_prob, seed())
 
     # -- the public interface --------------------------------------------------------------------
 
@@ -254,7 +246,8 @@ class StorageBackend(Agent):
     def close(self):
         """Stop serving, make the cache durable (an orderly shutdown), and write the image
         back to its file (if it came from one)."""
-        self.loop.remove(self)
+        for part in (self._cmd, self._wdata, self._rdata, self._cpl):
+            part.stop()
         self._commit(self._volatile)
         if self._file is not None:
             self._write_back()
@@ -288,9 +281,6 @@ class StorageBackend(Agent):
         return lost
 
     # -- the command loop ------------------------------------------------------------------------
-
-    def _stall(self):
-        return bool(self.stall_prob) and self.rng.random() < self.stall_prob
 
     def _unsigned(self, wire):
         try:
@@ -396,69 +386,44 @@ class StorageBackend(Agent):
         self._file.flush()
         self._dirty.clear()
 
-    def step(self):
-        """One rising edge (:class:`tb.cycles.Agent`): take the handshakes of the cycle that
-        ended, drive the next. Asleep, with every ready low and nothing valid, while no command
-        is under way or waiting and no completion is left to send."""
-        cmd_valid, cmd_ready, cmd_payload = self._cmd
-        wdata_valid, wdata_ready, wdata_payload = self._wdata
-        rdata_valid, rdata_ready, rdata_payload = self._rdata
-        cpl_valid, cpl_ready, cpl_payload = self._cpl
-        current, completions = self._current, self._completions
-        # -- the handshakes of the cycle that ended at this edge --
-        if self._rdata_v and rdata_ready.high():
-            self._rdata_v = False
-            current.index += 1
-            if current.index == current.beats:
-                completions.append(self._finish(current))
-                current = None
-        if self._wdata_r and wdata_valid.high():
-            value = self._unsigned(wdata_payload)
+    def _take_command(self, payloads):
+        """The command collector published a command (it holds ``ready`` low from now on,
+        until this one's data has moved)."""
+        self._cmd.accept = False
+        c = self._decode(payloads[0])
+        if self._start(c):
+            self._complete(c)
+        elif c.op == StorageOp.READ:
+            beats = [int.from_bytes(c.data[k * self._beat_bytes:(k + 1) * self._beat_bytes],
+                                    "little") << self._data[0] |
+                     int(k == c.beats - 1) << self._last[0] for k in range(c.beats)]
+            self._rdata.send(beats)
+            # [rtl.storage] All of a READ's beats before its completion: the completion is
+            # loaded once the last beat is in the feeder, and the harness holds it back
+            # until the read data has gone.
+            self._rdata.then(lambda: self._complete(c))
+        else:
+            # A WRITE: its beats are taken from the next cycle on, and only its.
+            self._current = c
+            self._wdata.accept = True
+
+    def _take_data(self, payloads):
+        """The write data collector published a chunk of beats."""
+        c = self._current
+        if c is None or c.op != StorageOp.WRITE:
+            raise AssertionError(f"{len(payloads)} wdata beats with no WRITE under way")
+        for value in payloads:
             last = bool(value >> self._last[0] & 1)
-            current.data.append(value >> self._data[0] & self._data[1])
-            current.index += 1
-            assert last == (current.index == current.beats), \
-                f"wdata beat {current.index} of {current.beats} of {current!r}: last={last}"
-            if current.index == current.beats:
-                completions.append(self._finish(current))
-                current = None
-        if self._cpl_v and cpl_ready.high():
-            self._cpl_v = False
-            completions.pop(0)
-        cmd_seen = cmd_valid.high()
-        if self._cmd_r and cmd_seen:
-            cmd_seen = False
-            c = self._decode(self._unsigned(cmd_payload))
-            if self._start(c):
-                completions.append(self._finish(c))
-            else:
-                current = c
-        self._current = current
-        # -- what to drive in the next cycle --
-        self._cmd_r = current is None and not self._stall()
-        self._wdata_r = (current is not None and current.op == StorageOp.WRITE and
-                         not self._stall())
-        if (not self._rdata_v and current is not None and current.op == StorageOp.READ and
-                not self._stall()):
-            k = current.index * self._beat_bytes
-            beat = int.from_bytes(current.data[k:k + self._beat_bytes], "little")
-            rdata_payload.write(beat << self._data[0] |
-                                int(current.index == current.beats - 1) << self._last[0])
-            self._rdata_v = True
-        if not self._cpl_v and completions and not self._stall():
-            cpl_payload.write(completions[0])
-            self._cpl_v = True
-        # Nothing to do until the DUT shows a command: sleep. cmd.ready keeps the value just
-        # drawn, so a command shown meanwhile is taken at the first edge after the wake-up,
-        # the edge at which this is called again.
-        idle = current is None and not completions and not cmd_seen
-        # Only changes are written: a write through the simulator interface costs far more
-        # than this comparison, and most cycles change nothing.
-        drive = (int(self._cmd_r), int(self._wdata_r), int(self._rdata_v), int(self._cpl_v))
-        if drive != self._driven:
-            for wire, new, old in zip((cmd_ready, wdata_ready, rdata_valid, cpl_valid),
-                                      drive, self._driven):
-                if new != old:
-                    wire.write(new)
-            self._driven = drive
-        return not idle
+            c.data.append(value >> self._data[0] & self._data[1])
+            c.index += 1
+            assert last == (c.index == c.beats), \
+                f"wdata beat {c.index} of {c.beats} of {c!r}: last={last}"
+        if c.index == c.beats:
+            self._current = None
+            self._wdata.accept = False
+            self._complete(c)
+
+    def _complete(self, c):
+        """The command's data has moved: finish it, send its completion, take the next."""
+        self._cpl.send([self._finish(c)])
+        self._cmd.accept = True

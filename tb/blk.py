@@ -911,11 +911,17 @@ class BlkDriver:
         await self.transport.notify(q)
         return True
 
+    # How long a request may take, or a full queue wait for room, before a test fails: far
+    # beyond any request of the tests (a 128 KiB request 64 deep takes about 5 ms), so a
+    # device that never completes fails the test instead of hanging it.
+    TIMEOUT_NS = 50_000_000
+
     async def submit(self, q, type, sector=0, out_payload=b"", in_len=0, layout=None, kick=True):
         """Make one request available on queue ``q`` (None: round robin) and return its
         :class:`Request` without waiting for it; waits for free descriptors if the queue is
-        full. With ``kick=False`` the caller batches and calls :meth:`kick` itself."""
-        from cocotb.triggers import Event
+        full (at most :data:`TIMEOUT_NS`). With ``kick=False`` the caller batches and calls
+        :meth:`kick` itself."""
+        from cocotb.triggers import Event, with_timeout
         q = self._pick_queue(q)
         while True:
             try:
@@ -923,7 +929,7 @@ class BlkDriver:
                 break
             except QueueFull:
                 self._slot[q].clear()
-                await self._slot[q].wait()
+                await with_timeout(self._slot[q].wait(), self.TIMEOUT_NS, "ns")
         req.event = Event()
         if kick:
             await self.kick(q)
@@ -931,13 +937,10 @@ class BlkDriver:
 
     async def wait(self, req, timeout_ns=None):
         """Wait until ``req`` completes; returns it. Raises ``SimTimeoutError`` after
-        ``timeout_ns`` if given."""
+        ``timeout_ns`` (default :data:`TIMEOUT_NS`)."""
         from cocotb.triggers import with_timeout
         if not req.done:
-            if timeout_ns is None:
-                await req.event.wait()
-            else:
-                await with_timeout(req.event.wait(), timeout_ns, "ns")
+            await with_timeout(req.event.wait(), timeout_ns or self.TIMEOUT_NS, "ns")
         return req
 
     async def request(self, q, type, sector=0, out_payload=b"", in_len=0, layout=None):

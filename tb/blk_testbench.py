@@ -93,7 +93,7 @@ class BlkTB(TB):
         self.backend = StorageBackend(dut, dut.clk, self.image,
                                       stall_prob=0.3 if stalls else 0.0,
                                       rng=random.Random(self.rng.randrange(1 << 32)),
-                                      log=self.log, loop=self.loop)
+                                      log=self.log)
         self.mem_size = mem_size
         self.mem = self.drv = self.transport = self.fence = self.ordering = None
         self.compared = 0

@@ -3,12 +3,14 @@
 ``python -m tb.run [--sim verilator|icarus] [--toplevel NAME] [--test NAME ...]``; ``make sim``
 runs the headline test this way. ``tb/test_system.py`` calls :func:`run` from pytest.
 
-Generated files go under ``build/``: Verilog in ``build/verilog``, simulator builds, logs,
-results and waves (``WAVES=1``: FST from Verilator, VCD from Icarus) in
-``build/sim/<sim>/<toplevel>``.
+Generated files go under ``build/``: the harness's Verilog (:mod:`tb.harness`) in
+``build/verilog/harness``, simulator builds in ``build/sim/<sim>/<toplevel>`` (with waves,
+``WAVES=1``: ``<toplevel>-waves``), logs, results and waves (FST from Verilator, VCD from
+Icarus) in ``build/sim/<sim>/<toplevel>[-<tag>]``.
 """
 
 import argparse
+import fcntl
 import os
 import re
 import sys
@@ -19,7 +21,7 @@ from cocotb_tools.runner import Verilator, get_runner, get_results
 from model.params import VARIANTS
 
 
-__all__ = ["run", "cocotb_tests", "SIMULATORS", "ROOT", "TEST_MODULES"]
+__all__ = ["run", "sim_dir", "cocotb_tests", "SIMULATORS", "ROOT", "TEST_MODULES"]
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,21 +76,24 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
 
     ``tests`` names cocotb tests: ``"headline"`` runs every parametrization of it,
     ``"headline/stalls=False"`` just that one. ``modules`` overrides :data:`TEST_MODULES`
-    (``make bench`` runs ``tb.cocotb_bench`` this way). ``build_tag`` (or ``SIM_BUILD_TAG``) builds
-    the simulator in a directory of its own, so runs of one variant can go on side by side.
+    (``make bench`` runs ``tb.cocotb_bench`` this way). ``build_tag`` (or ``SIM_BUILD_TAG``) runs
+    in a directory of its own (:func:`sim_dir`), so that runs of one variant can go on side by
+    side; they share one simulator build per simulator and variant, which the first of them
+    makes (a lock keeps the others waiting for it).
     """
-    from rtl.build import generate   # Amaranth is only needed here, not in the cocotb process
+    # Amaranth is only needed here, not in the cocotb process.
+    from rtl.build import write_verilog
+    from .harness import SimHarness
 
     if sim not in SIMULATORS:
         raise ValueError(f"sim must be one of {SIMULATORS}, not {sim!r}")
     waves = os.environ.get("WAVES", "0") == "1"
-    # Icarus simulates the design flattened and optimised by Yosys (rtl.build): faster, and
-    # the same logic. Verilator flattens and optimises by itself.
-    source = generate(toplevel, VARIANTS[toplevel], ROOT / "build" / "verilog",
-                      flat=sim == "icarus")
-    # SIM_BUILD_TAG keeps a run's simulator build apart (e.g. a long campaign beside make test).
-    tag = build_tag or os.environ.get("SIM_BUILD_TAG", "")
-    build_dir = ROOT / "build" / "sim" / sim / (toplevel + (f"-{tag}" if tag else ""))
+    # The endpoint in the simulation harness (tb/harness.py): its streams behind transactors.
+    source = write_verilog(SimHarness(VARIANTS[toplevel]), toplevel,
+                           ROOT / "build" / "verilog" / "harness")
+    build_dir = sim_dir(sim, toplevel, "waves" if waves else None, tagged=False)
+    test_dir = sim_dir(sim, toplevel, build_tag)
+    test_dir.mkdir(parents=True, exist_ok=True)
     build_args = []
     if sim == "verilator":
         verilator_env()
@@ -96,16 +101,24 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
         # --no-timing: the one delay in the Verilog is the time-0 trigger (rtl/build.py).
         build_args += ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--no-timing"] + (["--trace-fst"] if waves else [])
     runner = _runner(sim)
-    runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                 build_args=build_args, timescale=("1ns", "1ps"), waves=waves)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".lock", "w") as lock:
+        # One build at a time; a build that is up to date does nothing.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=build_args, timescale=("1ns", "1ps"), waves=waves)
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.update(extra_env or {})
+    # Under pytest, whose capture a run killed for taking too long would lose, the
+    # simulator's output also goes to a file (each test prints its seed at its start).
+    under_pytest = bool(os.environ.get("PYTEST_CURRENT_TEST"))
     results = runner.test(test_module=modules or TEST_MODULES, hdl_toplevel=toplevel,
                           test_filter=_test_filter(tests), build_dir=build_dir,
-                          test_dir=build_dir,
+                          test_dir=test_dir,
                           waves=waves, extra_env=env,
-                          results_xml=str(build_dir / "results.xml")
-                          if not os.environ.get("PYTEST_CURRENT_TEST") else None)
+                          log_file=test_dir / "sim.log" if under_pytest else None,
+                          results_xml=str(test_dir / "results.xml")
+                          if not under_pytest else None)
     return get_results(results)
 
 
@@ -119,6 +132,14 @@ class _Verilator(Verilator):
         cmds = super()._build_command()
         cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + ["--public-depth", "1"]
         return cmds
+
+
+def sim_dir(sim, toplevel, build_tag=None, tagged=True):
+    """Where :func:`run` runs ``toplevel`` on ``sim`` with ``build_tag`` (or ``SIM_BUILD_TAG``,
+    unless not ``tagged``), e.g. a long campaign beside make test; under pytest the
+    simulator's output is in ``sim.log`` there. Waves, results and logs are there too."""
+    tag = build_tag or (os.environ.get("SIM_BUILD_TAG", "") if tagged else "")
+    return ROOT / "build" / "sim" / sim / (toplevel + (f"-{tag}" if tag else ""))
 
 
 def _runner(sim):

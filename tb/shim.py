@@ -8,21 +8,24 @@ configuration space; the shim only reframes.
 
 Beats follow :func:`rtl.tlp.TlpBeat`: header DWs in PCIe order with DW0 in the low bits of the
 first beat, header DW values as the PCIe figures draw them (``fmt`` in bits 31:29 of DW0), and
-payload DWs little-endian (the byte at the lowest address in bits 7:0).
+payload DWs little-endian (the byte at the lowest address in bits 7:0). They go through the
+simulation harness's transactors (:mod:`tb.harness`): a TLP is loaded into the ``rx`` feeder
+whole, and the ``tx`` collector publishes each TLP the DUT sends, so the shim's Python runs per
+TLP, not per beat.
 """
 
-import collections
 import random
 import struct
 
 import cocotb
-from cocotb.triggers import Event, RisingEdge
+from cocotb.triggers import Event
 from cocotbext.pcie.core import Device
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
+from amaranth.lib import data
 
 from rtl.tlp import TlpBeat
-from .cycles import Agent, CycleLoop, Wire
+from .transactors import Feeder, Collector
 
 
 __all__ = ["TlpShim", "tlp_to_dws", "dws_to_tlp"]
@@ -72,78 +75,14 @@ class _BeatFormat:
         return dws, bool(value >> self.first_shift & 1), bool(value >> self.last_shift & 1)
 
 
-class _RxAgent(Agent):
-    """Drives the DUT's ``rx`` stream, a beat per cycle while TLPs wait (idle cycles at
-    random with the shim's ``idle_prob``)."""
-    def __init__(self, shim):
-        dut = shim.dut
-        self.shim = shim
-        self.valid, self.ready, self.payload = (Wire(dut.rx__valid), Wire(dut.rx__ready),
-                                                Wire(dut.rx__payload))
-        self.tlps = collections.deque()     # DW lists not yet cut into beats
-        self.beats = collections.deque()
-        self.shown = False                  # a beat is on rx this cycle
-        self.driven = False                 # rx.valid as last written
-
-    def step(self):
-        shim = self.shim
-        # The beat shown in the cycle that just ended was taken if ready was high.
-        if self.shown and self.ready.high():
-            self.shown = False
-        if not self.shown:
-            if not self.beats and self.tlps:
-                self.beats.extend(shim.fmt.pack(self.tlps.popleft()))
-            if self.beats and not (shim.idle_prob and shim.rng.random() < shim.idle_prob):
-                self.payload.write(self.beats.popleft())
-                self.shown = True
-        if self.shown != self.driven:     # writes through the simulator cost: only changes
-            self.valid.write(int(self.shown))
-            self.driven = self.shown
-        # Nothing shown and nothing waiting: sleep until the next TLP.
-        return self.shown or bool(self.beats) or bool(self.tlps)
-
-
-class _TxAgent(Agent):
-    """Takes the DUT's ``tx`` stream: ``ready`` low at random with the shim's
-    ``stall_prob``; asleep (``ready`` as last driven) while ``tx.valid`` is low."""
-    def __init__(self, shim):
-        dut = shim.dut
-        self.shim = shim
-        self.valid, self.ready, self.payload = (Wire(dut.tx__valid), Wire(dut.tx__ready),
-                                                Wire(dut.tx__payload))
-        self.wake_on = RisingEdge(dut.tx__valid)
-        self.dws = []
-        # Without stalls ready stays high, from the start.
-        self.driven = 0 if shim.stall_prob else 1
-        self.ready.write(self.driven)
-
-    def step(self):
-        shim = self.shim
-        valid = self.valid.high()
-        if valid and self.driven:
-            beat, first, last = shim.fmt.unpack(self.payload.read())
-            if first != (not self.dws):
-                raise AssertionError(f"TLP framing: first={first} after {len(self.dws)} DWs")
-            self.dws.extend(beat)
-            if last:
-                dws, self.dws = self.dws, []
-                shim._from_dut(dws)
-        if not valid and not self.dws:
-            return False              # nothing offered: sleep until tx.valid rises
-        ready = int(not (shim.stall_prob and shim.rng.random() < shim.stall_prob))
-        if ready != self.driven:      # writes through the simulator are costly: only changes
-            self.ready.write(ready)
-            self.driven = ready
-        return True
-
-
 class TlpShim(Device):
     """A cocotbext-pcie device whose single function is the DUT, at the TLP level.
 
     Parameters
     ----------
     dut : cocotb handle
-        The toplevel with ``clk``, ``rx__{valid,ready,payload}`` and ``tx__{valid,ready,payload}``.
+        The toplevel (:class:`tb.harness.SimHarness`), with ``clk`` and the transactor ports
+        ``rx__*`` (a feeder into the DUT's ``rx``) and ``tx__*`` (a collector of its ``tx``).
     data_width : int
         Width of the TLP streams (``DeviceParams.data_width``).
     idle_prob : float
@@ -151,16 +90,13 @@ class TlpShim(Device):
     stall_prob : float
         Probability that ``tx.ready`` is low in a cycle (back-pressure).
     rng : random.Random
-        Source of the stalls, so a seed replays them.
+        Seeds the transactors' stall generators, so a seed replays them.
     on_request : callable
         Called with each :class:`Tlp` into the DUT, in link order.
     on_completion : callable
         Called with the DWs of each TLP out of the DUT, in link order; returns the parsed
         :class:`Tlp`, or None if it is malformed (the shim then stops the test). The
         testbench's TLP checker and scoreboard hang here.
-    loop : tb.cycles.CycleLoop or None
-        The loop the shim's receive and transmit agents run in (shared with the other agents
-        on the DUT's clock); a loop of its own if None.
 
     Attributes
     ----------
@@ -175,7 +111,7 @@ class TlpShim(Device):
         The faults injected, in order.
     """
     def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
-                 on_request=None, on_completion=None, loop=None):
+                 on_request=None, on_completion=None):
         super().__init__()
         self.dut = dut
         self.clk = dut.clk
@@ -192,13 +128,13 @@ class TlpShim(Device):
         self.faults = []
         self._poison = set()
 
-        dut.rx__valid.value = 0
-        dut.rx__payload.value = 0
-        self.loop = loop or CycleLoop(dut.clk)
-        self._rx = _RxAgent(self)
-        self._tx = _TxAgent(self)
-        self.loop.add(self._rx)
-        self.loop.add(self._tx)
+        # The harness's transactors (tb/harness.py): a TLP a load into rx, a TLP a chunk out
+        # of tx, each with its own seeded stalls.
+        width = data.Layout.cast(TlpBeat(data_width)).size
+        self._rx = Feeder(dut, "rx", dut.clk, width, idle_prob, self.rng.randrange(1 << 32))
+        self._tx = Collector(dut, "tx", width, self._take_beats, stall_prob,
+                             self.rng.randrange(1 << 32))
+        self._dws = []
 
     async def upstream_recv(self, tlp):
         """A TLP from the link: forward it to the DUT whatever it is."""
@@ -216,13 +152,23 @@ class TlpShim(Device):
 
     def _enqueue(self, dws):
         """The DWs of one TLP go into the DUT after those already waiting."""
-        self._rx.tlps.append(dws)
-        self.loop.wake(self._rx)
+        self._rx.send(self.fmt.pack(dws))
 
     @property
     def rx_pending(self):
-        """TLPs waiting to go into the DUT (one partly sent counts)."""
-        return len(self._rx.tlps) + bool(self._rx.beats)
+        """Beats waiting to go into the DUT."""
+        return self._rx.pending
+
+    def _take_beats(self, beats):
+        """A chunk of the DUT's ``tx``: at most one TLP, whole or its first beats."""
+        for value in beats:
+            dws, first, last = self.fmt.unpack(value)
+            if first != (not self._dws):
+                raise AssertionError(f"TLP framing: first={first} after {len(self._dws)} DWs")
+            self._dws.extend(dws)
+            if last:
+                dws, self._dws = self._dws, []
+                self._from_dut(dws)
 
     async def inject(self, tlp):
         """Put ``tlp`` straight onto the link, as if a switch had sent it, and return the DUT's

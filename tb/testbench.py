@@ -16,7 +16,8 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.utils import get_sim_time
+from cocotb.triggers import RisingEdge, Timer
+from cocotb.utils import get_sim_steps, get_sim_time
 from cocotbext.pcie.core import RootComplex
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
@@ -24,13 +25,12 @@ from cocotbext.pcie.core.utils import PcieId
 from model.params import VARIANTS
 from model.device import VirtioBlkModel
 from .shim import TlpShim
-from .cycles import CycleLoop, wait_cycles
 from .scoreboard import Scoreboard
 from .driver import VirtioPciDriver
 from .seed import seed_from_env
 
 
-__all__ = ["TB", "CLOCK_NS", "PEER_ID", "reset_dut", "start_clock"]
+__all__ = ["TB", "CLOCK_NS", "PEER_ID", "reset_dut", "start_clock", "wait_cycles"]
 
 
 # Requester ID of requests a test puts on the link itself (a peer below the same root port),
@@ -41,14 +41,38 @@ PEER_ID = PcieId(0, 2, 0)
 CLOCK_NS = 4
 
 
+async def wait_cycles(clk, cycles, period_ns, origin=0):
+    """Wait until the ``cycles``-th rising edge of ``clk`` from now, as
+    ``ClockCycles(clk, cycles)`` does, but with a timer for all but the last edge: two
+    wake-ups instead of one per cycle. ``period_ns`` is the clock's period; it rises at
+    ``origin`` (in simulator steps) and every period after (cocotb's ``Clock`` starts high)."""
+    if cycles < 1:
+        return
+    # In simulator steps (integers), so that the timer lands exactly.
+    period = get_sim_steps(period_ns, "ns")
+    now = get_sim_time("step")
+    # The last rising edge at or before now; the target is ``cycles`` edges after it.
+    last = origin + (now - origin) // period * period
+    target = last + cycles * period
+    # Half a period before the target, then the edge itself.
+    before = target - period // 2 - now
+    if before > 0:
+        await Timer(before, unit="step")
+    await RisingEdge(clk)
+
+
 def start_clock(dut):
     """Start the DUT's clock at :data:`CLOCK_NS` and return the time of its first rising edge
-    (in simulator steps, for :func:`tb.cycles.wait_cycles`). The clock toggles in the simulator's C++ interface, not in a Python task: cocotb picks
-    that itself where it trusts the simulator's inertial writes (Verilator); on Icarus it is
-    asked for, which changes nothing for the design (the clock is the one signal written at
-    the start of a time step, and every other write still waits for the write phase)."""
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start())
-    return get_sim_time("step")
+    (in simulator steps, for :func:`wait_cycles`). The clock toggles in the simulator's C++
+    interface, not in a Python task: cocotb picks that itself where it trusts the simulator's
+    inertial writes (Verilator); on Icarus it is asked for, which changes nothing for the
+    design (the clock is the one signal written at the start of a time step, and every other
+    write still waits for the write phase).
+
+    The clock starts low, so that what the testbench drives when it starts (at the same
+    instant) is in place before the first rising edge."""
+    Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start(start_high=False)
+    return get_sim_time("step") + get_sim_steps(CLOCK_NS, "ns") // 2
 
 
 async def reset_dut(dut, model, scoreboard, origin=0):
@@ -85,9 +109,6 @@ class TB:
         self.model = VirtioBlkModel(self.params)
         self.scoreboard = Scoreboard(self.model, self.log)
 
-        # The stream agents on the DUT's clock (the shim, and a storage back-end) step in one
-        # task, and only while they have work (tb/cycles.py).
-        self.loop = CycleLoop(dut.clk)
         self.rc = RootComplex()
         # The RootComplex logs every DMA access and MSI at INFO: thousands of lines per test.
         self.rc.log.setLevel(logging.WARNING)
@@ -100,7 +121,7 @@ class TB:
                             stall_prob=0.3 if stalls else 0.0,
                             rng=random.Random(self.rng.randrange(1 << 32)),
                             on_request=self.scoreboard.request,
-                            on_completion=self.scoreboard.completion, loop=self.loop)
+                            on_completion=self.scoreboard.completion)
         # The link the Litefury's hard IP would train: 5.0 GT/s x4 (matches Link Capabilities).
         self.shim.upstream_port.max_link_speed = 2
         self.shim.upstream_port.max_link_width = 4
@@ -120,7 +141,7 @@ class TB:
 
     async def wait_cycles(self, cycles):
         """Wait ``cycles`` rising edges of the DUT's clock (cheaply: see
-        :func:`tb.cycles.wait_cycles`)."""
+        :func:`wait_cycles`)."""
         await wait_cycles(self.dut.clk, cycles, CLOCK_NS, self.clock_origin)
 
     def speed(self):
@@ -202,9 +223,8 @@ class TB:
 
     def finish(self):
         cycles, wall, rate = self.speed()
-        self.log.info("speed: %d cycles in %.1f s wall, %.0f cycles per second (%s, %d of %d "
-                      "cycles with a stream agent busy)", cycles, wall, rate,
-                      cocotb.SIM_NAME, self.loop.edges, cycles)
+        self.log.info("speed: %d cycles in %.1f s wall, %.0f cycles per second (%s)", cycles,
+                      wall, rate, cocotb.SIM_NAME)
         sb = self.scoreboard
         self.log.info("scoreboard: %d requests, %d completions, %d reads compared with the "
                       "model", sb.requests, sb.completions, sb.compared_reads)

@@ -1,9 +1,10 @@
 """Tests of the cocotb storage back-end (``tb/backend.py``).
 
-The back-end is run on Icarus against a Verilog toplevel that is nothing but the flattened
-storage port as inputs (``storage__cmd__valid`` ... ``storage__cpl__payload``, widths from the
-layouts): the back-end drives its half of the signals, an initiator coroutine in this file
-drives the other half, both with the sample-after-the-edge pattern of ``tb/shim.py``. The
+The back-end is run on Icarus against :class:`tb.harness.StorageHarness`: the storage port's
+transactors, which the back-end drives as it does in the system tests, with the device's side
+of the port as the toplevel's ``dev__*`` ports, driven by an initiator coroutine in this file
+at every clock edge (it samples the handshakes of the cycle that ended at the edge, then
+drives the next). The
 checks are the RAM disk's (the bytearray reference of ``tests/test_ramdisk.py``): random
 commands with and without stalls on both sides, injected faults, an image file, full rate,
 and the write cache: what is durable in each cache mode, FLUSH, eviction and power loss,
@@ -39,24 +40,18 @@ OK, IOERR = StorageStatus.OK, StorageStatus.IOERR
 
 # -- the pytest side ---------------------------------------------------------------------------
 
-def port_verilog(width=WIDTH, name=TOPLEVEL):
-    """A module whose ports are the flattened storage port, every one an input."""
-    ports = ["input clk"]
-    for stream, layout in (("cmd", StorageCommand), ("wdata", StorageData(width)),
-                           ("rdata", StorageData(width)), ("cpl", StorageCompletion)):
-        size = data.Layout.cast(layout).size
-        ports += [f"input storage__{stream}__valid", f"input storage__{stream}__ready",
-                  f"input [{size - 1}:0] storage__{stream}__payload"]
-    ports.append("input storage__writeback")
-    return f"module {name}(\n    " + ",\n    ".join(ports) + "\n);\nendmodule\n"
+def harness_verilog():
+    """The storage transactors, the device's side as ports (:class:`tb.harness.StorageHarness`)."""
+    from rtl.build import write_verilog
+    from tb.harness import StorageHarness
+    return write_verilog(StorageHarness(WIDTH), TOPLEVEL, BUILD)
 
 
 def test_cocotb():
     from cocotb_tools.runner import get_runner, get_results
     seed = seed_from_env()
     BUILD.mkdir(parents=True, exist_ok=True)
-    source = BUILD / f"{TOPLEVEL}.v"
-    source.write_text(port_verilog())
+    source = harness_verilog()
     runner = get_runner("icarus")
     runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=BUILD,
                  timescale=("1ns", "1ps"))
@@ -80,9 +75,8 @@ class _FakeSignal:
 class _FakeDut:
     def __init__(self, widths):
         for stream, width in widths.items():
-            for n, w in (("valid", 1), ("ready", 1), ("payload", width)):
-                name = f"storage__{stream}__{n}"
-                setattr(self, name, _FakeSignal(name, w))
+            name = f"storage__{stream}__data"
+            setattr(self, name, _FakeSignal(name, width))
 
 
 @pytest.mark.parametrize("width", [0, 4, 24, 8192, "64"])
@@ -132,9 +126,9 @@ def test_rejects_image_type():
 
 def test_rejects_port_width():
     """A toplevel built for another width fails at once, not with garbled beats."""
-    dut = _FakeDut({"cmd": 107, "wdata": 33, "rdata": 33, "cpl": 9})
-    with pytest.raises(ValueError, match=r"^StorageBackend: storage__wdata__payload is 33 bits, "
-                                         r"the layout needs 65$"):
+    dut = _FakeDut({"cmd": 107, "wdata": 33 * 32, "rdata": 65 * 32, "cpl": 9})
+    with pytest.raises(ValueError, match=r"^StorageBackend: storage__wdata__data is 1056 bits, "
+                                         r"not a whole number of 65-bit beats$"):
         StorageBackend(dut, None, bytearray(512))
 
 
@@ -168,9 +162,9 @@ class Initiator:
         self.dut, self.rng, self.stall = dut, rng, stall
         self.cycle = 0
         for name in ("cmd__valid", "wdata__valid", "rdata__ready", "cpl__ready", "writeback"):
-            getattr(dut, f"storage__{name}").value = 0
-        dut.storage__cmd__payload.value = 0
-        dut.storage__wdata__payload.value = 0
+            getattr(dut, f"dev__{name}").value = 0
+        dut.dev__cmd__payload.value = 0
+        dut.dev__wdata__payload.value = 0
 
     def _go(self):
         return not (self.stall and self.rng.random() < self.stall)
@@ -188,39 +182,39 @@ class Initiator:
             self.cycle += 1
             assert self.cycle - start < max_cycles, \
                 f"{len(seen['cpl'])} of {len(cmds)} completions after {max_cycles} cycles"
-            if cmd_v and _high(d.storage__cmd__ready):
+            if cmd_v and _high(d.dev__cmd__ready):
                 cmd_v = False
                 seen["cmd"].append((self.cycle, None))
-            if w_v and _high(d.storage__wdata__ready):
+            if w_v and _high(d.dev__wdata__ready):
                 w_v = False
                 seen["wdata"].append((self.cycle, None))
-            if r_r and _high(d.storage__rdata__valid):
+            if r_r and _high(d.dev__rdata__valid):
                 seen["rdata"].append((self.cycle, _BEAT.from_bits(
-                    d.storage__rdata__payload.value.to_unsigned())))
-            if c_r and _high(d.storage__cpl__valid):
+                    d.dev__rdata__payload.value.to_unsigned())))
+            if c_r and _high(d.dev__cpl__valid):
                 seen["cpl"].append((self.cycle, _CPL.from_bits(
-                    d.storage__cpl__payload.value.to_unsigned())))
+                    d.dev__cpl__payload.value.to_unsigned())))
             if not cmd_v and ci < len(cmd_q) and self._go():
-                d.storage__cmd__payload.value = cmd_q[ci]
+                d.dev__cmd__payload.value = cmd_q[ci]
                 cmd_v, ci = True, ci + 1
             if not w_v and wi < len(w_q) and self._go():
-                d.storage__wdata__payload.value = w_q[wi]
+                d.dev__wdata__payload.value = w_q[wi]
                 w_v, wi = True, wi + 1
             r_r, c_r = self._go(), self._go()
-            d.storage__cmd__valid.value = int(cmd_v)
-            d.storage__wdata__valid.value = int(w_v)
-            d.storage__rdata__ready.value = int(r_r)
-            d.storage__cpl__ready.value = int(c_r)
+            d.dev__cmd__valid.value = int(cmd_v)
+            d.dev__wdata__valid.value = int(w_v)
+            d.dev__rdata__ready.value = int(r_r)
+            d.dev__cpl__ready.value = int(c_r)
         # Nothing more may come: hold both ready high for a while and watch.
-        d.storage__rdata__ready.value = 1
-        d.storage__cpl__ready.value = 1
+        d.dev__rdata__ready.value = 1
+        d.dev__cpl__ready.value = 1
         for _ in range(20):
             await RisingEdge(d.clk)
             self.cycle += 1
-            assert not _high(d.storage__rdata__valid), "rdata valid after the last completion"
-            assert not _high(d.storage__cpl__valid), "a completion too many"
-        d.storage__rdata__ready.value = 0
-        d.storage__cpl__ready.value = 0
+            assert not _high(d.dev__rdata__valid), "rdata valid after the last completion"
+            assert not _high(d.dev__cpl__valid), "a completion too many"
+        d.dev__rdata__ready.value = 0
+        d.dev__cpl__ready.value = 0
         assert ci == len(cmd_q) and not cmd_v, "commands not all taken"
         assert wi == len(w_q) and not w_v, "write beats not all taken"
         return seen
@@ -256,11 +250,17 @@ def check(cmds, seen, statuses, reads):
 
 
 async def setup(dut, sectors, stall, rng, image=None, **kw):
-    cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
+    # Low first: what the test drives at this instant is in place before the first edge.
+    Clock(dut.clk, 4, unit="ns").start(start_high=False)
     backend = StorageBackend(dut, dut.clk, image if image is not None else
                              bytearray(sectors * SECTOR_BYTES),
                              stall_prob=stall, rng=random.Random(rng.randrange(1 << 32)), **kw)
     initiator = Initiator(dut, random.Random(rng.randrange(1 << 32)), stall)
+    # A reset empties the transactors and loads the seeds of their stalls.
+    dut.rst.value = 1
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
     await RisingEdge(dut.clk)
     return backend, initiator
 
@@ -430,7 +430,7 @@ async def write_cache(dut):
     a, b, c = (rng.randbytes(2 * SECTOR_BYTES) for _ in range(3))
     zero2 = bytes(2 * SECTOR_BYTES)
 
-    dut.storage__writeback.value = 1
+    dut.dev__writeback.value = 1
     await RisingEdge(dut.clk)
     assert backend.writeback
     batch = [Command(StorageOp.WRITE, 0, 2, 1, a), Command(StorageOp.WRITE_ZEROES, 4, 1, 2),
@@ -454,10 +454,10 @@ async def write_cache(dut):
     assert backend.image[:4 * SECTOR_BYTES] == a + zero2, "power loss kept cached data"
     assert backend.image == backend.durable and backend.lost == 3
 
-    dut.storage__writeback.value = 1
+    dut.dev__writeback.value = 1
     batch = [Command(StorageOp.WRITE, 6, 2, 8, c)]
     check(batch, await initiator.run(batch), [(8, OK)], {})
-    dut.storage__writeback.value = 0
+    dut.dev__writeback.value = 0
     await RisingEdge(dut.clk)
     assert not backend.writeback
     batch = [Command(StorageOp.WRITE, 2, 2, 9, b), Command(StorageOp.WRITE, 7, 1, 10, a[:512])]
@@ -482,7 +482,7 @@ async def write_cache_random(dut, stalls):
     lost = 0
     for k in range(12):
         writeback = rng.random() < 0.7
-        dut.storage__writeback.value = int(writeback)
+        dut.dev__writeback.value = int(writeback)
         cmds = [random_command(rng, 10 * k + t, sectors) for t in range(10)]
         cmds.append(Command(StorageOp.READ, 0, sectors, 255))
         statuses, _, _ = reference(cmds, sectors)      # the statuses do not depend on data
@@ -508,7 +508,7 @@ async def eviction(dut):
     rng = random.Random(seed_from_env(dut._log.info))
     sectors = 8
     backend, initiator = await setup(dut, sectors, 0.0, rng, evict_prob=1.0)
-    dut.storage__writeback.value = 1
+    dut.dev__writeback.value = 1
     data = rng.randbytes(4 * SECTOR_BYTES)
     batch = [Command(StorageOp.WRITE, 0, 4, 1, data)]
     check(batch, await initiator.run(batch), [(1, OK)], {})
@@ -527,7 +527,7 @@ async def fixed_cache_mode(dut):
     rng = random.Random(seed_from_env(dut._log.info))
     sectors = 4
     backend, initiator = await setup(dut, sectors, 0.0, rng, cache="writeback")
-    dut.storage__writeback.value = 0
+    dut.dev__writeback.value = 0
     data = rng.randbytes(SECTOR_BYTES)
     batch = [Command(StorageOp.WRITE, 1, 1, 1, data)]
     check(batch, await initiator.run(batch), [(1, OK)], {})

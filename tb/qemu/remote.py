@@ -31,8 +31,7 @@ from model.params import VARIANTS
 from model.device import VirtioBlkModel
 from ..shim import TlpShim, tlp_to_dws
 from ..scoreboard import Scoreboard, read_byte_count
-from ..testbench import CLOCK_NS, reset_dut, start_clock
-from ..cycles import wait_cycles
+from ..testbench import CLOCK_NS, reset_dut, start_clock, wait_cycles
 from ..seed import seed_from_env
 from .guest_ram import GuestMemory, UnmappedAccess
 from . import protocol as mp
