@@ -73,6 +73,10 @@ test: deps  ## the whole regression (SIM=... narrows the cocotb tests to one sim
 bench: deps  ## benchmarks: sequential and random workloads over block sizes and queue depths (Verilator); BENCH_GRID=full for the whole sweep
 	BENCH_GRID=$(BENCH_GRID) $(PY) scripts/bench.py
 
+.PHONY: speed
+speed: deps  ## simulation speed: device cycles per wall second on a fixed set of cocotb tests, per simulator
+	$(PY) scripts/simspeed.py
+
 .PHONY: fuzz
 fuzz: deps  ## the fuzz campaign: SEEDS=N seeds (default 20) of hostile requests, faults, resets (FUZZ_EPISODES per seed)
 	$(PY) scripts/fuzz.py
