@@ -2,11 +2,12 @@
 
 :class:`StreamFeeder`: chunks the testbench loads come out as a stream in order, a beat per
 cycle with no bubble between chunks while the next one is loaded in time, a shown beat stays
-until taken, idle cycles come at the rate asked for and replay with the seed, and a load
-asked for is taken as soon as a chunk buffer is free, ``taken`` telling the testbench. :class:`StreamCollector`: every beat taken comes
-back in a published chunk, in order, cut at ``last`` and when full, ``seq`` counting chunks,
-``ready`` low at the rate asked for and never without ``accept``. Both keep their handshake with
-the testbench through a reset. The harness builds for every variant.
+until taken, idle cycles come at the rate asked for and replay with the seed, and a load asked
+for is taken as soon as a chunk buffer is free, ``taken`` telling the testbench.
+:class:`StreamCollector`: every beat taken comes back in a published chunk, in order, cut at
+``last`` and when full, ``seq`` counting chunks, ``ready`` low at the rate asked for and never
+without ``accept``. Both keep their handshake with the testbench through a reset. The default
+build's harness elaborates (the system tests build every variant's).
 """
 
 import random
