@@ -12,6 +12,11 @@ measures, from the first submission to the last completion:
   (:data:`tb.testbench.CLOCK_NS`);
 * ``sim_cycles_per_second``: how fast the simulation itself ran (simulated cycles per second
   of wall-clock time), a figure of the testbench, not of the device;
+* ``direction``: ``in`` (reads: the device writes host memory) or ``out`` (writes: it reads
+  host memory);
+* ``host_latency_cycles``: the host's read latency the point ran with
+  (:attr:`tb.shim.TlpShim.host_latency_ns`; 0 is the RootComplex model's own, 10 to 40 cycles;
+  250 cycles is 1 µs, what a real host's memory takes);
 * per-request latency in cycles, ``completed_at - submitted_at`` (set by
   :class:`tb.blk_testbench.BlkTB`: the cycle the request went into the available ring, and the cycle
   the driver reaped it from the used ring after the interrupt), as p50 and p99.
@@ -27,8 +32,8 @@ Environment:
 
 ``BENCH_GRID``
     ``quick`` (default), ``full`` or ``smoke`` (64 KiB, depth 8, sequential only: for CI).
-``BENCH_BLOCKS``, ``BENCH_DEPTHS``, ``BENCH_WORKLOADS``
-    Comma-separated lists that replace the grid's own.
+``BENCH_BLOCKS``, ``BENCH_DEPTHS``, ``BENCH_WORKLOADS``, ``BENCH_HOST_LATENCIES``
+    Comma-separated lists that replace the grid's own (host latencies in cycles).
 ``BENCH_REQUESTS``
     A fixed request count per point (default, or 0: :func:`request_count`).
 ``BENCH_OUT``
@@ -53,7 +58,8 @@ from .blk_testbench import BlkTB
 from .testbench import CLOCK_NS
 
 
-__all__ = ["WORKLOADS", "GRIDS", "PAGE", "RECORD_FIELDS", "grid_from_env", "check_point",
+__all__ = ["WORKLOADS", "GRIDS", "HOST_LATENCIES", "PAGE", "RECORD_FIELDS", "grid_from_env",
+           "host_latencies_from_env", "direction", "check_point",
            "request_count", "linux_layout", "percentile", "sector_walk", "bench"]
 
 
@@ -69,10 +75,13 @@ GRIDS = {
     "full": (tuple(512 << k for k in range(9)), (1, 2, 4, 8, 16, 32, 64), WORKLOADS),
 }
 
+# Host read latencies per grid, in cycles: the RootComplex model's own (0) and 1 µs.
+HOST_LATENCIES = {"smoke": (0,), "quick": (0, 250), "full": (0, 250)}
+
 # The fields of every record, in the order they are written.
-RECORD_FIELDS = ("workload", "block_size", "queue_depth", "requests", "bytes", "cycles",
-                 "bytes_per_cycle", "requests_per_cycle", "latency_cycles_p50",
-                 "latency_cycles_p99", "simulator", "seed", "mb_per_s",
+RECORD_FIELDS = ("workload", "direction", "host_latency_cycles", "block_size", "queue_depth",
+                 "requests", "bytes", "cycles", "bytes_per_cycle", "requests_per_cycle",
+                 "latency_cycles_p50", "latency_cycles_p99", "simulator", "seed", "mb_per_s",
                  "sim_cycles_per_second")
 
 # Requests per point (see request_count): the device serves one request at a time, so its
@@ -127,6 +136,23 @@ def grid_from_env(env=None):
             if w not in WORKLOADS:
                 raise ValueError(f"BENCH_WORKLOADS: {w!r} is none of {', '.join(WORKLOADS)}")
     return name, blocks, depths, workloads
+
+
+def host_latencies_from_env(grid, env=None):
+    """The host read latencies (cycles) to run ``grid`` at: ``BENCH_HOST_LATENCIES`` or the
+    grid's own (:data:`HOST_LATENCIES`)."""
+    env = os.environ if env is None else env
+    if env.get("BENCH_HOST_LATENCIES"):
+        values = _int_list(env["BENCH_HOST_LATENCIES"], "BENCH_HOST_LATENCIES")
+        if any(v < 0 for v in values):
+            raise ValueError(f"BENCH_HOST_LATENCIES must not be negative: {values}")
+        return values
+    return HOST_LATENCIES[grid]
+
+
+def direction(workload):
+    """``in`` for reads (the device writes host memory), ``out`` for writes."""
+    return "out" if workload.endswith("write") else "in"
 
 
 def check_point(block, depth, *, capacity, seg_max, queue_size, queues,
@@ -264,6 +290,7 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
 async def bench(dut):
     """The benchmark grid (``BENCH_GRID``); one JSON record per point to ``BENCH_OUT``."""
     grid, blocks, depths, workloads = grid_from_env()
+    latencies = host_latencies_from_env(grid)
     fixed = int(os.environ.get("BENCH_REQUESTS") or 0)
     if fixed < 0:
         raise ValueError(f"BENCH_REQUESTS must be a positive request count, not {fixed}")
@@ -281,9 +308,10 @@ async def bench(dut):
     for b, d in points:
         check_point(b, d, **limits)
     sim = _simulator()
-    bt.log.info("bench: grid %s, block sizes %s, depths %s, workloads %s, %s, seed %d "
-                "(replay with SEED=%d), %d queues, results to %s", grid, list(blocks),
-                list(depths), list(workloads), sim, seed, seed, len(drv.vqs), out)
+    bt.log.info("bench: grid %s, block sizes %s, depths %s, workloads %s, host latencies %s "
+                "cycles, %s, seed %d (replay with SEED=%d), %d queues, results to %s", grid,
+                list(blocks), list(depths), list(workloads), list(latencies), sim, seed, seed,
+                len(drv.vqs), out)
 
     # Fill the disk with random data first, so that every read moves meaningful bytes and the
     # model comparison checks them.
@@ -292,18 +320,22 @@ async def bench(dut):
 
     out.parent.mkdir(parents=True, exist_ok=True)
     clock_mhz = 1000 / CLOCK_NS
-    bt.log.info("bench: %-10s %7s %5s %8s %10s %8s %8s %5s", "workload", "block", "depth",
-                "B/cycle", "req/cycle", "p50", "p99", "reqs")
+    bt.log.info("bench: %-10s %4s %7s %5s %8s %10s %8s %8s %5s", "workload", "host", "block",
+                "depth", "B/cycle", "req/cycle", "p50", "p99", "reqs")
     with out.open("w") as f:
-        for block, depth in points:
-            for workload in workloads:
-                n = fixed or request_count(block, depth)
-                rec = await _run_point(bt, drv, workload, block, depth, n, rng)
-                rec.update(simulator=sim, seed=seed,
-                           mb_per_s=round(rec["bytes_per_cycle"] * clock_mhz, 1))
-                f.write(json.dumps({k: rec[k] for k in RECORD_FIELDS}) + "\n")
-                f.flush()
-                bt.log.info("bench: %-10s %7d %5d %8.3f %10.3g %8d %8d %5d", workload, block,
-                            depth, rec["bytes_per_cycle"], rec["requests_per_cycle"],
-                            rec["latency_cycles_p50"], rec["latency_cycles_p99"], n)
+        for host in latencies:
+            bt.shim.host_latency_ns = host * CLOCK_NS
+            for block, depth in points:
+                for workload in workloads:
+                    n = fixed or request_count(block, depth)
+                    rec = await _run_point(bt, drv, workload, block, depth, n, rng)
+                    rec.update(simulator=sim, seed=seed, direction=direction(workload),
+                               host_latency_cycles=host,
+                               mb_per_s=round(rec["bytes_per_cycle"] * clock_mhz, 1))
+                    f.write(json.dumps({k: rec[k] for k in RECORD_FIELDS}) + "\n")
+                    f.flush()
+                    bt.log.info("bench: %-10s %4d %7d %5d %8.3f %10.3g %8d %8d %5d", workload,
+                                host, block, depth, rec["bytes_per_cycle"],
+                                rec["requests_per_cycle"], rec["latency_cycles_p50"],
+                                rec["latency_cycles_p99"], n)
     await bt.finish()

@@ -16,9 +16,11 @@ TLP, not per beat.
 
 import random
 import struct
+from collections import deque
 
 import cocotb
-from cocotb.triggers import Event
+from cocotb.triggers import Event, Timer
+from cocotb.utils import get_sim_steps, get_sim_time
 from cocotbext.pcie.core import Device
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
@@ -109,6 +111,13 @@ class TlpShim(Device):
         must expire [PCIe-3.0 2.8]).
     faults : list of (str, Tlp)
         The faults injected, in order.
+    host_latency_ns : int
+        The host's read latency (0: the RootComplex model's own, 10 to 40 cycles): the
+        completions of a memory read of the DUT go into it no earlier than this long after the
+        read left it, as a real host's memory takes 0.4 to 1 µs to answer. Completions keep
+        the order the RootComplex sent them in; requests to the DUT are not held (posted
+        requests may pass completions [PCIe-3.0 2.4.1]). A parameter of the testbench (``make
+        bench`` sets it per point), not of the device.
     """
     def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
                  on_request=None, on_completion=None):
@@ -127,6 +136,9 @@ class TlpShim(Device):
         self.dma_fault = None
         self.faults = []
         self._poison = set()
+        self.host_latency_ns = 0
+        self._read_sent = {}        # (requester ID, tag) -> when the read left the DUT (steps)
+        self._held = deque()        # (due, Tlp): completions waiting for the host latency
 
         # The harness's transactors (tb/harness.py): a TLP a load into rx, a TLP a chunk out
         # of tx, each with its own seeded stalls.
@@ -146,9 +158,31 @@ class TlpShim(Device):
             if key in self._poison and tlp.has_data():
                 self._poison.discard(key)
                 tlp.ep = True
+        if tlp.is_completion() and self._read_sent:
+            sent = self._read_sent.get((int(tlp.requester_id), tlp.tag))
+            if sent is not None:
+                due = sent + get_sim_steps(self.host_latency_ns, "ns")
+                if due > get_sim_time("step") or self._held:
+                    self._held.append((due, tlp))
+                    if len(self._held) == 1:
+                        cocotb.start_soon(self._release_held())
+                    return
+        self._deliver(tlp)
+
+    def _deliver(self, tlp):
         self.on_request(tlp)
         self.rx_count += 1
         self._enqueue(tlp_to_dws(tlp))
+
+    async def _release_held(self):
+        """Hand the held completions to the DUT, in order, each at its due time."""
+        while self._held:
+            due, tlp = self._held[0]
+            now = get_sim_time("step")
+            if due > now:
+                await Timer(due - now, "step")
+            self._held.popleft()
+            self._deliver(tlp)
 
     def _enqueue(self, dws):
         """The DWs of one TLP go into the DUT after those already waiting."""
@@ -201,6 +235,8 @@ class TlpShim(Device):
                                                             TlpType.MEM_READ_64):
             fault = self.dma_fault(tlp)
         if fault is None:
+            if self.host_latency_ns and tlp.fmt_type in (TlpType.MEM_READ, TlpType.MEM_READ_64):
+                self._read_sent[(int(tlp.requester_id), tlp.tag)] = get_sim_time("step")
             cocotb.start_soon(self.send(tlp))
             return
         self.faults.append((fault, tlp))

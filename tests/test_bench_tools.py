@@ -9,10 +9,11 @@ import zlib
 import pytest
 
 from tb.cocotb_bench import (GRIDS, WORKLOADS, RECORD_FIELDS, PAGE, grid_from_env, check_point,
-                          request_count, linux_layout, percentile, sector_walk)
+                          request_count, linux_layout, percentile, sector_walk,
+                          host_latencies_from_env, direction)
 from scripts.plot import (Canvas, encode_png, decode_png, throughput_figure, _FONT, GLYPH_W,
                           GLYPH_H, PALETTE)
-from scripts.bench import read_records, headline, table, speed_line
+from scripts.bench import read_records, headline, table, speed_line, plot_records
 from tb.seed import seed_from_env
 
 
@@ -52,6 +53,21 @@ def test_grid_errors(env, message):
     with pytest.raises(ValueError) as e:
         grid_from_env(env)
     assert str(e.value) == message
+
+
+def test_host_latencies():
+    # [issue 11] Every grid but the CI smoke runs at the model's own latency and at 1 µs.
+    assert host_latencies_from_env("quick", {}) == (0, 250)
+    assert host_latencies_from_env("full", {}) == (0, 250)
+    assert host_latencies_from_env("smoke", {}) == (0,)
+    assert host_latencies_from_env("smoke", {"BENCH_HOST_LATENCIES": "100, 0"}) == (100, 0)
+    for bad, message in [("x", "comma-separated"), ("-5", "must not be negative")]:
+        with pytest.raises(ValueError, match=message):
+            host_latencies_from_env("quick", {"BENCH_HOST_LATENCIES": bad})
+
+
+def test_direction():
+    assert [direction(w) for w in WORKLOADS] == ["in", "out", "in", "out"]
 
 
 def test_every_grid_point_fits_the_device():
@@ -221,7 +237,8 @@ def test_throughput_figure_draws_every_block_size(tmp_path):
 # -- summary ----------------------------------------------------------------------------------
 
 def _record(**kw):
-    rec = dict(workload="seq-read", block_size=65536, queue_depth=8, requests=8, bytes=524288,
+    rec = dict(workload="seq-read", direction="in", host_latency_cycles=0, block_size=65536,
+               queue_depth=8, requests=8, bytes=524288,
                cycles=73728, bytes_per_cycle=7.1111, requests_per_cycle=0.00010851,
                latency_cycles_p50=36000, latency_cycles_p99=73000, simulator="verilator",
                seed=1, mb_per_s=1777.8, sim_cycles_per_second=60000)
@@ -249,7 +266,14 @@ def test_headline_and_table():
                                  "seq-write 64 KiB qd8 6.50 B/cycle (81%)")
     assert headline(recs[:1], 8).endswith("seq-write 64 KiB qd8 not measured")
     lines = table(recs)
-    assert len(lines) == 3 and lines[1].split()[:5] == ["seq-read", "64", "KiB", "8", "7.111"]
+    assert len(lines) == 3 and lines[1].split()[:6] == ["seq-read", "0", "64", "KiB", "8",
+                                                        "7.111"]
+    # The headline is at the RootComplex model's own latency; 1 µs points have panels of
+    # their own in the plot.
+    slow = _record(host_latency_cycles=250, bytes_per_cycle=5.0)
+    assert headline([slow] + recs, 8) == headline(recs, 8)
+    assert [r["workload"] for r in plot_records([slow] + recs)] == \
+        ["seq-read, host 250", "seq-read", "seq-write"]
     assert lines[1].split()[-1] == "60000"
     # 2 x 73728 cycles, each point at 60,000 cycles per wall second.
     assert speed_line(recs, "verilator") == ("bench: simulation speed 60,000 cycles per wall "
