@@ -17,6 +17,13 @@ measures, from the first submission to the last completion:
 * ``host_latency_cycles``: the host's read latency the point ran with
   (:attr:`tb.shim.TlpShim.host_latency_ns`; 0 is the RootComplex model's own, 10 to 40 cycles;
   250 cycles is 1 µs, what a real host's memory takes);
+* a per-request breakdown, the mean over the point's requests of the cycles the link shows
+  in each phase (the ordering checker's timelines, :mod:`tb.ordering`): ``fetch_cycles`` from
+  the first read of its avail entry or head descriptor to its first data TLP,
+  ``data_cycles`` to its last, ``completion_cycles`` from there to the ``used->idx`` write that
+  publishes it. The link shows what the device sends: for a read (``in``) its data writes, for
+  a write (``out``) its read requests, so there the wait for the data's completions and the
+  back-end counts as completion;
 * per-request latency in cycles, ``completed_at - submitted_at`` (set by
   :class:`tb.blk_testbench.BlkTB`: the cycle the request went into the available ring, and the cycle
   the driver reaped it from the used ring after the interrupt), as p50 and p99.
@@ -59,7 +66,7 @@ from .testbench import CLOCK_NS
 
 
 __all__ = ["WORKLOADS", "GRIDS", "HOST_LATENCIES", "PAGE", "RECORD_FIELDS", "grid_from_env",
-           "host_latencies_from_env", "direction", "check_point",
+           "host_latencies_from_env", "direction", "breakdown", "check_point",
            "request_count", "linux_layout", "percentile", "sector_walk", "bench"]
 
 
@@ -81,8 +88,8 @@ HOST_LATENCIES = {"smoke": (0,), "quick": (0, 250), "full": (0, 250)}
 # The fields of every record, in the order they are written.
 RECORD_FIELDS = ("workload", "direction", "host_latency_cycles", "block_size", "queue_depth",
                  "requests", "bytes", "cycles", "bytes_per_cycle", "requests_per_cycle",
-                 "latency_cycles_p50", "latency_cycles_p99", "simulator", "seed", "mb_per_s",
-                 "sim_cycles_per_second")
+                 "latency_cycles_p50", "latency_cycles_p99", "fetch_cycles", "data_cycles",
+                 "completion_cycles", "simulator", "seed", "mb_per_s", "sim_cycles_per_second")
 
 # Requests per point (see request_count): the device serves one request at a time, so its
 # throughput settles within a few requests; long runs only cost simulation time (~16 k cycles/s).
@@ -253,6 +260,8 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
     inflight = deque()
     done = []
     submitted = 0
+    timelines = []
+    bt.ordering.on_timeline = lambda q, head, times: timelines.append(times)
     start = bt.cycles()
     wall = time.monotonic()
     while len(done) < n:
@@ -273,7 +282,8 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
     end = max(r.completed_at for r in done)
     cycles = max(1, end - start)
     latencies = [r.completed_at - r.submitted_at for r in done]
-    return {
+    bt.ordering.on_timeline = None
+    return {**breakdown(timelines),
         "workload": workload, "block_size": block, "queue_depth": depth, "requests": n,
         "bytes": n * block, "cycles": cycles,
         "bytes_per_cycle": _sig(n * block / cycles),
@@ -284,6 +294,20 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
         "sim_cycles_per_second": round((bt.cycles() - start) / max(time.monotonic() - wall,
                                                                    1e-9)),
     }
+
+
+def breakdown(timelines):
+    """``fetch_cycles``, ``data_cycles`` and ``completion_cycles``: the means over the
+    timelines (:mod:`tb.ordering`) that have all their steps."""
+    whole = [t for t in timelines
+             if all(k in t for k in ("fetch", "data_first", "data_last", "published"))]
+    if not whole:
+        return dict(fetch_cycles=None, data_cycles=None, completion_cycles=None)
+    n = len(whole)
+    return dict(
+        fetch_cycles=round(sum(t["data_first"] - t["fetch"] for t in whole) / n, 1),
+        data_cycles=round(sum(t["data_last"] - t["data_first"] for t in whole) / n, 1),
+        completion_cycles=round(sum(t["published"] - t["data_last"] for t in whole) / n, 1))
 
 
 @cocotb.test()
@@ -299,6 +323,7 @@ async def bench(dut):
     seed = bt.seed
     rng = random.Random(f"bench {seed}")      # not the TB's own stream (stalls, back-end)
     drv = await bt.start()
+    bt.ordering.now = bt.cycles       # the timelines of the per-request breakdown
     # Buffers as Linux has them: data in page-aligned pages, header and status kmalloc'd.
     drv.core.page_aligned = True
     p = bt.params
@@ -320,8 +345,9 @@ async def bench(dut):
 
     out.parent.mkdir(parents=True, exist_ok=True)
     clock_mhz = 1000 / CLOCK_NS
-    bt.log.info("bench: %-10s %4s %7s %5s %8s %10s %8s %8s %5s", "workload", "host", "block",
-                "depth", "B/cycle", "req/cycle", "p50", "p99", "reqs")
+    bt.log.info("bench: %-10s %4s %7s %5s %8s %10s %8s %8s %5s %6s %6s %6s", "workload",
+                "host", "block", "depth", "B/cycle", "req/cycle", "p50", "p99", "reqs", "fetch",
+                "data", "cpl")
     with out.open("w") as f:
         for host in latencies:
             bt.shim.host_latency_ns = host * CLOCK_NS
@@ -334,8 +360,9 @@ async def bench(dut):
                                mb_per_s=round(rec["bytes_per_cycle"] * clock_mhz, 1))
                     f.write(json.dumps({k: rec[k] for k in RECORD_FIELDS}) + "\n")
                     f.flush()
-                    bt.log.info("bench: %-10s %4d %7d %5d %8.3f %10.3g %8d %8d %5d", workload,
-                                host, block, depth, rec["bytes_per_cycle"],
+                    bt.log.info("bench: %-10s %4d %7d %5d %8.3f %10.3g %8d %8d %5d %6s %6s %6s",
+                                workload, host, block, depth, rec["bytes_per_cycle"],
                                 rec["requests_per_cycle"], rec["latency_cycles_p50"],
-                                rec["latency_cycles_p99"], n)
+                                rec["latency_cycles_p99"], n, rec["fetch_cycles"],
+                                rec["data_cycles"], rec["completion_cycles"])
     await bt.finish()

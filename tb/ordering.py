@@ -36,6 +36,14 @@ and 4 KB boundaries [PCIe-3.0 2.2.7, 7.8.4]) arrives as several TLPs: one that s
 queue's previous descriptor read ended, on such a boundary (or Max_Read_Request_Size after the
 previous start), continues that read. A reset of the device (``device_status`` = 0, FLR, the
 ``rst`` pin) forgets everything; the queues start again when the driver enables them.
+
+Given a clock (``now``), the checker also keeps each request's **timeline** as the link shows
+it, for ``make bench``'s per-request breakdown: ``fetch`` (the first read of its avail entry
+or of its head descriptor), ``data_first`` and ``data_last`` (its first and last data access:
+a write to its device-writable buffers other than the status byte, or a read of its
+device-readable ones past the 16-byte request header [VIRTIO-1.2 5.2.6]), ``status``,
+``element`` and ``published`` (the ``used->idx`` write that publishes its element). Each
+completed timeline goes to ``on_timeline(q, head, times)``.
 """
 
 import bisect
@@ -55,7 +63,7 @@ U16 = 0xffff
 class _Chain:
     """One chain the driver made available, as the checker follows it."""
     __slots__ = ("q", "head", "descs", "regions", "status_addr", "status_written",
-                 "returned")
+                 "returned", "header", "times")
 
     def __init__(self, q, head):
         self.q, self.head = q, head
@@ -64,6 +72,8 @@ class _Chain:
         self.status_addr = None   # the last device-writable byte
         self.status_written = False
         self.returned = False     # its used element was written
+        self.header = []          # (lo, hi): the first 16 device-readable bytes
+        self.times = {}           # the timeline (see the module docstring)
 
 
 class _Regions:
@@ -121,6 +131,8 @@ class _Queue:
         self.partial = {}         # used ring slot -> bytearray(8) and mask, partly written
         self.fresh = False        # used->idx written since the queue's last notification
         self.desc_read = (0, 0)   # (start, end) of the last read of the descriptor table
+        self.slots = {}           # avail ring slot -> head published there
+        self.done = {}            # used ring slot -> returned _Chain, until used->idx passes
 
     def key(self):
         return self.desc, self.avail, self.used, self.size
@@ -137,6 +149,11 @@ class OrderingChecker:
         ``read(addr, n) -> bytes`` of host memory, to read the driver's side of the rings.
     error : callable
         ``error(message)``: where violations go (the scoreboard's ``error``).
+    now : callable or None
+        The current cycle; with it the checker keeps timelines (see the module docstring).
+    on_timeline : callable or None
+        ``on_timeline(q, head, times)`` for each request's timeline when ``used->idx``
+        publishes it.
 
     Attributes
     ----------
@@ -144,10 +161,12 @@ class OrderingChecker:
     counts : dict
         What was checked: ``elements``, ``indices``, ``notifications``, ``reads``.
     """
-    def __init__(self, model, read, error):
+    def __init__(self, model, read, error, now=None, on_timeline=None):
         self.model = model
         self.read = read
         self.error = error
+        self.now = now
+        self.on_timeline = on_timeline
         self.violations = 0
         self.counts = dict(elements=0, indices=0, notifications=0, reads=0)
         self._queues = {}
@@ -181,7 +200,14 @@ class OrderingChecker:
                 return
             if v.avail <= addr < v.avail + 6 + 2 * v.size:
                 return      # flags, idx, used_event: always readable
-        if self._live.find(addr) is None:
+        hit = self._live.find(addr)
+        if hit is not None:
+            chain = hit[2][0]
+            if self.now is not None and hit[2][1] == "readable" and \
+                    not any(lo <= addr and addr + n <= hi for lo, hi in chain.header):
+                self._stamp(chain, "data_first", once=True)
+                self._stamp(chain, "data_last")
+        else:
             hit = self._returned.find(addr)
             if hit is not None:
                 lo, hi, (chain, kind) = hit
@@ -269,6 +295,7 @@ class OrderingChecker:
                 slot = i % v.size
                 head = int.from_bytes(self.read(v.avail + 4 + 2 * slot, 2), "little")
                 self._publish(v, head)
+                v.slots[slot] = head
             v.seen_idx = idx
             v.published += new
 
@@ -296,6 +323,12 @@ class OrderingChecker:
             if not flags & rm.VIRTQ_DESC_F_NEXT:
                 break
             i = nxt
+        # The request header: the first 16 device-readable bytes [VIRTIO-1.2 5.2.6].
+        need = 16
+        for lo, hi, kind in chain.regions:
+            if kind == "readable" and need > 0 and hi > lo:
+                chain.header.append((lo, min(hi, lo + need)))
+                need -= min(hi, lo + need) - lo
         last = [(a, n) for a, n in writable if n]
         chain.status_addr = last[-1][0] + last[-1][1] - 1 if last else None
         v.chains[head] = chain
@@ -333,6 +366,8 @@ class OrderingChecker:
     # -- reads -----------------------------------------------------------------------------------
 
     def _read_descriptor(self, v, entry):
+        if entry in v.owner and self.now is not None:
+            self._stamp(v.chains[v.owner[entry]], "fetch", once=True)
         if entry not in v.owner:
             inflight = v.published - v.returned
             self._violation(f"the DUT read descriptor {entry} of queue {v.q}, which no chain "
@@ -348,6 +383,9 @@ class OrderingChecker:
             return
         allowed = {i % v.size for i in range(v.returned, v.published)}
         for slot in range((lo - v.avail - 4) // 2, (hi - v.avail - 4 + 1) // 2):
+            chain = v.chains.get(v.slots.get(slot)) if slot in allowed else None
+            if chain is not None and self.now is not None:
+                self._stamp(chain, "fetch", once=True)
             if slot not in allowed:
                 self._violation(f"the DUT read avail->ring[{slot}] of queue {v.q}, which "
                                 f"avail->idx ({v.seen_idx}) has not published "
@@ -358,8 +396,13 @@ class OrderingChecker:
 
     def _write_buffer(self, chain, addr, n):
         status = chain.status_addr
+        if self.now is not None and (n > 1 or addr != status):
+            self._stamp(chain, "data_first", once=True)
+            self._stamp(chain, "data_last")
         if status is not None and addr <= status < addr + n:
             chain.status_written = True
+            if self.now is not None:
+                self._stamp(chain, "status")
         elif chain.status_written:
             self._violation(f"the DUT wrote {n} bytes at {addr:#x}, data of queue {chain.q} "
                             f"head {chain.head}, after its status byte at {status:#x}: the "
@@ -407,6 +450,9 @@ class OrderingChecker:
                                else "") + " [VIRTIO-1.2 2.7.8.2, 5.2.6]")
         # The chain goes back to the driver.
         chain.returned = True
+        if self.now is not None:
+            self._stamp(chain, "element")
+            v.done[slot] = chain
         del v.chains[head]
         for d in chain.descs:
             v.owner.pop(d, None)
@@ -430,9 +476,18 @@ class OrderingChecker:
                                 f"used->ring[{slot}] (entry {(v.used_idx + k) & U16}), before "
                                 f"writing that element [VIRTIO-1.2 2.7.8.2]")
             v.elements.pop(slot, None)
+            chain = v.done.pop(slot, None)
+            if chain is not None:
+                self._stamp(chain, "published")
+                if self.on_timeline is not None:
+                    self.on_timeline(chain.q, chain.head, chain.times)
         if moved:
             v.fresh = True
         v.used_idx = idx
+
+    def _stamp(self, chain, what, once=False):
+        if not (once and what in chain.times):
+            chain.times[what] = self.now()
 
     def _violation(self, message):
         self.violations += 1

@@ -10,7 +10,7 @@ import pytest
 
 from tb.cocotb_bench import (GRIDS, WORKLOADS, RECORD_FIELDS, PAGE, grid_from_env, check_point,
                           request_count, linux_layout, percentile, sector_walk,
-                          host_latencies_from_env, direction)
+                          host_latencies_from_env, direction, breakdown)
 from scripts.plot import (Canvas, encode_png, decode_png, throughput_figure, _FONT, GLYPH_W,
                           GLYPH_H, PALETTE)
 from scripts.bench import read_records, headline, table, speed_line, plot_records
@@ -64,6 +64,19 @@ def test_host_latencies():
     for bad, message in [("x", "comma-separated"), ("-5", "must not be negative")]:
         with pytest.raises(ValueError, match=message):
             host_latencies_from_env("quick", {"BENCH_HOST_LATENCIES": bad})
+
+
+def test_breakdown():
+    # Means over the requests whose timelines are whole (a request cut by a reset is not).
+    times = [dict(fetch=0, data_first=100, data_last=500, status=501, element=510,
+                  published=520),
+             dict(fetch=1000, data_first=1150, data_last=1450, status=1451, element=1460,
+                  published=1480),
+             dict(fetch=2000, data_first=2100)]
+    assert breakdown(times) == dict(fetch_cycles=125.0, data_cycles=350.0,
+                                    completion_cycles=25.0)
+    assert breakdown(times[2:]) == dict(fetch_cycles=None, data_cycles=None,
+                                        completion_cycles=None)
 
 
 def test_direction():
@@ -238,7 +251,8 @@ def test_throughput_figure_draws_every_block_size(tmp_path):
 
 def _record(**kw):
     rec = dict(workload="seq-read", direction="in", host_latency_cycles=0, block_size=65536,
-               queue_depth=8, requests=8, bytes=524288,
+               queue_depth=8, requests=8, bytes=524288, fetch_cycles=120.5,
+               data_cycles=9100.0, completion_cycles=60.0,
                cycles=73728, bytes_per_cycle=7.1111, requests_per_cycle=0.00010851,
                latency_cycles_p50=36000, latency_cycles_p99=73000, simulator="verilator",
                seed=1, mb_per_s=1777.8, sim_cycles_per_second=60000)
@@ -274,7 +288,7 @@ def test_headline_and_table():
     assert headline([slow] + recs, 8) == headline(recs, 8)
     assert [r["workload"] for r in plot_records([slow] + recs)] == \
         ["seq-read, host 250", "seq-read", "seq-write"]
-    assert lines[1].split()[-1] == "60000"
+    assert lines[1].split()[-4:] == ["120", "9100", "60", "60000"]
     # 2 x 73728 cycles, each point at 60,000 cycles per wall second.
     assert speed_line(recs, "verilator") == ("bench: simulation speed 60,000 cycles per wall "
                                              "second on verilator (147,456 cycles measured)")

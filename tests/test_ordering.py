@@ -391,3 +391,63 @@ def test_random_legal_orders_pass():
             assert {r.head for r in w.core.reap(q)} == {it[0].head for it in ready}
             done += len(ready)
     assert sb.errors == [], f"seed {seed}: {sb.errors[:3]}"
+
+
+def _clocked(world):
+    """The checker with a clock the test sets (``world.t``) and the timelines it reports."""
+    world.t, timelines = 0, []
+    world.checker.now = lambda: world.t
+    world.checker.on_timeline = lambda q, head, times: timelines.append((q, head, dict(times)))
+    return timelines
+
+
+def test_timeline_of_an_in_request(world):
+    # make bench's per-request breakdown: fetch from the avail entry, data from the first
+    # write into the buffers to the last, then status, element and the index that publishes it.
+    timelines = _clocked(world)
+    req = world.read_request(nbytes=512, layout=Layout((16,), (256, 256, 1)))
+    world.t = 10
+    world.fetch(req)
+    (a0, _), (a1, _) = req.writable[:2]
+    world.t = 20
+    world.write(a0, bytes(256))
+    world.t = 25
+    world.write(a1, bytes(256))
+    world.t = 30
+    world.status(req)
+    assert timelines == []
+    world.t = 40
+    world.element(req)
+    world.t = 50
+    world.index()
+    assert world.sb.errors == []
+    assert timelines == [(0, req.head, dict(fetch=10, data_first=20, data_last=25, status=30,
+                                            element=40, published=50))]
+
+
+def test_timeline_of_an_out_request_skips_the_header(world):
+    timelines = _clocked(world)
+    req = world.core.submit(0, rm.VIRTIO_BLK_T_OUT, 0, bytes(256), 0,
+                            Layout((16, 256), (1,)))
+    vq = world.vqs[0]
+    world.t = 5
+    world.read(vq.desc_addr + 16 * req.head, 16 * 2)      # the descriptors: fetch starts
+    (hdr, n_hdr), (data, n_data) = req.readable
+    world.t = 6
+    world.read(hdr, n_hdr)                                 # the header is not data
+    world.t = 7
+    world.read(data, n_data)
+    world.t = 8
+    world.status(req)
+    world.element(req)
+    world.index()
+    assert world.sb.errors == []
+    assert timelines == [(0, req.head, dict(fetch=5, data_first=7, data_last=7, status=8,
+                                            element=8, published=8))]
+
+
+def test_no_timelines_without_a_clock(world):
+    # The system tests' checker has no clock: nothing is kept.
+    req = world.read_request()
+    world.complete(req)
+    assert world.checker.now is None and world.sb.errors == []
