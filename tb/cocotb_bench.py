@@ -92,7 +92,8 @@ RECORD_FIELDS = ("workload", "direction", "host_latency_cycles", "block_size", "
                  "completion_cycles", "simulator", "seed", "mb_per_s", "sim_cycles_per_second")
 
 # Requests per point (see request_count): the device serves one request at a time, so its
-# throughput settles within a few requests; long runs only cost simulation time (~16 k cycles/s).
+# throughput settles within a few requests; long runs only cost simulation time (about 50,000
+# cycles per wall second on Verilator).
 POINT_BYTES = 512 << 10
 POINT_MAX_REQUESTS = 64
 POINT_MIN_REQUESTS = 4
