@@ -77,6 +77,13 @@ class DeviceParams:
         65.5 us at 250 MHz (131 us at 125 MHz): inside the 50 us to 50 ms range that the
         default Completion Timeout Value (0000b) allows [PCIe-3.0 7.8.16], and short enough for
         a simulation to reach.
+    dma_read_tags : int
+        Memory reads the DMA read engine keeps outstanding, each with its own Tag and a
+        Max_Read_Request_Size slot of completion buffer (1 to 256; more than 32 use tags the
+        host enables with Extended Tag Field Enable [PCIe-3.0 2.2.6.2]).
+    desc_prefetch : int
+        Descriptors the request engine fetches per read of a descriptor table (1 to 8; never
+        past the table's end). 8 is 128 bytes, within the smallest Max_Read_Request_Size.
     """
     capacity: int = 2048                 # 1 MiB
     num_queues: int = 2
@@ -114,6 +121,8 @@ class DeviceParams:
     writeback: int = 1
     serial: str = "virtio-blk-ep"
     completion_timeout: int = 1 << 14
+    dma_read_tags: int = 8
+    desc_prefetch: int = 8
 
     def __post_init__(self):
         def check(cond, msg):
@@ -157,6 +166,14 @@ class DeviceParams:
         check(isinstance(self.completion_timeout, int) and self.completion_timeout >= 1,
               f"completion_timeout must be a positive number of cycles, "
               f"not {self.completion_timeout!r}")
+        check(isinstance(self.dma_read_tags, int) and not isinstance(self.dma_read_tags, bool)
+              and 1 <= self.dma_read_tags <= 256,
+              f"dma_read_tags must be from 1 to 256 (the 8-bit Tag field), "
+              f"not {self.dma_read_tags!r}")
+        check(isinstance(self.desc_prefetch, int) and not isinstance(self.desc_prefetch, bool)
+              and 1 <= self.desc_prefetch <= 8,
+              f"desc_prefetch must be from 1 to 8 descriptors (128 bytes, the smallest "
+              f"Max_Read_Request_Size), not {self.desc_prefetch!r}")
         check(isinstance(self.serial, str) and self.serial.isascii() and
               len(self.serial) <= rm.VIRTIO_BLK_ID_BYTES,
               f"serial must be an ASCII string of at most {rm.VIRTIO_BLK_ID_BYTES} bytes "
@@ -238,5 +255,7 @@ class DeviceParams:
 VARIANTS = {
     "virtio_blk_ep":      DeviceParams(),
     "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False),
-    "virtio_blk_ep_ro":   DeviceParams(read_only=True),
+    # Read-only, and the request engine's fetch and DMA at other sizes than the default's:
+    # one descriptor per read, four reads outstanding.
+    "virtio_blk_ep_ro":   DeviceParams(read_only=True, desc_prefetch=1, dma_read_tags=4),
 }

@@ -6,7 +6,8 @@ work. For each request it
 
 1. knows ``avail->idx`` (read with ``avail->flags`` after the previous request, or on a
    doorbell), reads the next ``avail->ring`` entry, and walks the descriptor chain, fetching up
-   to :data:`PREFETCH` descriptors per read and following ``NEXT`` and ``INDIRECT``;
+   to ``DeviceParams.desc_prefetch`` descriptors per read and following ``NEXT`` and
+   ``INDIRECT``;
 2. keeps the chain as a list of segments: the device-readable ones, then the device-writable
    ones [VIRTIO-1.2 2.7.4.2], with their byte totals R and W;
 3. treats each list as one byte stream, whatever the descriptor boundaries: the request header
@@ -39,11 +40,7 @@ from .virtio_regs import QueueConfigLayout
 from .interrupts import IrqRequest
 
 
-__all__ = ["BlkEngine", "PREFETCH"]
-
-
-#: Descriptors fetched per read of a descriptor table (never past the table's end).
-PREFETCH = 8
+__all__ = ["BlkEngine"]
 
 
 class SegmentLayout(data.StructLayout):
@@ -121,6 +118,7 @@ class BlkEngine(wiring.Component):
         nq = p.num_queues
         w = p.data_width
         nbytes = w // 8
+        prefetch = p.desc_prefetch
 
         m.submodules.gather  = gather  = ByteRealigner(w)
         m.submodules.scatter = scatter = ByteRealigner(w)
@@ -226,8 +224,8 @@ class BlkEngine(wiring.Component):
         cur        = Signal(32)     # index of the descriptor wanted next
         visited    = Signal(32)     # descriptors walked in this table (loop guard)
         fetch_base = Signal(32)     # index of the first descriptor of the read in flight
-        fetch_n    = Signal(range(PREFETCH + 1))
-        beat_k     = Signal(range(2 * PREFETCH + 1))
+        fetch_n    = Signal(range(prefetch + 1))
+        beat_k     = Signal(range(2 * prefetch + 1))
         desc_lo    = Signal(64)
         chain_done = Signal()
         go_indirect = Signal()
@@ -601,7 +599,7 @@ class BlkEngine(wiring.Component):
 
             with state("Fetch-Descriptors"):
                 n = Signal(17)
-                m.d.comb += n.eq(Mux(table_size - cur > PREFETCH, PREFETCH, table_size - cur))
+                m.d.comb += n.eq(Mux(table_size - cur > prefetch, prefetch, table_size - cur))
                 with m.If(fsm_read(table + Cat(Const(0, 4), cur), Cat(Const(0, 4), n))):
                     m.d.sync += [fetch_base.eq(cur), fetch_n.eq(n), beat_k.eq(0)]
                     m.next = "Take-Descriptors"

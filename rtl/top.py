@@ -67,7 +67,8 @@ class VirtioBlkEndpoint(wiring.Component):
         m.submodules.completer = completer = Completer(p)
         m.submodules.config    = config    = ConfigSpace(p)
         m.submodules.regs      = regs      = VirtioRegisters(p)
-        m.submodules.dma_read  = dma_read  = DmaReadEngine(w, timeout=p.completion_timeout)
+        m.submodules.dma_read  = dma_read  = DmaReadEngine(w, tags=p.dma_read_tags,
+                                                            timeout=p.completion_timeout)
         m.submodules.dma_write = dma_write = DmaWriteEngine(w)
         m.submodules.engine    = engine    = BlkEngine(p)
         m.submodules.irq       = irq       = InterruptController(p)

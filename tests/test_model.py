@@ -266,6 +266,13 @@ NO_MQ = DEFAULT_FEATURES & ~bit(F_MQ)
     (dict(features=-1), "features must fit in 64 bits"),
     (dict(num_queues=2, features=NO_MQ),
      "num_queues > 1 needs VIRTIO_BLK_F_MQ in features [VIRTIO-1.2 5.2.3]"),
+    (dict(dma_read_tags=0), "dma_read_tags must be from 1 to 256 (the 8-bit Tag field), not 0"),
+    (dict(dma_read_tags=257),
+     "dma_read_tags must be from 1 to 256 (the 8-bit Tag field), not 257"),
+    (dict(desc_prefetch=0), "desc_prefetch must be from 1 to 8 descriptors (128 bytes, the "
+                            "smallest Max_Read_Request_Size), not 0"),
+    (dict(desc_prefetch=9), "desc_prefetch must be from 1 to 8 descriptors (128 bytes, the "
+                            "smallest Max_Read_Request_Size), not 9"),
     (dict(max_payload_size_supported=6),
      "max_payload_size_supported is the encoded field, 0 (128 B) to 5 (4096 B)"),
     (dict(max_payload_size_supported=-1),
