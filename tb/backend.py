@@ -91,8 +91,6 @@ class StorageBackend:
         The toplevel, with the storage port's transactors (:class:`tb.harness.SimHarness` or
         :class:`tb.harness.StorageHarness`): ``<prefix>__{cmd,wdata}__*`` collectors,
         ``<prefix>__{rdata,cpl}__*`` feeders, and ``<prefix>__writeback``.
-    clk : cocotb handle
-        The clock of the storage port.
     image : bytearray or str or os.PathLike
         The disk: a ``bytearray`` used in place, or the path of an image file, read in and
         written back by ``FLUSH`` and :meth:`close`. Its size is one or more whole sectors.
@@ -147,7 +145,7 @@ class StorageBackend:
     TypeError
         If ``image`` is neither a ``bytearray`` nor a path.
     """
-    def __init__(self, dut, clk, image, *, prefix="storage", data_width=64, stall_prob=0.0,
+    def __init__(self, dut, image, *, prefix="storage", data_width=64, stall_prob=0.0,
                  rng=None, log=None, cache="port", evict_prob=0.0):
         if not isinstance(data_width, int) or data_width < 8 or 4096 % data_width:
             raise ValueError(f"StorageBackend data_width must divide 4096 bits (one sector), "
@@ -226,8 +224,8 @@ class StorageBackend:
                               stall_prob, seed())
         self._wdata = Collector(dut, f"{prefix}__wdata", sizes["wdata"], self._take_data,
                                 stall_prob, seed(), accept=False)
-        self._rdata = Feeder(dut, f"{prefix}__rdata", clk, sizes["rdata"], stall_prob, seed())
-        self._cpl = Feeder(dut, f"{prefix}__cpl", clk, sizes["cpl"], stall_prob, seed())
+        self._rdata = Feeder(dut, f"{prefix}__rdata", sizes["rdata"], stall_prob, seed())
+        self._cpl = Feeder(dut, f"{prefix}__cpl", sizes["cpl"], stall_prob, seed())
 
     # -- the public interface --------------------------------------------------------------------
 
@@ -281,12 +279,6 @@ class StorageBackend:
         return lost
 
     # -- the command loop ------------------------------------------------------------------------
-
-    def _unsigned(self, wire):
-        try:
-            return wire.read()
-        except ValueError:
-            raise AssertionError(f"{wire.path} is {wire.handle.value} while valid") from None
 
     def _decode(self, value):
         c = _Command()

@@ -90,7 +90,7 @@ class BlkTB(TB):
     def __init__(self, dut, stalls=False, mem_size=16 << 20):
         super().__init__(dut, stalls)
         self.image = bytearray(self.params.capacity * rm.BLK_SECTOR_BYTES)
-        self.backend = StorageBackend(dut, dut.clk, self.image,
+        self.backend = StorageBackend(dut, self.image,
                                       stall_prob=0.3 if stalls else 0.0,
                                       rng=random.Random(self.rng.randrange(1 << 32)),
                                       log=self.log)

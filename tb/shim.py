@@ -143,7 +143,7 @@ class TlpShim(Device):
         # The harness's transactors (tb/harness.py): a TLP a load into rx, a TLP a chunk out
         # of tx, each with its own seeded stalls.
         width = data.Layout.cast(TlpBeat(data_width)).size
-        self._rx = Feeder(dut, "rx", dut.clk, width, idle_prob, self.rng.randrange(1 << 32))
+        self._rx = Feeder(dut, "rx", width, idle_prob, self.rng.randrange(1 << 32))
         self._tx = Collector(dut, "tx", width, self._take_beats, stall_prob,
                              self.rng.randrange(1 << 32))
         self._dws = []

@@ -45,7 +45,8 @@ async def wait_cycles(clk, cycles, period_ns, origin=0):
     """Wait until the ``cycles``-th rising edge of ``clk`` from now, as
     ``ClockCycles(clk, cycles)`` does, but with a timer for all but the last edge: two
     wake-ups instead of one per cycle. ``period_ns`` is the clock's period; it rises at
-    ``origin`` (in simulator steps) and every period after (cocotb's ``Clock`` starts high)."""
+    ``origin`` (in simulator steps, as :func:`start_clock` returns it) and every period
+    after."""
     if cycles < 1:
         return
     # In simulator steps (integers), so that the timer lands exactly.

@@ -72,6 +72,14 @@ def _ports(dut, prefix, names):
     return [Wire(getattr(dut, f"{prefix}__{n}")) for n in names]
 
 
+def _set_stalls(dut, prefix, prob, seed):
+    """Set a transactor's stall generator: ``prob`` per cycle, its LFSR loaded with ``seed``
+    at the next reset."""
+    threshold, seed_port = _ports(dut, prefix, ("threshold", "seed"))
+    threshold.write(stall_threshold(prob))
+    seed_port.write(seed & 0xffffffff)
+
+
 class Feeder:
     """Sends beats into the DUT through the harness's :class:`~tb.harness.StreamFeeder` at
     ``<prefix>__*``.
@@ -81,7 +89,6 @@ class Feeder:
     dut : cocotb handle
     prefix : str
         The feeder's port in the toplevel (``rx``, ``storage__rdata``, ...).
-    clk : cocotb handle
     width : int
         Bits per beat (the feeder's ``data`` holds ``chunk`` of them).
     idle_prob : float
@@ -94,19 +101,16 @@ class Feeder:
     width, chunk : int
         Bits per beat, beats per load.
     """
-    def __init__(self, dut, prefix, clk, width, idle_prob=0.0, seed=1):
+    def __init__(self, dut, prefix, width, idle_prob=0.0, seed=1):
         self.data, self.count, self.toggle, self.taken, self.busy = _ports(
             dut, prefix, ("data", "count", "toggle", "taken", "busy"))
-        threshold, seed_port = _ports(dut, prefix, ("threshold", "seed"))
-        threshold.write(stall_threshold(idle_prob))
-        seed_port.write(seed & 0xffffffff)
+        _set_stalls(dut, prefix, idle_prob, seed)
         # Every input driven from the start; ``toggle`` as the feeder last took it (it keeps
         # that through resets, from one test of a simulation to the next): no load.
         self.data.write(0)
         self.count.write(0)
         self._toggle = self.taken.read_or(0)
         self.toggle.write(self._toggle)
-        self.clk = clk
         self.width = width
         self.chunk = self.data.width // width
         self._queue = collections.deque()     # chunks (lists of beats) and barrier callbacks
@@ -179,9 +183,7 @@ class Collector:
     def __init__(self, dut, prefix, width, on_chunk, stall_prob=0.0, seed=1, accept=True):
         self.data, self.count, self.seq, self._accept = _ports(
             dut, prefix, ("data", "count", "seq", "accept"))
-        threshold, seed_port = _ports(dut, prefix, ("threshold", "seed"))
-        threshold.write(stall_threshold(stall_prob))
-        seed_port.write(seed & 0xffffffff)
+        _set_stalls(dut, prefix, stall_prob, seed)
         self.on_chunk = on_chunk
         self.width = width
         self.accepting = None

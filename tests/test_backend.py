@@ -83,45 +83,45 @@ class _FakeDut:
 def test_rejects_data_width(width):
     with pytest.raises(ValueError, match=rf"^StorageBackend data_width must divide 4096 bits "
                                          rf"\(one sector\), not {width!r}$"):
-        StorageBackend(None, None, bytearray(512), data_width=width)
+        StorageBackend(None, bytearray(512), data_width=width)
 
 
 @pytest.mark.parametrize("prob", [-0.1, 1, 1.5, "0"])
 def test_rejects_stall_prob(prob):
     with pytest.raises(ValueError, match=rf"^StorageBackend stall_prob must be at least 0 and "
                                          rf"below 1, not {prob!r}$"):
-        StorageBackend(None, None, bytearray(512), stall_prob=prob)
+        StorageBackend(None, bytearray(512), stall_prob=prob)
 
 
 @pytest.mark.parametrize("size", [0, 1, 511, 513])
 def test_rejects_image_size(size, tmp_path):
     with pytest.raises(ValueError, match=rf"^StorageBackend image must be one or more whole "
                                          rf"512-byte sectors, not {size} bytes$"):
-        StorageBackend(None, None, bytearray(size))
+        StorageBackend(None, bytearray(size))
     path = tmp_path / "disk.img"
     path.write_bytes(bytes(size))
     with pytest.raises(ValueError, match=rf"not {size} bytes$"):
-        StorageBackend(None, None, path)
+        StorageBackend(None, path)
 
 
 @pytest.mark.parametrize("cache", ["WRITEBACK", None, 1])
 def test_rejects_cache(cache):
     with pytest.raises(ValueError, match=rf"^StorageBackend cache must be 'port', 'writeback' "
                                          rf"or 'writethrough', not {cache!r}$"):
-        StorageBackend(None, None, bytearray(512), cache=cache)
+        StorageBackend(None, bytearray(512), cache=cache)
 
 
 @pytest.mark.parametrize("prob", [-0.1, 1.5, "0"])
 def test_rejects_evict_prob(prob):
     with pytest.raises(ValueError, match=rf"^StorageBackend evict_prob must be between 0 and 1, "
                                          rf"not {prob!r}$"):
-        StorageBackend(None, None, bytearray(512), evict_prob=prob)
+        StorageBackend(None, bytearray(512), evict_prob=prob)
 
 
 def test_rejects_image_type():
     with pytest.raises(TypeError, match=r"^StorageBackend image must be a bytearray or a path, "
                                         r"not bytes$"):
-        StorageBackend(None, None, bytes(512))
+        StorageBackend(None, bytes(512))
 
 
 def test_rejects_port_width():
@@ -129,7 +129,7 @@ def test_rejects_port_width():
     dut = _FakeDut({"cmd": 107, "wdata": 33 * 32, "rdata": 65 * 32, "cpl": 9})
     with pytest.raises(ValueError, match=r"^StorageBackend: storage__wdata__data is 1056 bits, "
                                          r"not a whole number of 65-bit beats$"):
-        StorageBackend(dut, None, bytearray(512))
+        StorageBackend(dut, bytearray(512))
 
 
 # -- the cocotb side ---------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def check(cmds, seen, statuses, reads):
 async def setup(dut, sectors, stall, rng, image=None, **kw):
     # Low first: what the test drives at this instant is in place before the first edge.
     Clock(dut.clk, 4, unit="ns").start(start_high=False)
-    backend = StorageBackend(dut, dut.clk, image if image is not None else
+    backend = StorageBackend(dut, image if image is not None else
                              bytearray(sectors * SECTOR_BYTES),
                              stall_prob=stall, rng=random.Random(rng.randrange(1 << 32)), **kw)
     initiator = Initiator(dut, random.Random(rng.randrange(1 << 32)), stall)

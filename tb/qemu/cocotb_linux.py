@@ -131,7 +131,7 @@ async def linux_boot(dut):
         guest.render_init(params.capacity, [n for n, _ in payload]), payload))
     console_path = out / "console.log"
     console_path.unlink(missing_ok=True)
-    backend = StorageBackend(dut, dut.clk, str(image), log=log)
+    backend = StorageBackend(dut, str(image), log=log)
     await tb.reset()
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
