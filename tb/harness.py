@@ -240,52 +240,55 @@ def _width(layout):
     return data.Layout.cast(layout).size
 
 
-def _storage_members(data_width):
-    """The testbench's ports of the storage transactors."""
-    beat = StorageData(data_width)
+def _storage_signature(data_width):
+    """The back-end's side of the storage transactors: ``cmd`` and ``wdata`` collected,
+    ``rdata`` and ``cpl`` fed, and ``writeback`` (out), the cache mode."""
+    beat = _width(StorageData(data_width))
     chunk = STORAGE_CHUNK_BYTES * 8 // data_width
-    return {
-        "cmd":   Out(CollectSignature(_width(StorageCommand), 1)),
-        "wdata": Out(CollectSignature(_width(beat), chunk)),
-        "rdata": Out(FeedSignature(_width(beat), chunk)),
-        "cpl":   Out(FeedSignature(_width(StorageCompletion), 1)),
-    }
+    return wiring.Signature({
+        "cmd":       Out(CollectSignature(_width(StorageCommand), 1)),
+        "wdata":     Out(CollectSignature(beat, chunk)),
+        "rdata":     Out(FeedSignature(beat, chunk)),
+        "cpl":       Out(FeedSignature(_width(StorageCompletion), 1)),
+        "writeback": Out(1),
+    })
 
 
 class _StoragePort(wiring.Component):
-    """The storage back-end's four streams behind transactors: commands and write data
-    collected, read data and completions fed. ``dev`` is the device's side of the port."""
+    """The storage back-end's four streams behind transactors. ``dev`` is the device's side
+    of the port, ``tb`` the back-end's (:func:`_storage_signature`)."""
     def __init__(self, data_width):
         self.data_width = data_width
-        self.data_chunk = STORAGE_CHUNK_BYTES * 8 // data_width
         super().__init__({"dev": In(StorageSignature(data_width)),
-                          **_storage_members(data_width)})
+                          "tb":  Out(_storage_signature(data_width))})
 
     def elaborate(self, platform):
         m = Module()
-        beat = StorageData(self.data_width)
-        last = data.Layout.cast(beat)["last"].offset
-        parts = {
-            "cmd":   StreamCollector(_width(StorageCommand), 1),
-            "wdata": StreamCollector(_width(beat), self.data_chunk, last=last),
-            "rdata": StreamFeeder(_width(beat), self.data_chunk),
-            "cpl":   StreamFeeder(_width(StorageCompletion), 1),
-        }
+        dev, tb = self.dev, self.tb
+        last = data.Layout.cast(StorageData(self.data_width))["last"].offset
+        # Each transactor as wide and deep as its port says.
+        members = tb.signature.members
+        parts = {name: StreamCollector(members[name].signature.width,
+                                       members[name].signature.chunk,
+                                       last=last if name == "wdata" else None)
+                 for name in ("cmd", "wdata")}
+        parts.update({name: StreamFeeder(members[name].signature.width,
+                                         members[name].signature.chunk)
+                      for name in ("rdata", "cpl")})
         for name, part in parts.items():
             m.submodules[name] = part
-        dev = self.dev
+            wiring.connect(m, wiring.flipped(getattr(tb, name)), part.tb)
         for name in ("cmd", "wdata"):
             part = parts[name]
             m.d.comb += [part.i.valid.eq(getattr(dev, name).valid),
                          part.i.payload.eq(getattr(dev, name).payload),
                          getattr(dev, name).ready.eq(part.i.ready)]
-            wiring.connect(m, wiring.flipped(getattr(self, name)), part.tb)
         for name in ("rdata", "cpl"):
             part = parts[name]
             m.d.comb += [getattr(dev, name).valid.eq(part.o.valid),
                          getattr(dev, name).payload.eq(part.o.payload),
                          part.o.ready.eq(getattr(dev, name).ready)]
-            wiring.connect(m, wiring.flipped(getattr(self, name)), part.tb)
+        m.d.comb += tb.writeback.eq(dev.writeback)
         # [rtl.storage] A completion comes after its command's data: the testbench loads a
         # READ's completion once its last beat is loaded, and it is offered only when the read
         # data has all gone (no beat left, no load waiting).
@@ -322,7 +325,7 @@ class SimHarness(wiring.Component):
             "rx":      Out(FeedSignature(self.beat_width, k)),
             "tx":      Out(CollectSignature(self.beat_width, k)),
             "intx":    Out(1),
-            "storage": Out(wiring.Signature({**_storage_members(w), "writeback": Out(1)})),
+            "storage": Out(_storage_signature(w)),
         })
 
     def elaborate(self, platform):
@@ -339,13 +342,11 @@ class SimHarness(wiring.Component):
                      rx.o.ready.eq(dut.rx.ready),
                      tx.i.valid.eq(dut.tx.valid), tx.i.payload.eq(dut.tx.payload),
                      dut.tx.ready.eq(tx.i.ready),
-                     self.intx.eq(dut.intx), self.storage.writeback.eq(dut.storage.writeback)]
+                     self.intx.eq(dut.intx)]
         wiring.connect(m, wiring.flipped(self.rx), rx.tb)
         wiring.connect(m, wiring.flipped(self.tx), tx.tb)
         wiring.connect(m, dut.storage, port.dev)
-        for name in ("cmd", "wdata", "rdata", "cpl"):
-            wiring.connect(m, wiring.flipped(getattr(self.storage, name)),
-                           getattr(port, name))
+        wiring.connect(m, wiring.flipped(self.storage), port.tb)
         return m
 
 
@@ -362,16 +363,12 @@ class StorageHarness(wiring.Component):
         self.data_width = data_width
         super().__init__({
             "dev": In(StorageSignature(data_width)),
-            "storage": Out(wiring.Signature({**_storage_members(data_width),
-                                             "writeback": Out(1)})),
+            "storage": Out(_storage_signature(data_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.port = port = _StoragePort(self.data_width)
         wiring.connect(m, wiring.flipped(self.dev), port.dev)
-        m.d.comb += self.storage.writeback.eq(self.dev.writeback)
-        for name in ("cmd", "wdata", "rdata", "cpl"):
-            wiring.connect(m, wiring.flipped(getattr(self.storage, name)),
-                           getattr(port, name))
+        wiring.connect(m, wiring.flipped(self.storage), port.tb)
         return m
