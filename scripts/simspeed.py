@@ -19,12 +19,16 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    # `python scripts/simspeed.py` puts scripts/ on the path, not the repository root.
+    sys.path.insert(0, str(ROOT))
+
+from tb.testbench import CLOCK_NS                              # noqa: E402
 
 # A cross-section of make test: the foundation, the data path (random workload, whole-disk
 # sweeps), hostile rings, resets, FLUSH durability.
 TESTS = ["headline", "request_types", "random_workload", "data_integrity/stalls=False",
          "malformed_loop", "reset_in_flight", "flush_durability"]
-CLOCK_NS = 4
 
 
 def measure(root, sim, tests, seed):
