@@ -127,12 +127,12 @@ class _Queue:
         self.chains = {}          # head -> available _Chain
         self.owner = {}           # descriptor index -> head of the available chain holding it
         self.used_idx = 0         # used->idx as the DUT last wrote it
-        self.elements = {}        # used ring slot -> head, written since used->idx passed it
+        self.elements = {}        # used ring slot -> the _Chain its element returned (None:
+        #                           no chain in flight), written since used->idx passed it
         self.partial = {}         # used ring slot -> bytearray(8) and mask, partly written
         self.fresh = False        # used->idx written since the queue's last notification
         self.desc_read = (0, 0)   # (start, end) of the last read of the descriptor table
         self.slots = {}           # avail ring slot -> head published there
-        self.done = {}            # used ring slot -> returned _Chain, until used->idx passes
 
     def key(self):
         return self.desc, self.avail, self.used, self.size
@@ -452,7 +452,6 @@ class OrderingChecker:
         chain.returned = True
         if self.now is not None:
             self._stamp(chain, "element")
-            v.done[slot] = chain
         del v.chains[head]
         for d in chain.descs:
             v.owner.pop(d, None)
@@ -460,7 +459,7 @@ class OrderingChecker:
             self._live.remove(lo, chain)
             self._returned.add(lo, hi, (chain, kind))
         v.returned += 1
-        v.elements[slot] = head
+        v.elements[slot] = chain
 
     def _used_idx(self, v, idx, same_write):
         self.counts["indices"] += 1
@@ -475,9 +474,8 @@ class OrderingChecker:
                 self._violation(f"the DUT wrote used->idx {idx} of queue {v.q}, publishing "
                                 f"used->ring[{slot}] (entry {(v.used_idx + k) & U16}), before "
                                 f"writing that element [VIRTIO-1.2 2.7.8.2]")
-            v.elements.pop(slot, None)
-            chain = v.done.pop(slot, None)
-            if chain is not None:
+            chain = v.elements.pop(slot, None)
+            if chain is not None and self.now is not None:
                 self._stamp(chain, "published")
                 if self.on_timeline is not None:
                     self.on_timeline(chain.q, chain.head, chain.times)
