@@ -1,0 +1,202 @@
+# Ref: PCIe Base 3.0, section 2.4.1 (ordering: posted writes are not passed by later reads)
+"""Sharing one DMA engine between clients.
+
+The request engine's stages each talk to the DMA engines as if they owned them: a stream of
+commands out, the data and one status per command back. :class:`DmaReadArbiter` and
+:class:`DmaWriteArbiter` put several such clients on one engine. The engines answer in command
+order, so an arbiter only has to remember, in command order, whose each command was: two
+queues of client numbers, one popped on each command's last data beat, the other on each
+status.
+
+A client must take the data and the status of every command it issued, whatever else it is
+waiting for; the arbiters never drop or hold back anything. Since the engine's answers come
+in command order, one client that stops taking its data stops every client behind it.
+"""
+
+from amaranth.hdl import Module, Signal, Mux
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .dma_layouts import DmaCommand, DmaData, DmaStatus
+
+
+__all__ = ["DmaReadClient", "DmaWriteClient", "DmaReadArbiter", "DmaWriteArbiter"]
+
+
+class DmaReadClient(wiring.Signature):
+    """A DMA read engine's client port, seen from the client: ``cmd`` out, ``data`` and
+    ``status`` in (:class:`rtl.dma_read.DmaReadEngine` describes the contract)."""
+    def __init__(self, data_width=64):
+        self.data_width = data_width
+        super().__init__({
+            "cmd":    Out(stream.Signature(DmaCommand)),
+            "data":   In(stream.Signature(DmaData(data_width))),
+            "status": In(stream.Signature(DmaStatus)),
+        })
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.data_width == self.data_width
+
+
+class DmaWriteClient(wiring.Signature):
+    """A DMA write engine's client port, seen from the client: ``cmd`` and ``data`` out,
+    ``status`` in (:class:`rtl.dma_write.DmaWriteEngine` describes the contract)."""
+    def __init__(self, data_width=64):
+        self.data_width = data_width
+        super().__init__({
+            "cmd":    Out(stream.Signature(DmaCommand)),
+            "data":   Out(stream.Signature(DmaData(data_width))),
+            "status": In(stream.Signature(DmaStatus)),
+        })
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.data_width == self.data_width
+
+
+class _Arbiter(wiring.Component):
+    def __init__(self, client_signature, clients, depth):
+        if not isinstance(clients, int) or not 2 <= clients <= 16:
+            raise ValueError(f"clients must be from 2 to 16, not {clients!r}")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive number of commands, not {depth!r}")
+        self.clients = clients
+        self.depth = depth
+        super().__init__({
+            "i": In(client_signature).array(clients),
+            "o": Out(client_signature),
+        })
+
+    def _commands(self, m):
+        """Round robin over the clients' commands; returns the two route queues' write side.
+
+        A command offered to the engine stays offered, with the same payload, until taken
+        (the grant is held while ``o.cmd`` waits), as a stream source must."""
+        n = self.clients
+        m.submodules.data_route = data_route = fifo.SyncFIFO(
+            width=(n - 1).bit_length(), depth=self.depth)
+        m.submodules.status_route = status_route = fifo.SyncFIFO(
+            width=(n - 1).bit_length(), depth=self.depth)
+
+        last = Signal(range(n))          # the client granted last
+        held = Signal()                  # o.cmd was offered and not taken: keep the grant
+        grant = Signal(range(n))
+        pick = Signal(range(n))
+        any_valid = Signal()
+        # The first client with a command after the one granted last.
+        for k in reversed(range(1, n + 1)):
+            for j in range(n):
+                cand = (j + k) % n
+                with m.If((last == j) & self.i[cand].cmd.valid):
+                    m.d.comb += [pick.eq(cand), any_valid.eq(1)]
+        m.d.comb += grant.eq(Mux(held, last, pick))
+        room = data_route.w_rdy & status_route.w_rdy
+        with m.Switch(grant):
+            for j in range(n):
+                with m.Case(j):
+                    m.d.comb += [
+                        self.o.cmd.payload.eq(self.i[j].cmd.payload),
+                        self.o.cmd.valid.eq(self.i[j].cmd.valid & room),
+                        self.i[j].cmd.ready.eq(self.o.cmd.ready & room),
+                    ]
+        taken = self.o.cmd.valid & self.o.cmd.ready
+        with m.If(any_valid | held):
+            m.d.sync += last.eq(grant)
+        m.d.sync += held.eq(self.o.cmd.valid & ~self.o.cmd.ready)
+        m.d.comb += [
+            data_route.w_data.eq(grant), data_route.w_en.eq(taken),
+            status_route.w_data.eq(grant), status_route.w_en.eq(taken),
+        ]
+        return data_route, status_route
+
+    def _statuses(self, m, status_route):
+        with m.Switch(status_route.r_data):
+            for j in range(self.clients):
+                with m.Case(j):
+                    m.d.comb += [
+                        self.i[j].status.payload.eq(self.o.status.payload),
+                        self.i[j].status.valid.eq(self.o.status.valid & status_route.r_rdy),
+                        self.o.status.ready.eq(self.i[j].status.ready & status_route.r_rdy),
+                    ]
+        m.d.comb += status_route.r_en.eq(self.o.status.valid & self.o.status.ready)
+
+
+class DmaReadArbiter(_Arbiter):
+    """Puts ``clients`` read clients on one :class:`~rtl.dma_read.DmaReadEngine`.
+
+    Commands are taken round robin; each command's data beats (up to the one with ``last``)
+    and its status go back to the client that issued it.
+
+    Parameters
+    ----------
+    clients : int
+        Number of clients, 2 to 16.
+    data_width : int
+    depth : int
+        Commands whose status has not come back yet, at most; more wait.
+
+    Attributes
+    ----------
+    i : array of DmaReadClient(data_width), in
+        The clients.
+    o : DmaReadClient(data_width), out
+        To the engine.
+    """
+    def __init__(self, clients, data_width=64, depth=16):
+        super().__init__(DmaReadClient(data_width), clients, depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        data_route, status_route = self._commands(m)
+        with m.Switch(data_route.r_data):
+            for j in range(self.clients):
+                with m.Case(j):
+                    m.d.comb += [
+                        self.i[j].data.payload.eq(self.o.data.payload),
+                        self.i[j].data.valid.eq(self.o.data.valid & data_route.r_rdy),
+                        self.o.data.ready.eq(self.i[j].data.ready & data_route.r_rdy),
+                    ]
+        m.d.comb += data_route.r_en.eq(self.o.data.valid & self.o.data.ready &
+                                       self.o.data.payload.last)
+        self._statuses(m, status_route)
+        return m
+
+
+class DmaWriteArbiter(_Arbiter):
+    """Puts ``clients`` write clients on one :class:`~rtl.dma_write.DmaWriteEngine`.
+
+    Commands are taken round robin; the data beats of each command (``ceil(length / 8)`` of
+    them, as the engine counts them) are taken from the client that issued it, in command
+    order, and its status goes back to that client. A client may offer its data before its
+    command is taken: it waits until the command is.
+
+    Parameters and attributes as :class:`DmaReadArbiter`, with :class:`DmaWriteClient` ports.
+    """
+    def __init__(self, clients, data_width=64, depth=16):
+        super().__init__(DmaWriteClient(data_width), clients, depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        data_route, status_route = self._commands(m)
+        # The beats each command still takes, in command order, beside its client number.
+        m.submodules.beats = beats = fifo.SyncFIFO(width=14, depth=self.depth)
+        taken = self.o.cmd.valid & self.o.cmd.ready
+        m.d.comb += [
+            beats.w_data.eq((self.o.cmd.payload.length + 7) >> 3),
+            beats.w_en.eq(taken),
+        ]
+        left = Signal(14)            # beats of the head command already passed
+        with m.Switch(data_route.r_data):
+            for j in range(self.clients):
+                with m.Case(j):
+                    m.d.comb += [
+                        self.o.data.payload.eq(self.i[j].data.payload),
+                        self.o.data.valid.eq(self.i[j].data.valid & data_route.r_rdy),
+                        self.i[j].data.ready.eq(self.o.data.ready & data_route.r_rdy),
+                    ]
+        beat = self.o.data.valid & self.o.data.ready
+        end = beat & (left + 1 >= beats.r_data)
+        with m.If(beat):
+            m.d.sync += left.eq(Mux(end, 0, left + 1))
+        m.d.comb += [data_route.r_en.eq(end), beats.r_en.eq(end)]
+        self._statuses(m, status_route)
+        return m
