@@ -84,6 +84,9 @@ class DeviceParams:
     desc_prefetch : int
         Descriptors the request engine fetches per read of a descriptor table (1 to 8; never
         past the table's end). 8 is 128 bytes, within the smallest Max_Read_Request_Size.
+    request_slots : int
+        Requests the request engine's chain fetcher may hold ready ahead of the one being
+        executed, each with its own segment table (1 to 64).
     """
     capacity: int = 2048                 # 1 MiB
     num_queues: int = 2
@@ -123,6 +126,7 @@ class DeviceParams:
     completion_timeout: int = 1 << 14
     dma_read_tags: int = 8
     desc_prefetch: int = 8
+    request_slots: int = 8
 
     def __post_init__(self):
         def check(cond, msg):
@@ -170,6 +174,9 @@ class DeviceParams:
               and 1 <= self.dma_read_tags <= 256,
               f"dma_read_tags must be from 1 to 256 (the 8-bit Tag field), "
               f"not {self.dma_read_tags!r}")
+        check(isinstance(self.request_slots, int) and not isinstance(self.request_slots, bool)
+              and 1 <= self.request_slots <= 64,
+              f"request_slots must be from 1 to 64, not {self.request_slots!r}")
         check(isinstance(self.desc_prefetch, int) and not isinstance(self.desc_prefetch, bool)
               and 1 <= self.desc_prefetch <= 8,
               f"desc_prefetch must be from 1 to 8 descriptors (128 bytes, the smallest "

@@ -1,0 +1,790 @@
+# Ref: OASIS virtio 1.2, sections 2.7.7 (used buffer notifications), 2.7.8 (used ring), 2.7.10
+#      (EVENT_IDX) and 5.2.6 (block device operation)
+"""The back half of the request engine: request slots in, block operations and completions out.
+
+The executor takes the chains :class:`~rtl.blk_fetch.ChainFetcher` fetched, one at a time in
+the order they were fetched, and for each
+
+1. treats the slot's segment lists as byte streams, whatever the descriptor boundaries: the
+   request header is readable bytes [0, 16), OUT data is readable bytes [16, R), IN data goes
+   to writable bytes [0, W - 1) and the status is the last writable byte [VIRTIO-1.2 5.2.6];
+   the fetcher has usually read the header already;
+2. moves data between those streams and the storage back-end through two
+   :class:`~rtl.realign.ByteRealigner` s, so the data runs at one beat per cycle whatever the
+   segment lengths;
+3. writes the status byte, the used element ``{id = head, len = W}`` and ``used->idx``, reads
+   ``avail->flags`` (and ``used_event`` with EVENT_IDX) and asks for an interrupt if the
+   driver wants one [VIRTIO-1.2 2.7.7, 2.7.10];
+4. for a ``BROKEN`` slot, sets DEVICE_NEEDS_RESET and stops [VIRTIO-1.2 2.1.2].
+
+The behaviour, including the choices the spec leaves open, is the golden model's
+(:mod:`model.blk`); the model's docstring lists them.
+"""
+
+from contextlib import contextmanager
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
+from amaranth.lib import wiring, stream
+from amaranth.lib.wiring import In, Out
+
+from model import regmap as rm
+from model.params import DeviceParams
+from .dma_layouts import DmaCommand, DmaData, DmaError, DMA_MAX_LENGTH
+from .dma_arbiter import DmaReadClient, DmaWriteClient
+from .storage import StorageSignature, StorageOp, StorageStatus
+from .realign import ByteRealigner
+from .virtio_regs import QueueConfigLayout
+from .interrupts import IrqRequest
+from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
+
+
+__all__ = ["RequestExecutor"]
+
+
+class RequestExecutor(wiring.Component):
+    """Executes fetched virtio-blk requests and completes them on the used ring.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+
+    Attributes
+    ----------
+    slot : stream.Signature(RequestSlot(params)), in
+        Fetched chains, each with its table in slot ``slot_index``.
+    slot_index : Signal, out
+        The slot of the chain being executed (the next one taken).
+    slot_done : Signal(1), out
+        Pulses when the executor is done with slot ``slot_index``'s table.
+    seg_r_addr : Signal, out; seg_r_data : SegmentLayout, in
+        An asynchronous read port on the slot tables (entry ``seg_r_addr[:k]`` of slot
+        ``seg_r_addr[k:]``).
+    queues : array of QueueConfigLayout, in
+    driver_features : Signal(64), in
+    device_status : Signal(8), in
+        Slots are taken only with DRIVER_OK set and DEVICE_NEEDS_RESET clear.
+    writeback : Signal(1), in
+        The cache mode [VIRTIO-1.2 5.2.5], passed to the back-end as ``storage.writeback``.
+    reset_req : Signal(1), in
+        A device reset is under way: stop at the next safe point, drain, and report ``idle``.
+    rd, wr : DmaReadClient, DmaWriteClient, out
+    storage : StorageSignature(data_width), out
+        The back-end.
+    irq : stream.Signature(IrqRequest), out
+        Interrupt requests, each after the ``used->idx`` write it announces has been sent.
+    needs_reset : Signal(1), out
+        Pulses when a malformed ring makes the device stop [VIRTIO-1.2 2.1.2]; the register
+        file sets DEVICE_NEEDS_RESET and a configuration interrupt is requested.
+    idle : Signal(1), out
+        Nothing in progress: no request, no DMA or back-end operation outstanding.
+    """
+    def __init__(self, params):
+        if not isinstance(params, DeviceParams):
+            raise TypeError(f"params must be a DeviceParams, not {params!r}")
+        if params.max_discard_seg != 1 or params.max_write_zeroes_seg != 1:
+            raise ValueError("RequestExecutor serves one discard / write-zeroes segment per "
+                             "request; max_discard_seg and max_write_zeroes_seg must be 1")
+        self.params = params
+        self.seg_depth = params.seg_max + 2
+        self.seg_bits = seg_index_bits(params)
+        w = params.data_width
+        super().__init__({
+            "slot":            In(stream.Signature(RequestSlot(params))),
+            "slot_index":      Out(range(params.request_slots)),
+            "slot_done":       Out(1),
+            "seg_r_addr":      Out(range(params.request_slots << self.seg_bits)),
+            "seg_r_data":      In(SegmentLayout()),
+            "queues":          In(QueueConfigLayout()).array(params.num_queues),
+            "driver_features": In(64),
+            "device_status":   In(8),
+            "rd":              Out(DmaReadClient(w)),
+            "wr":              Out(DmaWriteClient(w)),
+            "storage":         Out(StorageSignature(w)),
+            "irq":             Out(stream.Signature(IrqRequest)),
+            "needs_reset":     Out(1),
+            "reset_req":       In(1),
+            "writeback":       In(1),
+            "idle":            Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        nq = p.num_queues
+        w = p.data_width
+        nbytes = w // 8
+
+        m.submodules.gather  = gather  = ByteRealigner(w)
+        m.submodules.scatter = scatter = ByteRealigner(w)
+
+        def feature(bit):
+            return self.driver_features[bit]
+
+        event_idx = feature(rm.VIRTIO_RING_F_EVENT_IDX)
+
+        # -- per-queue device state ------------------------------------------------------------
+        used_idx   = [Signal(16, name=f"q{i}_used_idx") for i in range(nq)]
+        signalled  = [Signal(16, name=f"q{i}_signalled") for i in range(nq)]
+        used_event = Signal(16)
+        q = Signal(range(nq))                 # the queue being served
+        qcfg = Signal(QueueConfigLayout())
+        with m.Switch(q):
+            for i in range(nq):
+                with m.Case(i):
+                    m.d.comb += qcfg.eq(self.queues[i])
+
+        def per_queue(regs):
+            """The current queue's register out of a per-queue list (read and write)."""
+            sel = Signal.like(regs[0], name=regs[0].name.split("_", 1)[1] + "_cur")
+            with m.Switch(q):
+                for i in range(nq):
+                    with m.Case(i):
+                        m.d.comb += sel.eq(regs[i])
+            return sel
+
+        def set_per_queue(regs, value):
+            with m.Switch(q):
+                for i in range(nq):
+                    with m.Case(i):
+                        m.d.sync += regs[i].eq(value)
+
+
+        q_used_idx   = per_queue(used_idx)
+        q_signalled  = per_queue(signalled)
+        size_mask = Signal(16)
+        m.d.comb += size_mask.eq(qcfg.size - 1)
+
+        running = self.device_status[2] & ~self.device_status[6] & ~self.reset_req
+        reset_now = self.device_status == 0
+
+        # -- DMA bookkeeping -------------------------------------------------------------------
+        rd_pending = Signal(16)
+        wr_pending = Signal(16)
+        rd_error   = Signal()       # sticky until cleared by the FSM
+        wr_error   = Signal()
+        clear_rd_error = Signal()
+        clear_wr_error = Signal()
+        m.d.comb += [self.rd.status.ready.eq(1), self.wr.status.ready.eq(1)]
+        rd_issue = self.rd.cmd.valid & self.rd.cmd.ready
+        wr_issue = self.wr.cmd.valid & self.wr.cmd.ready
+        m.d.sync += rd_pending.eq(rd_pending + rd_issue - self.rd.status.valid)
+        m.d.sync += wr_pending.eq(wr_pending + wr_issue - self.wr.status.valid)
+        with m.If(clear_rd_error):
+            m.d.sync += rd_error.eq(0)
+        with m.If(self.rd.status.valid & (self.rd.status.payload.error != DmaError.OK)):
+            m.d.sync += rd_error.eq(1)
+        with m.If(clear_wr_error):
+            m.d.sync += wr_error.eq(0)
+        with m.If(self.wr.status.valid & (self.wr.status.payload.error != DmaError.OK)):
+            m.d.sync += wr_error.eq(1)
+
+        # Commands the FSM issues itself (ring accesses); the segment walker drives the command
+        # streams while it runs.
+        fsm_rd = Signal(DmaCommand)
+        fsm_rd_valid = Signal()
+        fsm_wr = Signal(DmaCommand)
+        fsm_wr_valid = Signal()
+        fsm_wr_data = Signal(DmaData(w))
+        fsm_wr_data_valid = Signal()
+
+        # -- the request slot ------------------------------------------------------------------
+        slot = Signal(range(p.request_slots))
+        m.d.comb += self.slot_index.eq(slot)
+        with m.If(self.slot_done):
+            m.d.sync += slot.eq(Mux(slot == p.request_slots - 1, 0, slot + 1))
+        head       = Signal(16)
+        nseg       = Signal(range(self.seg_depth + 1))
+        first_w    = Signal(range(self.seg_depth + 1))
+        total_r    = Signal(48)
+        total_w    = Signal(48)
+        last_w_addr = Signal(64)    # last writable byte's address: the status byte
+
+        # -- the request -----------------------------------------------------------------------
+        capture  = Signal(128)      # header or discard segment, from the gather realigner
+        cap_k    = Signal(2)
+        req_type = Signal(32)
+        sector   = Signal(64)
+        status   = Signal(8)
+        data_len = Signal(48)
+        count    = Signal(48)
+        seg_sector = Signal(64)
+        seg_count  = Signal(32)
+        seg_flags  = Signal(32)
+        avail_flags = Signal(16)
+        st_pending = Signal()       # a back-end completion is due
+        st_error   = Signal()
+
+        # -- segment walker --------------------------------------------------------------------
+        # Issues one DMA command per piece of the byte range [wk_off, wk_end) of the readable or
+        # writable list: a piece ends at a segment's end or after DMA_MAX_LENGTH bytes. For the
+        # writable list each piece's length also goes to the scatter realigner, which cuts the
+        # data stream to match.
+        wk_start = Signal()
+        wk_write = Signal()
+        wk_busy  = Signal()
+        wk_i     = Signal(range(self.seg_depth + 1))
+        wk_end_i = Signal(range(self.seg_depth + 1))
+        wk_seg_off = Signal(48)     # stream offset of segment wk_i
+        wk_off   = Signal(48)
+        wk_end   = Signal(48)
+        start_write = Signal()
+        start_off   = Signal(48)
+        start_len   = Signal(48)
+        with m.If(wk_start):
+            m.d.sync += [
+                wk_busy.eq(start_len != 0),
+                wk_write.eq(start_write),
+                wk_i.eq(Mux(start_write, first_w, 0)),
+                wk_end_i.eq(Mux(start_write, nseg, first_w)),
+                wk_seg_off.eq(0),
+                wk_off.eq(start_off),
+                wk_end.eq(start_off + start_len),
+            ]
+        seg = self.seg_r_data
+        m.d.comb += self.seg_r_addr.eq(Cat(wk_i[:self.seg_bits], slot))
+        seg_end = Signal(48)
+        piece_end = Signal(48)
+        piece_len = Signal(17)
+        m.d.comb += [
+            seg_end.eq(wk_seg_off + seg.len),
+            piece_end.eq(Mux(seg_end < wk_end, seg_end, wk_end)),
+        ]
+        m.d.comb += piece_len.eq(Mux(piece_end - wk_off > DMA_MAX_LENGTH, DMA_MAX_LENGTH,
+                                     piece_end - wk_off))
+        wk_cmd = Signal(DmaCommand)
+        m.d.comb += [
+            wk_cmd.addr.eq(seg.addr + (wk_off - wk_seg_off)),
+            wk_cmd.length.eq(piece_len),
+        ]
+        wk_skip = seg_end <= wk_off
+        wk_valid = Signal()
+        wk_taken = Signal()
+        with m.If(wk_busy):
+            with m.If(wk_i >= wk_end_i):
+                # Ran out of segments (cannot happen when the range was checked against R/W).
+                m.d.sync += wk_busy.eq(0)
+            with m.Elif(wk_skip):
+                m.d.sync += [wk_i.eq(wk_i + 1), wk_seg_off.eq(seg_end)]
+            with m.Else():
+                m.d.comb += wk_valid.eq(1)
+                with m.If(wk_taken):
+                    m.d.sync += wk_off.eq(wk_off + piece_len)
+                    with m.If(wk_off + piece_len >= wk_end):
+                        m.d.sync += wk_busy.eq(0)
+
+        # Command stream muxes.
+        with m.If(wk_busy):
+            with m.If(wk_write):
+                m.d.comb += [
+                    self.wr.cmd.payload.eq(wk_cmd),
+                    self.wr.cmd.valid.eq(wk_valid & scatter.length.ready),
+                    scatter.length.payload.eq(wk_cmd.length),
+                    scatter.length.valid.eq(wk_valid & self.wr.cmd.ready),
+                    wk_taken.eq(self.wr.cmd.ready & scatter.length.ready),
+                ]
+            with m.Else():
+                m.d.comb += [
+                    self.rd.cmd.payload.eq(wk_cmd),
+                    self.rd.cmd.valid.eq(wk_valid),
+                    wk_taken.eq(self.rd.cmd.ready),
+                ]
+        with m.Else():
+            m.d.comb += [
+                self.rd.cmd.payload.eq(fsm_rd),
+                self.rd.cmd.valid.eq(fsm_rd_valid),
+                self.wr.cmd.payload.eq(fsm_wr),
+                self.wr.cmd.valid.eq(fsm_wr_valid),
+            ]
+
+        # -- data routes -----------------------------------------------------------------------
+        # Read data goes to the FSM (ring and descriptor reads) or to the gather realigner;
+        # gather output goes to the header capture or to the back-end's write data.
+        rd_to_gather = Signal()
+        gather_to_storage = Signal()
+        storage_to_scatter = Signal()
+        scatter_to_wr = Signal()
+        fsm_rd_ready = Signal()
+        with m.If(rd_to_gather):
+            m.d.comb += [
+                gather.i.payload.eq(self.rd.data.payload),
+                gather.i.valid.eq(self.rd.data.valid),
+                self.rd.data.ready.eq(gather.i.ready),
+            ]
+        with m.Else():
+            m.d.comb += self.rd.data.ready.eq(fsm_rd_ready)
+        cap_ready = Signal()
+        with m.If(gather_to_storage):
+            m.d.comb += [
+                self.storage.wdata.payload.data.eq(gather.o.payload.data),
+                self.storage.wdata.payload.last.eq(gather.o.payload.last),
+                self.storage.wdata.valid.eq(gather.o.valid),
+                gather.o.ready.eq(self.storage.wdata.ready),
+            ]
+        with m.Else():
+            m.d.comb += gather.o.ready.eq(cap_ready)
+        with m.If(gather.o.valid & cap_ready):
+            m.d.sync += [
+                capture.eq(Cat(capture[64:], gather.o.payload.data)),
+                cap_k.eq(cap_k + 1),
+            ]
+
+        serial_valid = Signal()
+        serial_beat = Signal(DmaData(w))
+        with m.If(storage_to_scatter):
+            m.d.comb += [
+                scatter.i.payload.data.eq(self.storage.rdata.payload.data),
+                scatter.i.payload.keep.eq((1 << nbytes) - 1),
+                scatter.i.payload.last.eq(self.storage.rdata.payload.last),
+                scatter.i.valid.eq(self.storage.rdata.valid),
+                self.storage.rdata.ready.eq(scatter.i.ready),
+            ]
+        with m.Else():
+            m.d.comb += [
+                scatter.i.payload.eq(serial_beat),
+                scatter.i.valid.eq(serial_valid),
+            ]
+        with m.If(scatter_to_wr):
+            m.d.comb += [
+                self.wr.data.payload.eq(scatter.o.payload),
+                self.wr.data.valid.eq(scatter.o.valid),
+                scatter.o.ready.eq(self.wr.data.ready),
+            ]
+        with m.Else():
+            m.d.comb += [
+                self.wr.data.payload.eq(fsm_wr_data),
+                self.wr.data.valid.eq(fsm_wr_data_valid),   # ring writes: one beat each
+            ]
+
+        # -- back-end --------------------------------------------------------------------------
+        m.d.comb += [
+            self.storage.writeback.eq(self.writeback),
+            self.storage.cpl.ready.eq(1),
+            # One command at a time, so the tag is only informative: the queue it serves.
+            self.storage.cmd.payload.tag.eq(q),
+        ]
+        with m.If(self.storage.cmd.valid & self.storage.cmd.ready):
+            m.d.sync += st_pending.eq(1)
+        with m.If(self.storage.cpl.valid):
+            m.d.sync += st_pending.eq(0)
+            with m.If(self.storage.cpl.payload.status != StorageStatus.OK):
+                m.d.sync += st_error.eq(1)
+
+        # -- interrupts ------------------------------------------------------------------------
+        irq_valid = Signal()
+        irq_config = Signal()
+        m.d.comb += [
+            self.irq.valid.eq(irq_valid),
+            self.irq.payload.queue.eq(q),
+            self.irq.payload.config.eq(irq_config),
+        ]
+
+        # [VIRTIO-1.2 2.7.10] vring_need_event: (u16)(new - event - 1) < (u16)(new - old).
+        def need_event(event, new, old):
+            return (new - event - 1)[:16] < (new - old)[:16]
+
+        # Ring addresses.
+        avail_hdr   = qcfg.driver
+        used_event_addr = qcfg.driver + 4 + Cat(Const(0, 1), qcfg.size)
+        used_elem   = qcfg.device + 4 + Cat(Const(0, 3), q_used_idx & size_mask)
+        used_idx_addr = qcfg.device + 2
+
+        def fsm_read(addr, length, when=1):
+            """Issue a ring read from the FSM while ``when`` holds; true when it is taken."""
+            with m.If(when):
+                m.d.comb += [fsm_rd.addr.eq(addr), fsm_rd.length.eq(length),
+                             fsm_rd.tag.eq(q), fsm_rd_valid.eq(1)]
+            return Const(1, 1) & when & self.rd.cmd.ready & ~wk_busy
+
+        # A ring write is a command and one data beat; each may be taken in a different cycle.
+        wr_cmd_done = Signal()
+        wr_beat_done = Signal()
+        ring_write = Signal()
+        with m.If(ring_write):
+            with m.If(self.wr.cmd.valid & self.wr.cmd.ready):
+                m.d.sync += wr_cmd_done.eq(1)
+            with m.If(self.wr.data.valid & self.wr.data.ready):
+                m.d.sync += wr_beat_done.eq(1)
+        ring_write_done = ((wr_cmd_done | (self.wr.cmd.valid & self.wr.cmd.ready)) &
+                           (wr_beat_done | (self.wr.data.valid & self.wr.data.ready)))
+
+        def ring_write_step(addr, length, value, next_state):
+            m.d.comb += ring_write.eq(1)
+            m.d.comb += [
+                fsm_wr.addr.eq(addr), fsm_wr.length.eq(length), fsm_wr.tag.eq(q),
+                fsm_wr_valid.eq(~wr_cmd_done),
+                fsm_wr_data.data.eq(value),
+                fsm_wr_data.keep.eq((1 << nbytes) - 1),
+                fsm_wr_data.last.eq(1),
+                fsm_wr_data_valid.eq(~wr_beat_done),
+            ]
+            with m.If(ring_write_done):
+                m.d.sync += [wr_cmd_done.eq(0), wr_beat_done.eq(0)]
+                m.next = next_state
+
+        m.d.comb += self.idle.eq(0)
+        serial = p.serial_bytes()
+        serial_n = Signal(range(21))
+        serial_k = Signal(range(4))
+
+        # [VIRTIO-1.2 2.4.1] On a reset the engine stops at the next state that would start
+        # something new (a ring access, a storage command, an interrupt) and drains what is in
+        # flight. A data transfer under way (header, segment, IN/OUT data, ID) runs to its end
+        # first: the realigners and the back-end see whole frames, and the DMA engines get
+        # every data beat of the commands they took. The reset finishes only after that.
+        ring_write_idle = ~wr_cmd_done & ~wr_beat_done
+        # A stream that showed valid without ready in the last cycle must keep it until the
+        # transfer: the state finishes that handshake before it may give way to the reset.
+        offered = Signal()
+        m.d.sync += offered.eq(
+            (self.storage.cmd.valid & ~self.storage.cmd.ready) |
+            (self.rd.cmd.valid & ~self.rd.cmd.ready) |
+            (self.wr.cmd.valid & ~self.wr.cmd.ready) |
+            (self.wr.data.valid & ~self.wr.data.ready) |
+            (self.irq.valid & ~self.irq.ready))
+
+        @contextmanager
+        def state(name, abortable=1):
+            with m.State(name):
+                with m.If(self.reset_req & abortable & ~offered):
+                    m.next = "Reset-Drain"
+                with m.Else():
+                    yield
+
+        with m.FSM(name="exec"):
+            with m.State("Idle"):
+                m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending)
+                s = self.slot.payload
+                with m.If(running):
+                    m.d.comb += self.slot.ready.eq(1)
+                with m.If(running & self.slot.valid):
+                    m.d.sync += [
+                        q.eq(s.queue), head.eq(s.head), nseg.eq(s.nseg),
+                        first_w.eq(s.first_w), total_r.eq(s.total_r),
+                        total_w.eq(s.total_w), last_w_addr.eq(s.status_addr),
+                        req_type.eq(s.req_type), sector.eq(s.sector), st_error.eq(0),
+                    ]
+                    with m.If(s.kind == SlotKind.BROKEN):
+                        m.next = "Broken"
+                    with m.Elif(s.kind == SlotKind.IOERR):
+                        m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
+                        m.next = "Write-Status"
+                    with m.Elif(s.header):
+                        m.next = "Decode"
+                    with m.Else():
+                        m.next = "Start-Header"
+
+            with state("Start-Header"):
+                # The header spans segments: gather it through the segment table.
+                m.d.comb += [
+                    start_write.eq(0), start_off.eq(0),
+                    start_len.eq(rm.BLK_OUTHDR_BYTES), wk_start.eq(1),
+                ]
+                m.d.sync += cap_k.eq(0)
+                m.next = "Read-Header"
+
+            with m.State("Read-Header"):
+                m.d.comb += [rd_to_gather.eq(1), gather.length.payload.eq(16),
+                             gather.length.valid.eq(1)]
+                with m.If(gather.length.ready):
+                    m.next = "Take-Header"
+
+            with m.State("Take-Header"):
+                m.d.comb += [rd_to_gather.eq(1), cap_ready.eq(1)]
+                with m.If((cap_k == 2) & (rd_pending == 0) & ~wk_busy):
+                    m.d.sync += [
+                        req_type.eq(capture[:32]),
+                        sector.eq(capture[64:128]),
+                        st_error.eq(0),
+                    ]
+                    m.d.comb += clear_rd_error.eq(1)
+                    with m.If(rd_error):
+                        m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
+                        m.next = "Write-Status"
+                    with m.Else():
+                        m.next = "Decode"
+
+            with state("Decode"):
+                wr_data_len = total_w - 1
+                rd_data_len = total_r - rm.BLK_OUTHDR_BYTES
+                read_only = p.read_only
+                with m.Switch(req_type):
+                    with m.Case(rm.VIRTIO_BLK_T_IN):
+                        m.d.sync += [data_len.eq(wr_data_len), count.eq(wr_data_len[9:])]
+                        m.next = "Check-Range"
+                    with m.Case(rm.VIRTIO_BLK_T_OUT):
+                        m.d.sync += [data_len.eq(rd_data_len), count.eq(rd_data_len[9:])]
+                        if read_only:
+                            m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
+                            m.next = "Write-Status"
+                        else:
+                            m.next = "Check-Range"
+                    with m.Case(rm.VIRTIO_BLK_T_FLUSH):
+                        m.next = "Flush"
+                    with m.Case(rm.VIRTIO_BLK_T_GET_ID):
+                        m.d.sync += [
+                            serial_n.eq(Mux(wr_data_len > rm.VIRTIO_BLK_ID_BYTES,
+                                            rm.VIRTIO_BLK_ID_BYTES, wr_data_len)),
+                            serial_k.eq(0),
+                        ]
+                        m.next = "Get-Id"
+                    with m.Case(rm.VIRTIO_BLK_T_DISCARD, rm.VIRTIO_BLK_T_WRITE_ZEROES):
+                        negotiated = Mux(req_type == rm.VIRTIO_BLK_T_DISCARD,
+                                         feature(rm.VIRTIO_BLK_F_DISCARD),
+                                         feature(rm.VIRTIO_BLK_F_WRITE_ZEROES))
+                        with m.If(~negotiated | (rd_data_len != rm.BLK_DISCARD_SEG_BYTES)):
+                            # [VIRTIO-1.2 5.2.6.2] one whole segment, max_*_seg is 1.
+                            m.d.sync += status.eq(rm.VIRTIO_BLK_S_UNSUPP)
+                            m.next = "Write-Status"
+                        with m.Else():
+                            m.d.comb += [
+                                start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
+                                start_len.eq(rm.BLK_DISCARD_SEG_BYTES), wk_start.eq(1),
+                            ]
+                            m.d.sync += cap_k.eq(0)
+                            m.next = "Read-Segment"
+                    with m.Default():
+                        m.d.sync += status.eq(rm.VIRTIO_BLK_S_UNSUPP)
+                        m.next = "Write-Status"
+
+            def range_ok(first, n):
+                # [VIRTIO-1.2 5.2.6.1] sectors past the capacity fail. Wide enough not to wrap.
+                return (Cat(first, Const(0, 1)) + n) <= p.capacity
+
+            with state("Check-Range"):
+                # IN or OUT: whole sectors, inside the disk, a count the port can carry.
+                is_in = req_type == rm.VIRTIO_BLK_T_IN
+                with m.If((data_len[:9] != 0) | ~range_ok(sector, count) | (count >> 32 != 0)):
+                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
+                    m.next = "Write-Status"
+                with m.Elif(count == 0):
+                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_OK)
+                    m.next = "Write-Status"
+                with m.Else():
+                    m.d.comb += [
+                        self.storage.cmd.valid.eq(1),
+                        self.storage.cmd.payload.op.eq(Mux(is_in, StorageOp.READ,
+                                                           StorageOp.WRITE)),
+                        self.storage.cmd.payload.sector.eq(sector),
+                        self.storage.cmd.payload.count.eq(count),
+                    ]
+                    with m.If(self.storage.cmd.ready & is_in):
+                        m.d.comb += [
+                            start_write.eq(1), start_off.eq(0), start_len.eq(data_len),
+                            wk_start.eq(1), clear_wr_error.eq(1),
+                        ]
+                        m.next = "Data-In"
+                    with m.Elif(self.storage.cmd.ready):
+                        m.next = "Gather-Length"
+
+            with m.State("Data-In"):
+                m.d.comb += [storage_to_scatter.eq(1), scatter_to_wr.eq(1)]
+                with m.If(~wk_busy & ~st_pending & (wr_pending == 0) & ~scatter.o.valid):
+                    m.d.comb += clear_wr_error.eq(1)
+                    m.d.sync += status.eq(Mux(st_error | wr_error, rm.VIRTIO_BLK_S_IOERR,
+                                              rm.VIRTIO_BLK_S_OK))
+                    m.next = "Write-Status"
+
+            with m.State("Gather-Length"):
+                m.d.comb += [
+                    gather.length.payload.eq(data_len),
+                    gather.length.valid.eq(1),
+                ]
+                with m.If(gather.length.ready):
+                    m.d.comb += [
+                        start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
+                        start_len.eq(data_len), wk_start.eq(1), clear_rd_error.eq(1),
+                    ]
+                    m.next = "Data-Out"
+
+            with m.State("Data-Out"):
+                m.d.comb += [rd_to_gather.eq(1), gather_to_storage.eq(1)]
+                with m.If(~wk_busy & ~st_pending & (rd_pending == 0)):
+                    m.d.comb += clear_rd_error.eq(1)
+                    m.d.sync += status.eq(Mux(st_error | rd_error, rm.VIRTIO_BLK_S_IOERR,
+                                              rm.VIRTIO_BLK_S_OK))
+                    m.next = "Write-Status"
+
+            with state("Flush"):
+                m.d.comb += [
+                    self.storage.cmd.valid.eq(1),
+                    self.storage.cmd.payload.op.eq(StorageOp.FLUSH),
+                ]
+                with m.If(self.storage.cmd.ready):
+                    m.next = "Wait-Storage"
+
+            with state("Wait-Storage"):
+                with m.If(~st_pending):
+                    m.d.sync += status.eq(Mux(st_error, rm.VIRTIO_BLK_S_IOERR,
+                                              rm.VIRTIO_BLK_S_OK))
+                    m.next = "Write-Status"
+
+            with state("Get-Id"):
+                # [VIRTIO-1.2 5.2.6] GET_ID: up to 20 bytes of serial, zero padded.
+                with m.If(serial_n == 0):
+                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_OK)
+                    m.next = "Write-Status"
+                with m.Else():
+                    m.d.comb += [
+                        start_write.eq(1), start_off.eq(0), start_len.eq(serial_n),
+                        wk_start.eq(1), clear_wr_error.eq(1),
+                    ]
+                    m.next = "Send-Id"
+
+            with m.State("Send-Id"):
+                m.d.comb += scatter_to_wr.eq(1)
+                words = [int.from_bytes(serial[8 * k:8 * k + 8].ljust(8, b"\0"), "little")
+                         for k in range(3)]
+                with m.Switch(serial_k):
+                    for k in range(3):
+                        with m.Case(k):
+                            m.d.comb += serial_beat.data.eq(words[k])
+                sent = Cat(Const(0, 3), serial_k)
+                m.d.comb += serial_beat.last.eq(serial_k == 2)
+                m.d.comb += serial_beat.keep.eq(Cat(*[(sent + i < serial_n)
+                                                      for i in range(nbytes)]))
+                with m.If(sent < serial_n):
+                    m.d.comb += serial_valid.eq(1)
+                    with m.If(scatter.i.ready):
+                        m.d.sync += serial_k.eq(serial_k + 1)
+                with m.Elif(~wk_busy & (wr_pending == 0) & ~scatter.o.valid):
+                    m.d.comb += clear_wr_error.eq(1)
+                    m.d.sync += status.eq(Mux(wr_error, rm.VIRTIO_BLK_S_IOERR,
+                                              rm.VIRTIO_BLK_S_OK))
+                    m.next = "Write-Status"
+
+            with m.State("Read-Segment"):
+                m.d.comb += [rd_to_gather.eq(1), gather.length.payload.eq(16),
+                             gather.length.valid.eq(1)]
+                with m.If(gather.length.ready):
+                    m.next = "Take-Segment"
+
+            with m.State("Take-Segment"):
+                m.d.comb += [rd_to_gather.eq(1), cap_ready.eq(1)]
+                with m.If((cap_k == 2) & (rd_pending == 0) & ~wk_busy):
+                    m.d.sync += [
+                        seg_sector.eq(capture[:64]),
+                        seg_count.eq(capture[64:96]),
+                        seg_flags.eq(capture[96:128]),
+                    ]
+                    m.d.comb += clear_rd_error.eq(1)
+                    with m.If(rd_error):
+                        m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
+                        m.next = "Write-Status"
+                    with m.Else():
+                        m.next = "Check-Segment"
+
+            with state("Check-Segment"):
+                is_discard = req_type == rm.VIRTIO_BLK_T_DISCARD
+                bad_flags = Mux(is_discard, seg_flags != 0,
+                                (seg_flags & ~rm.VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) != 0)
+                limit = Mux(is_discard, p.max_discard_sectors, p.max_write_zeroes_sectors)
+                with m.If(bad_flags):
+                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_UNSUPP)
+                    m.next = "Write-Status"
+                with m.Elif((seg_count > limit) | ~range_ok(seg_sector, seg_count) |
+                            Const(int(p.read_only), 1)):
+                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
+                    m.next = "Write-Status"
+                with m.Elif(seg_count == 0):
+                    m.d.sync += status.eq(rm.VIRTIO_BLK_S_OK)
+                    m.next = "Write-Status"
+                with m.Else():
+                    m.d.comb += [
+                        self.storage.cmd.valid.eq(1),
+                        self.storage.cmd.payload.op.eq(Mux(is_discard, StorageOp.DISCARD,
+                                                           StorageOp.WRITE_ZEROES)),
+                        self.storage.cmd.payload.sector.eq(seg_sector),
+                        self.storage.cmd.payload.count.eq(seg_count),
+                    ]
+                    with m.If(self.storage.cmd.ready):
+                        m.next = "Wait-Storage"
+
+            with state("Write-Status", abortable=ring_write_idle):
+                ring_write_step(last_w_addr, 1, status, "Write-Used-Elem")
+
+            with state("Write-Used-Elem", abortable=ring_write_idle):
+                # [VIRTIO-1.2 2.7.8] used element: id = head, len = bytes written (all of W).
+                ring_write_step(used_elem, 8, Cat(head, Const(0, 16), total_w[:32]),
+                                "Write-Used-Idx")
+
+            with state("Write-Used-Idx", abortable=ring_write_idle):
+                # [VIRTIO-1.2 2.7.8.2] used->idx after the element.
+                ring_write_step(used_idx_addr, 2, q_used_idx + 1, "Post-Request")
+                with m.If(ring_write_done):
+                    set_per_queue(used_idx, q_used_idx + 1)
+
+            with state("Post-Request"):
+                # Read avail->flags: it tells whether the driver wants an interrupt
+                # [VIRTIO-1.2 2.7.7]. A read is not passed by the
+                # posted used-ring writes before it [PCIe-3.0 2.4.1], so it sees them done.
+                with m.If(fsm_read(avail_hdr, 4, when=wr_pending == 0)):
+                    with m.If(event_idx):
+                        m.next = "Read-Used-Event"
+                    with m.Else():
+                        m.next = "Take-Post-Avail"
+
+            with state("Read-Used-Event"):
+                # [VIRTIO-1.2 2.7.10] used_event, in flight together with avail->idx.
+                with m.If(fsm_read(used_event_addr, 2)):
+                    m.next = "Take-Post-Avail"
+
+            with state("Take-Post-Avail"):
+                m.d.comb += fsm_rd_ready.eq(1)
+                with m.If(self.rd.data.valid):
+                    m.d.sync += avail_flags.eq(self.rd.data.payload.data[:16])
+                    with m.If(event_idx):
+                        m.next = "Take-Used-Event"
+                    with m.Else():
+                        m.next = "Decide-Interrupt"
+
+            with state("Take-Used-Event"):
+                m.d.comb += fsm_rd_ready.eq(1)
+                with m.If(self.rd.data.valid):
+                    m.d.sync += used_event.eq(self.rd.data.payload.data[:16])
+                    m.next = "Decide-Interrupt"
+
+            with state("Decide-Interrupt"):
+                want = Mux(event_idx, need_event(used_event, q_used_idx, q_signalled),
+                           ~avail_flags[0])
+                with m.If((rd_pending == 0) & (wr_pending == 0)):
+                    m.d.comb += clear_rd_error.eq(1)
+                    with m.If(rd_error):
+                        m.next = "Broken"
+                    with m.Elif(want):
+                        m.d.comb += [irq_valid.eq(1), irq_config.eq(0)]
+                        with m.If(self.irq.ready):
+                            set_per_queue(signalled, q_used_idx)
+                            m.d.comb += self.slot_done.eq(1)
+                            m.next = "Idle"
+                    with m.Else():
+                        set_per_queue(signalled, q_used_idx)
+                        m.d.comb += self.slot_done.eq(1)
+                        m.next = "Idle"
+
+            with state("Broken"):
+                # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET, then a configuration change
+                # notification; no more host memory accesses until reset.
+                m.d.comb += self.needs_reset.eq(1)
+                m.d.comb += [irq_valid.eq(1), irq_config.eq(1)]
+                with m.If(self.irq.ready):
+                    m.next = "Halted"
+
+            with m.State("Reset-Drain"):
+                # Ring reads still coming are dropped; DMA and back-end statuses are counted.
+                m.d.comb += fsm_rd_ready.eq(1)
+                with m.If((rd_pending == 0) & (wr_pending == 0) & ~st_pending & ~wk_busy):
+                    m.d.comb += [clear_rd_error.eq(1), clear_wr_error.eq(1)]
+                    m.next = "Halted"
+
+            with m.State("Halted"):
+                m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending)
+                # Drain whatever is still in flight, then wait for the reset.
+                m.d.comb += [fsm_rd_ready.eq(1)]
+                with m.If(reset_now):
+                    m.next = "Idle"
+
+        with m.If(reset_now):
+            m.d.sync += slot.eq(0)
+            for i in range(nq):
+                m.d.sync += [used_idx[i].eq(0), signalled[i].eq(0)]
+        return m
