@@ -256,6 +256,11 @@ class OrderingChecker:
         for v in queues:
             v.fresh = False
 
+    def unannounced(self):
+        """The queues whose ``used->idx`` was written since their last notification."""
+        self._sync()
+        return sorted(q for q, v in self._queues.items() if v.fresh)
+
     def intx_asserted(self):
         """INTA# rose: the ISR went from 0 to non-zero [VIRTIO-1.2 4.1.4.5]."""
         self._sync()
