@@ -85,8 +85,10 @@ class DeviceParams:
         Descriptors the request engine fetches per read of a descriptor table (1 to 8; never
         past the table's end). 8 is 128 bytes, within the smallest Max_Read_Request_Size.
     request_slots : int
-        Requests the request engine's chain fetcher may hold ready ahead of the one being
-        executed, each with its own segment table (1 to 64).
+        Requests the request engine holds at once, from dispatch to completion, each with its
+        own segment table (1 to 64).
+    chain_walkers : int
+        Descriptor chains the request engine reads at the same time (1 to 8).
     """
     capacity: int = 2048                 # 1 MiB
     num_queues: int = 2
@@ -127,6 +129,7 @@ class DeviceParams:
     dma_read_tags: int = 8
     desc_prefetch: int = 8
     request_slots: int = 8
+    chain_walkers: int = 4
 
     def __post_init__(self):
         def check(cond, msg):
@@ -177,6 +180,9 @@ class DeviceParams:
         check(isinstance(self.request_slots, int) and not isinstance(self.request_slots, bool)
               and 1 <= self.request_slots <= 64,
               f"request_slots must be from 1 to 64, not {self.request_slots!r}")
+        check(isinstance(self.chain_walkers, int) and not isinstance(self.chain_walkers, bool)
+              and 1 <= self.chain_walkers <= 8,
+              f"chain_walkers must be from 1 to 8, not {self.chain_walkers!r}")
         check(isinstance(self.desc_prefetch, int) and not isinstance(self.desc_prefetch, bool)
               and 1 <= self.desc_prefetch <= 8,
               f"desc_prefetch must be from 1 to 8 descriptors (128 bytes, the smallest "
@@ -264,5 +270,6 @@ VARIANTS = {
     "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False),
     # Read-only, and the request engine's fetch and DMA at other sizes than the default's:
     # one descriptor per read, four reads outstanding.
-    "virtio_blk_ep_ro":   DeviceParams(read_only=True, desc_prefetch=1, dma_read_tags=4),
+    "virtio_blk_ep_ro":   DeviceParams(read_only=True, desc_prefetch=1, dma_read_tags=4,
+                                       request_slots=1, chain_walkers=1),
 }

@@ -1,14 +1,15 @@
 # Ref: OASIS virtio 1.2, sections 2.7 (split virtqueues) and 5.2.6 (block device operation)
 """The request engine: split virtqueues in host memory in, block operations on the back-end out.
 
-Two stages joined by a queue of *request slots* (:mod:`rtl.blk_slots`):
+Three stages, the first two joined by a queue of *request slots* (:mod:`rtl.blk_slots`):
 
 * :class:`~rtl.blk_fetch.ChainFetcher` serves the doorbells, round robin over the queues
   with work, and fetches each new chain (avail entry, descriptors, indirect table, request
   header) into a free slot;
 * :class:`~rtl.blk_exec.RequestExecutor` takes the slots in order, moves the data between the
-  chain's buffers and the storage back-end, and completes each request on the used ring with
-  its interrupt.
+  chain's buffers and the storage back-end, and completes each request on the used ring;
+* :class:`~rtl.blk_notify.Notifier` decides, off the request path, which of those completions
+  get an interrupt.
 
 The fetcher runs up to ``DeviceParams.request_slots`` chains ahead, so the dependent reads of
 the next requests overlap the data of the one being served. The two stages share the DMA
@@ -19,8 +20,8 @@ The behaviour, including the choices the spec leaves open, is the golden model's
 (:mod:`model.blk`); the model's docstring lists them.
 """
 
-from amaranth.hdl import Module, Signal, ResetInserter
-from amaranth.lib import wiring, stream, data, fifo
+from amaranth.hdl import Module
+from amaranth.lib import wiring, stream, data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -30,9 +31,10 @@ from .dma_arbiter import DmaReadArbiter, DmaWriteArbiter
 from .storage import StorageSignature
 from .virtio_regs import QueueConfigLayout
 from .interrupts import IrqRequest
-from .blk_slots import SegmentLayout, RequestSlot, seg_index_bits
+from .blk_slots import SegmentLayout, seg_index_bits
 from .blk_fetch import ChainFetcher
 from .blk_exec import RequestExecutor
+from .blk_notify import Notifier
 
 
 __all__ = ["BlkEngine"]
@@ -66,6 +68,10 @@ class BlkEngine(wiring.Component):
         The back-end.
     irq : stream.Signature(IrqRequest), out
         Interrupt requests, each after the ``used->idx`` write it announces has been sent.
+    irq_idle : Signal(1), in
+        The interrupt controller's ``idle``.
+    msix_enable : Signal(1), in
+        MSI-X Enable (0 when the function has no MSI-X): which queues share an interrupt.
     needs_reset : Signal(1), out
         Pulses when a malformed ring makes the device stop [VIRTIO-1.2 2.1.2]; the register
         file sets DEVICE_NEEDS_RESET and a configuration interrupt is requested.
@@ -98,6 +104,8 @@ class BlkEngine(wiring.Component):
             "needs_reset":     Out(1),
             "reset_req":       In(1),
             "writeback":       In(1),
+            "irq_idle":        In(1),
+            "msix_enable":     In(1),
             "idle":            Out(1),
         })
 
@@ -107,12 +115,14 @@ class BlkEngine(wiring.Component):
         w = p.data_width
         m.submodules.fetch = fetch = ChainFetcher(p)
         m.submodules.execute = execute = RequestExecutor(p)
-        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(2, w)
+        m.submodules.notify = notify = Notifier(p)
+        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(3, w)
         m.submodules.wr_arbiter = wr_arb = DmaWriteArbiter(2, w)
 
         # -- the DMA engines: the fetcher's ring reads beside the executor's data -------------
         wiring.connect(m, fetch.rd, rd_arb.i[0])
         wiring.connect(m, execute.rd, rd_arb.i[1])
+        wiring.connect(m, notify.rd, rd_arb.i[2])
         wiring.connect(m, fetch.wr, wr_arb.i[0])
         wiring.connect(m, execute.wr, wr_arb.i[1])
         m.d.comb += [
@@ -146,31 +156,18 @@ class BlkEngine(wiring.Component):
             seg_w.en.eq(fetch.seg_w_en),
             seg_r.addr.eq(execute.seg_r_addr), execute.seg_r_data.eq(seg_r.data),
         ]
-        reset_now = self.device_status == 0
-        m.submodules.slots = slots = ResetInserter(reset_now)(
-            fifo.SyncFIFO(width=RequestSlot(p).size, depth=p.request_slots))
+        wiring.connect(m, fetch.slot, execute.slot)
         m.d.comb += [
-            slots.w_data.eq(fetch.slot.payload),
-            slots.w_en.eq(fetch.slot.valid),
-            fetch.slot.ready.eq(slots.w_rdy),
-            execute.slot.payload.eq(slots.r_data),
-            execute.slot.valid.eq(slots.r_rdy),
-            slots.r_en.eq(execute.slot.ready),
+            fetch.slot_done.eq(execute.slot_done),
+            execute.fetch_idle.eq(fetch.idle),
         ]
-        # Slots passed on and not yet done with: the fetcher fills the next only below the
-        # limit (a BROKEN slot may go past it: it fills no table).
-        in_use = Signal(range(p.request_slots + 2))
-        m.d.sync += in_use.eq(in_use + (fetch.slot.valid & fetch.slot.ready)
-                              - execute.slot_done)
-        with m.If(reset_now):
-            m.d.sync += in_use.eq(0)
-        m.d.comb += fetch.slot_free.eq(in_use < p.request_slots)
 
         # -- the rest --------------------------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.notify), fetch.notify)
         wiring.connect(m, execute.storage, wiring.flipped(self.storage))
-        wiring.connect(m, execute.irq, wiring.flipped(self.irq))
-        for stage in (fetch, execute):
+        wiring.connect(m, execute.report, notify.report)
+        wiring.connect(m, notify.irq, wiring.flipped(self.irq))
+        for stage in (fetch, execute, notify):
             for i in range(p.num_queues):
                 m.d.comb += stage.queues[i].eq(self.queues[i])
             m.d.comb += [
@@ -180,7 +177,14 @@ class BlkEngine(wiring.Component):
             ]
         m.d.comb += [
             execute.writeback.eq(self.writeback),
-            self.needs_reset.eq(execute.needs_reset),
-            self.idle.eq(fetch.idle & execute.idle),
+            notify.irq_idle.eq(self.irq_idle),
+            notify.idx_busy.eq(execute.idx_busy),
+            notify.others_idle.eq(fetch.idle & execute.idle),
+            fetch.stop.eq(notify.stop),
+            execute.stop.eq(notify.stop),
+            execute.hold.eq(notify.hold),
+            notify.msix_enable.eq(self.msix_enable),
+            self.needs_reset.eq(execute.needs_reset | notify.needs_reset),
+            self.idle.eq(fetch.idle & execute.idle & notify.idle),
         ]
         return m

@@ -12,10 +12,11 @@ the order they were fetched, and for each
 2. moves data between those streams and the storage back-end through two
    :class:`~rtl.realign.ByteRealigner` s, so the data runs at one beat per cycle whatever the
    segment lengths;
-3. writes the status byte, the used element ``{id = head, len = W}`` and ``used->idx``, reads
-   ``avail->flags`` (and ``used_event`` with EVENT_IDX) and asks for an interrupt if the
-   driver wants one [VIRTIO-1.2 2.7.7, 2.7.10];
-4. for a ``BROKEN`` slot, sets DEVICE_NEEDS_RESET and stops [VIRTIO-1.2 2.1.2].
+3. writes the status byte, the used element ``{id = head, len = W}`` and ``used->idx``
+   [VIRTIO-1.2 2.7.8], and reports the new ``used->idx`` to :class:`~rtl.blk_notify.Notifier`,
+   which decides on the interrupt while the next request runs;
+4. for a ``BROKEN`` slot, sets DEVICE_NEEDS_RESET, reports a configuration change and stops
+   [VIRTIO-1.2 2.1.2].
 
 The behaviour, including the choices the spec leaves open, is the golden model's
 (:mod:`model.blk`); the model's docstring lists them.
@@ -34,7 +35,7 @@ from .dma_arbiter import DmaReadClient, DmaWriteClient
 from .storage import StorageSignature, StorageOp, StorageStatus
 from .realign import ByteRealigner
 from .virtio_regs import QueueConfigLayout
-from .interrupts import IrqRequest
+from .blk_notify import UsedReport
 from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
 
 
@@ -53,7 +54,15 @@ class RequestExecutor(wiring.Component):
     slot : stream.Signature(RequestSlot(params)), in
         Fetched chains, each with its table in slot ``slot_index``.
     slot_index : Signal, out
-        The slot of the chain being executed (the next one taken).
+        The slot of the chain being executed.
+    hold : Signal(1), in; idx_busy : Signal(1), out
+        The notifier holds back the ``used->idx`` write while an interrupt goes out; the
+        executor says when one is under way (written, not yet reported).
+    stop : Signal(1), in
+        Take no more slots (the notifier found the ring broken).
+    fetch_idle : Signal(1), in
+        The fetcher has stopped and has no read outstanding: a ``BROKEN`` slot waits for it
+        before DEVICE_NEEDS_RESET is set.
     slot_done : Signal(1), out
         Pulses when the executor is done with slot ``slot_index``'s table.
     seg_r_addr : Signal, out; seg_r_data : SegmentLayout, in
@@ -70,8 +79,9 @@ class RequestExecutor(wiring.Component):
     rd, wr : DmaReadClient, DmaWriteClient, out
     storage : StorageSignature(data_width), out
         The back-end.
-    irq : stream.Signature(IrqRequest), out
-        Interrupt requests, each after the ``used->idx`` write it announces has been sent.
+    report : stream.Signature(UsedReport(params)), out
+        Each ``used->idx`` written, once the write has been handed to the link; and the
+        configuration change notification a ``BROKEN`` slot asks for.
     needs_reset : Signal(1), out
         Pulses when a malformed ring makes the device stop [VIRTIO-1.2 2.1.2]; the register
         file sets DEVICE_NEEDS_RESET and a configuration interrupt is requested.
@@ -90,7 +100,11 @@ class RequestExecutor(wiring.Component):
         w = params.data_width
         super().__init__({
             "slot":            In(stream.Signature(RequestSlot(params))),
-            "slot_index":      Out(range(params.request_slots)),
+            "slot_index":      Out(range(max(params.request_slots, 2))),
+            "fetch_idle":      In(1),
+            "stop":            In(1),
+            "hold":            In(1),
+            "idx_busy":        Out(1),
             "slot_done":       Out(1),
             "seg_r_addr":      Out(range(params.request_slots << self.seg_bits)),
             "seg_r_data":      In(SegmentLayout()),
@@ -100,7 +114,7 @@ class RequestExecutor(wiring.Component):
             "rd":              Out(DmaReadClient(w)),
             "wr":              Out(DmaWriteClient(w)),
             "storage":         Out(StorageSignature(w)),
-            "irq":             Out(stream.Signature(IrqRequest)),
+            "report":          Out(stream.Signature(UsedReport(params))),
             "needs_reset":     Out(1),
             "reset_req":       In(1),
             "writeback":       In(1),
@@ -120,12 +134,9 @@ class RequestExecutor(wiring.Component):
         def feature(bit):
             return self.driver_features[bit]
 
-        event_idx = feature(rm.VIRTIO_RING_F_EVENT_IDX)
 
         # -- per-queue device state ------------------------------------------------------------
         used_idx   = [Signal(16, name=f"q{i}_used_idx") for i in range(nq)]
-        signalled  = [Signal(16, name=f"q{i}_signalled") for i in range(nq)]
-        used_event = Signal(16)
         q = Signal(range(nq))                 # the queue being served
         qcfg = Signal(QueueConfigLayout())
         with m.Switch(q):
@@ -150,7 +161,6 @@ class RequestExecutor(wiring.Component):
 
 
         q_used_idx   = per_queue(used_idx)
-        q_signalled  = per_queue(signalled)
         size_mask = Signal(16)
         m.d.comb += size_mask.eq(qcfg.size - 1)
 
@@ -188,10 +198,8 @@ class RequestExecutor(wiring.Component):
         fsm_wr_data_valid = Signal()
 
         # -- the request slot ------------------------------------------------------------------
-        slot = Signal(range(p.request_slots))
+        slot = Signal(range(max(p.request_slots, 2)))
         m.d.comb += self.slot_index.eq(slot)
-        with m.If(self.slot_done):
-            m.d.sync += slot.eq(Mux(slot == p.request_slots - 1, 0, slot + 1))
         head       = Signal(16)
         nseg       = Signal(range(self.seg_depth + 1))
         first_w    = Signal(range(self.seg_depth + 1))
@@ -210,7 +218,6 @@ class RequestExecutor(wiring.Component):
         seg_sector = Signal(64)
         seg_count  = Signal(32)
         seg_flags  = Signal(32)
-        avail_flags = Signal(16)
         st_pending = Signal()       # a back-end completion is due
         st_error   = Signal()
 
@@ -369,22 +376,7 @@ class RequestExecutor(wiring.Component):
             with m.If(self.storage.cpl.payload.status != StorageStatus.OK):
                 m.d.sync += st_error.eq(1)
 
-        # -- interrupts ------------------------------------------------------------------------
-        irq_valid = Signal()
-        irq_config = Signal()
-        m.d.comb += [
-            self.irq.valid.eq(irq_valid),
-            self.irq.payload.queue.eq(q),
-            self.irq.payload.config.eq(irq_config),
-        ]
-
-        # [VIRTIO-1.2 2.7.10] vring_need_event: (u16)(new - event - 1) < (u16)(new - old).
-        def need_event(event, new, old):
-            return (new - event - 1)[:16] < (new - old)[:16]
-
         # Ring addresses.
-        avail_hdr   = qcfg.driver
-        used_event_addr = qcfg.driver + 4 + Cat(Const(0, 1), qcfg.size)
         used_elem   = qcfg.device + 4 + Cat(Const(0, 3), q_used_idx & size_mask)
         used_idx_addr = qcfg.device + 2
 
@@ -440,7 +432,7 @@ class RequestExecutor(wiring.Component):
             (self.rd.cmd.valid & ~self.rd.cmd.ready) |
             (self.wr.cmd.valid & ~self.wr.cmd.ready) |
             (self.wr.data.valid & ~self.wr.data.ready) |
-            (self.irq.valid & ~self.irq.ready))
+            (self.report.valid & ~self.report.ready))
 
         @contextmanager
         def state(name, abortable=1):
@@ -454,11 +446,11 @@ class RequestExecutor(wiring.Component):
             with m.State("Idle"):
                 m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending)
                 s = self.slot.payload
-                with m.If(running):
+                with m.If(running & ~self.stop):
                     m.d.comb += self.slot.ready.eq(1)
-                with m.If(running & self.slot.valid):
+                with m.If(running & ~self.stop & self.slot.valid):
                     m.d.sync += [
-                        q.eq(s.queue), head.eq(s.head), nseg.eq(s.nseg),
+                        slot.eq(s.table), q.eq(s.queue), head.eq(s.head), nseg.eq(s.nseg),
                         first_w.eq(s.first_w), total_r.eq(s.total_r),
                         total_w.eq(s.total_w), last_w_addr.eq(s.status_addr),
                         req_type.eq(s.req_type), sector.eq(s.sector), st_error.eq(0),
@@ -705,69 +697,46 @@ class RequestExecutor(wiring.Component):
             with state("Write-Used-Elem", abortable=ring_write_idle):
                 # [VIRTIO-1.2 2.7.8] used element: id = head, len = bytes written (all of W).
                 ring_write_step(used_elem, 8, Cat(head, Const(0, 16), total_w[:32]),
-                                "Write-Used-Idx")
+                                "Wait-Hold")
+
+            with state("Wait-Hold"):
+                with m.If(~self.hold):
+                    m.next = "Write-Used-Idx"
 
             with state("Write-Used-Idx", abortable=ring_write_idle):
                 # [VIRTIO-1.2 2.7.8.2] used->idx after the element.
-                ring_write_step(used_idx_addr, 2, q_used_idx + 1, "Post-Request")
+                m.d.comb += self.idx_busy.eq(1)
+                ring_write_step(used_idx_addr, 2, q_used_idx + 1, "Report")
                 with m.If(ring_write_done):
                     set_per_queue(used_idx, q_used_idx + 1)
 
-            with state("Post-Request"):
-                # Read avail->flags: it tells whether the driver wants an interrupt
-                # [VIRTIO-1.2 2.7.7]. A read is not passed by the
-                # posted used-ring writes before it [PCIe-3.0 2.4.1], so it sees them done.
-                with m.If(fsm_read(avail_hdr, 4, when=wr_pending == 0)):
-                    with m.If(event_idx):
-                        m.next = "Read-Used-Event"
-                    with m.Else():
-                        m.next = "Take-Post-Avail"
-
-            with state("Read-Used-Event"):
-                # [VIRTIO-1.2 2.7.10] used_event, in flight together with avail->idx.
-                with m.If(fsm_read(used_event_addr, 2)):
-                    m.next = "Take-Post-Avail"
-
-            with state("Take-Post-Avail"):
-                m.d.comb += fsm_rd_ready.eq(1)
-                with m.If(self.rd.data.valid):
-                    m.d.sync += avail_flags.eq(self.rd.data.payload.data[:16])
-                    with m.If(event_idx):
-                        m.next = "Take-Used-Event"
-                    with m.Else():
-                        m.next = "Decide-Interrupt"
-
-            with state("Take-Used-Event"):
-                m.d.comb += fsm_rd_ready.eq(1)
-                with m.If(self.rd.data.valid):
-                    m.d.sync += used_event.eq(self.rd.data.payload.data[:16])
-                    m.next = "Decide-Interrupt"
-
-            with state("Decide-Interrupt"):
-                want = Mux(event_idx, need_event(used_event, q_used_idx, q_signalled),
-                           ~avail_flags[0])
-                with m.If((rd_pending == 0) & (wr_pending == 0)):
-                    m.d.comb += clear_rd_error.eq(1)
-                    with m.If(rd_error):
-                        m.next = "Broken"
-                    with m.Elif(want):
-                        m.d.comb += [irq_valid.eq(1), irq_config.eq(0)]
-                        with m.If(self.irq.ready):
-                            set_per_queue(signalled, q_used_idx)
-                            m.d.comb += self.slot_done.eq(1)
-                            m.next = "Idle"
-                    with m.Else():
-                        set_per_queue(signalled, q_used_idx)
+            with m.State("Report"):
+                m.d.comb += self.idx_busy.eq(1)
+                # Once the used-ring writes are handed to the link, the notifier may read the
+                # driver's flags after them [PCIe-3.0 2.4.1]; the next request goes on.
+                with m.If(wr_pending == 0):
+                    m.d.comb += [
+                        self.report.valid.eq(1),
+                        self.report.payload.queue.eq(q),
+                        self.report.payload.used_idx.eq(q_used_idx),
+                    ]
+                    with m.If(self.report.ready):
                         m.d.comb += self.slot_done.eq(1)
                         m.next = "Idle"
 
             with state("Broken"):
-                # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET, then a configuration change
-                # notification; no more host memory accesses until reset.
-                m.d.comb += self.needs_reset.eq(1)
-                m.d.comb += [irq_valid.eq(1), irq_config.eq(1)]
-                with m.If(self.irq.ready):
-                    m.next = "Halted"
+                # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET, then (from the notifier, after the
+                # notifications due before it) a configuration change notification; no more
+                # host memory accesses until reset: walkers still reading chains behind this
+                # one finish first.
+                with m.If(self.fetch_idle):
+                    m.d.comb += [
+                        self.needs_reset.eq(1),
+                        self.report.valid.eq(1),
+                        self.report.payload.config.eq(1),
+                    ]
+                    with m.If(self.report.ready):
+                        m.next = "Halted"
 
             with m.State("Reset-Drain"):
                 # Ring reads still coming are dropped; DMA and back-end statuses are counted.
@@ -784,7 +753,6 @@ class RequestExecutor(wiring.Component):
                     m.next = "Idle"
 
         with m.If(reset_now):
-            m.d.sync += slot.eq(0)
             for i in range(nq):
-                m.d.sync += [used_idx[i].eq(0), signalled[i].eq(0)]
+                m.d.sync += used_idx[i].eq(0)
         return m

@@ -44,7 +44,7 @@ class RequestSlot(data.StructLayout):
     ``nseg`` segments in the slot's table, the first ``first_w`` readable; ``total_r`` and
     ``total_w`` bytes; ``status_addr``, the last writable byte; ``header`` set when
     ``req_type`` and ``sector`` were read from the first segment (else the executor reads the
-    header through the segment table).
+    header through the segment table); ``table``, the slot whose table holds the segments.
     """
     def __init__(self, params):
         idx = seg_index_bits(params) + 1
@@ -60,4 +60,5 @@ class RequestSlot(data.StructLayout):
             "header":      1,
             "req_type":    32,
             "sector":      64,
+            "table":       range(max(params.request_slots, 2)),
         })

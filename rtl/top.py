@@ -154,6 +154,9 @@ class VirtioBlkEndpoint(wiring.Component):
 
         # -- interrupts --------------------------------------------------------------------------
         wiring.connect(m, engine.irq, irq.request)
+        m.d.comb += engine.irq_idle.eq(irq.idle)
+        if p.msix:
+            m.d.comb += engine.msix_enable.eq(config.msix_enable)
         m.d.comb += [
             irq.config_vector.eq(regs.msix_config),
             irq.bus_master.eq(bus_master),

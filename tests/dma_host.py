@@ -34,6 +34,8 @@ class DmaHost:
         self.reads = []       # (addr, length), in command order
         self.writes = []      # (addr, bytes), in command order
         self.fail = set()     # addresses whose reads fail (UR) when a command starts there
+        self.outstanding = 0  # reads taken and not answered with their status yet
+        self.max_outstanding = 0
 
     def put(self, addr, data):
         self.mem[addr:addr + len(data)] = data
@@ -55,6 +57,8 @@ class DmaHost:
                     if v and r:
                         self.reads.append((p.addr, p.length))
                         queue.append((p.addr, p.length, p.tag))
+                        self.outstanding += 1
+                        self.max_outstanding = max(self.max_outstanding, self.outstanding)
 
             async def answer_reads(ctx):
                 while True:
@@ -79,6 +83,7 @@ class DmaHost:
                     ctx.set(rd.status.payload, {"tag": tag, "error": error})
                     await wait_handshake(ctx, rd.status)
                     ctx.set(rd.status.valid, 0)
+                    self.outstanding -= 1
             procs += [take_reads, answer_reads]
         if wr is not None:
             wqueue = []

@@ -2,9 +2,9 @@
 """Amaranth-simulator tests of the request executor (the request engine's back stage): slots
 for IN and OUT requests over random segment lists (header fetched or not) move exactly the
 right bytes between the buffers and the back-end, write the status byte, the used element
-``{id, len}`` and ``used->idx`` per queue in slot order, and ask for one interrupt each; an
+``{id, len}`` and ``used->idx`` per queue in slot order, and report each used->idx; an
 IOERR slot completes with status 1 and no back-end command; a BROKEN slot comes after every
-completion before it, raises needs_reset and a configuration interrupt, and stops the
+completion before it, raises needs_reset and reports a configuration change, and stops the
 executor. Every stream stalls at random; SEED replays a run."""
 
 import random
@@ -157,6 +157,7 @@ def test_requests_complete_in_slot_order(k):
                                    "desc": desc, "driver": avail, "device": used})
         ctx.set(ex.driver_features, 0)
         ctx.set(ex.device_status, 0x0f)
+        ctx.set(ex.fetch_idle, 1)
         queue = list(requests) + [({"kind": SlotKind.BROKEN, "queue": 0}, [], None, None)]
         slot_index = 0
         for slot, segs, _, _ in queue:
@@ -168,19 +169,20 @@ def test_requests_complete_in_slot_order(k):
                 await ctx.tick()
             ctx.set(bench.seg_en, 0)
             ctx.set(ex.slot.valid, 1)
-            ctx.set(ex.slot.payload, slot)
+            ctx.set(ex.slot.payload, dict(slot, table=slot_index))
             await wait_handshake(ctx, ex.slot)
             ctx.set(ex.slot.valid, 0)
             # One slot ahead at most here (the table of the next is written now): wait for
             # the executor to be done with this one's table.
             while True:
-                ctx.set(ex.irq.ready, rng.random() < 0.5)
+                ctx.set(ex.report.ready, rng.random() < 0.5)
                 _, _, done, iv, ir, ip, nr = await ctx.tick().sample(
-                    ex.slot_done, ex.irq.valid, ex.irq.ready, ex.irq.payload,
+                    ex.slot_done, ex.report.valid, ex.report.ready, ex.report.payload,
                     ex.needs_reset)
                 if iv and ir:
-                    irqs.append((ip.queue, ip.config))
-                    events.append(("irq", ip.config))
+                    irqs.append((ip.config, ip.queue if not ip.config else None,
+                                 ip.used_idx if not ip.config else None))
+                    events.append(("report", ip.config))
                 if nr:
                     events.append(("needs_reset",))
                 if done or (slot["kind"] == SlotKind.BROKEN and iv and ir):
@@ -224,6 +226,10 @@ def test_requests_complete_in_slot_order(k):
     for q in range(2):
         assert host.u16(RINGS[q][2] + 2) == used_n[q], f"used->idx of queue {q}"
     assert storage_cmds == want_cmds
-    # One used-buffer interrupt per request (no NO_INTERRUPT flag), the config one last.
-    assert irqs == [(s["queue"], 0) for s, _, _, _ in requests] + [(irqs[-1][0], 1)], irqs
+    # One report per request, with the queue's new used->idx, the configuration change last.
+    want, n = [], [0, 0]
+    for s, _, _, _ in requests:
+        n[s["queue"]] += 1
+        want.append((0, s["queue"], n[s["queue"]]))
+    assert irqs == want + [(1, None, None)], irqs
     assert ("needs_reset",) in events and events.index(("needs_reset",)) >= len(requests)

@@ -1,0 +1,375 @@
+# Ref: OASIS virtio 1.2, sections 2.7.6 (available ring), 2.7.10 (EVENT_IDX), 2.7.13
+#      (supplying buffers), 2.1.2 (DEVICE_NEEDS_RESET)
+"""The avail reader: doorbells in, chain heads out to the chain walkers.
+
+For each queue with work, round robin, the reader reads ``avail->idx`` (only when the entries
+it last showed are used up), then up to four ``avail->ring`` entries in one read, and hands
+each head with a free request slot to a :class:`~rtl.blk_walk.ChainWalker`, in ring order.
+With EVENT_IDX a drained queue gets ``avail_event`` [VIRTIO-1.2 2.7.10].
+
+``avail->idx`` more than the queue size ahead, or a failed read of the ring, is a malformed
+ring [VIRTIO-1.2 2.1.2, 2.7.13.3]: the reader hands on a ``broken`` job (a walker passes it on
+as a ``BROKEN`` slot) and stops until the device is reset. It stops the same way once any
+walker found a malformed chain (``halt``).
+"""
+
+from contextlib import contextmanager
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
+from amaranth.lib import wiring, stream
+from amaranth.lib.wiring import In, Out
+
+from model import regmap as rm
+from model.params import DeviceParams
+from .dma_layouts import DmaError
+from .dma_arbiter import DmaReadClient, DmaWriteClient
+from .virtio_regs import QueueConfigLayout
+from .blk_walk import WalkJob
+
+
+__all__ = ["AvailReader"]
+
+# Avail entries read at once: one 64-bit beat.
+ENTRIES_PER_READ = 4
+
+
+class AvailReader(wiring.Component):
+    """Reads the available rings and dispatches chain heads.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+
+    Attributes
+    ----------
+    notify : stream.Signature(16), in
+        Doorbells: the index of a queue with new available buffers.
+    queues : array of QueueConfigLayout, in
+    driver_features : Signal(64), in
+    device_status : Signal(8), in
+        Heads are dispatched only with DRIVER_OK set and DEVICE_NEEDS_RESET clear.
+    reset_req : Signal(1), in
+        A device reset is under way: stop at the next safe point and drain.
+    rd, wr : DmaReadClient, DmaWriteClient, out
+        Ring reads; the ``avail_event`` write.
+    job : stream.Signature(WalkJob(params)), out
+        Heads, in ring order per queue, each with the slot ``free_slot`` named.
+    slot_free : Signal(1), in; free_slot : in
+        A request slot is free, and which.
+    halt : Signal(1), in
+        A walker found a malformed chain: dispatch nothing more until reset.
+    idle : Signal(1), out
+        Nothing in progress and no DMA outstanding.
+    """
+    def __init__(self, params):
+        if not isinstance(params, DeviceParams):
+            raise TypeError(f"params must be a DeviceParams, not {params!r}")
+        self.params = params
+        w = params.data_width
+        super().__init__({
+            "notify":          In(stream.Signature(16)),
+            "queues":          In(QueueConfigLayout()).array(params.num_queues),
+            "driver_features": In(64),
+            "device_status":   In(8),
+            "reset_req":       In(1),
+            "rd":              Out(DmaReadClient(w)),
+            "wr":              Out(DmaWriteClient(w)),
+            "job":             Out(stream.Signature(WalkJob(params))),
+            "slot_free":       In(1),
+            "free_slot":       In(range(max(params.request_slots, 2))),
+            "halt":            In(1),
+            "idle":            Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        nq = p.num_queues
+        nbytes = p.data_width // 8
+
+        event_idx = self.driver_features[rm.VIRTIO_RING_F_EVENT_IDX]
+        # -- per-queue state -------------------------------------------------------------------
+        last_avail = [Signal(16, name=f"q{i}_last_avail") for i in range(nq)]
+        avail_seen = [Signal(16, name=f"q{i}_avail_seen") for i in range(nq)]  # last avail->idx
+        active     = Signal(nq)   # the queue may have work
+        kicked     = Signal(nq)   # a doorbell came since avail->idx was last read
+        active_clear = Signal(nq)
+        kicked_clear = Signal(nq)
+        event_written = Signal()  # avail_event written since the queue was last found empty
+
+        q = Signal(range(nq))
+        qcfg = Signal(QueueConfigLayout())
+        with m.Switch(q):
+            for i in range(nq):
+                with m.Case(i):
+                    m.d.comb += qcfg.eq(self.queues[i])
+
+        def per_queue(regs):
+            sel = Signal.like(regs[0], name=regs[0].name.split("_", 1)[1] + "_cur")
+            with m.Switch(q):
+                for i in range(nq):
+                    with m.Case(i):
+                        m.d.comb += sel.eq(regs[i])
+            return sel
+
+        def set_per_queue(regs, value):
+            with m.Switch(q):
+                for i in range(nq):
+                    with m.Case(i):
+                        m.d.sync += regs[i].eq(value)
+
+        q_last_avail = per_queue(last_avail)
+        q_avail_seen = per_queue(avail_seen)
+        onehot_q = Signal(nq)
+        m.d.comb += onehot_q.eq(Cat(q == i for i in range(nq)))
+        size_mask = Signal(16)
+        m.d.comb += size_mask.eq(qcfg.size - 1)
+
+        running = self.device_status[2] & ~self.device_status[6] & ~self.reset_req
+        reset_now = self.device_status == 0
+
+        # -- doorbells -------------------------------------------------------------------------
+        m.d.comb += self.notify.ready.eq(1)
+        doorbell = Signal(nq)
+        with m.If(self.notify.valid & running):
+            m.d.comb += doorbell.eq(Cat(self.notify.payload == i for i in range(nq)))
+        m.d.sync += [
+            active.eq(active & ~active_clear | doorbell),
+            kicked.eq(kicked & ~kicked_clear | doorbell),
+        ]
+
+        # -- DMA bookkeeping -------------------------------------------------------------------
+        rd_pending = Signal(8)
+        wr_pending = Signal(8)
+        rd_error = Signal()
+        clear_rd_error = Signal()
+        m.d.comb += [self.rd.status.ready.eq(1), self.wr.status.ready.eq(1)]
+        m.d.sync += [
+            rd_pending.eq(rd_pending + (self.rd.cmd.valid & self.rd.cmd.ready)
+                          - self.rd.status.valid),
+            wr_pending.eq(wr_pending + (self.wr.cmd.valid & self.wr.cmd.ready)
+                          - self.wr.status.valid),
+        ]
+        with m.If(clear_rd_error):
+            m.d.sync += rd_error.eq(0)
+        with m.If(self.rd.status.valid & (self.rd.status.payload.error != DmaError.OK)):
+            m.d.sync += rd_error.eq(1)
+        no_dma = (rd_pending == 0) & (wr_pending == 0)
+
+        def read(addr, length, when=1):
+            """Issue a read while ``when`` holds; true in the cycle it is taken."""
+            with m.If(when):
+                m.d.comb += [self.rd.cmd.payload.addr.eq(addr),
+                             self.rd.cmd.payload.length.eq(length),
+                             self.rd.cmd.payload.tag.eq(q),
+                             self.rd.cmd.valid.eq(1)]
+            return Const(1, 1) & when & self.rd.cmd.ready
+
+        # A ring write is a command and one data beat; each may be taken in a different cycle.
+        wr_cmd_done = Signal()
+        wr_beat_done = Signal()
+
+        def ring_write(addr, length, value):
+            """Offer a ring write; true in the cycle it is complete."""
+            cmd_now = self.wr.cmd.valid & self.wr.cmd.ready
+            beat_now = self.wr.data.valid & self.wr.data.ready
+            m.d.comb += [
+                self.wr.cmd.payload.addr.eq(addr), self.wr.cmd.payload.length.eq(length),
+                self.wr.cmd.payload.tag.eq(q), self.wr.cmd.valid.eq(~wr_cmd_done),
+                self.wr.data.payload.data.eq(value),
+                self.wr.data.payload.keep.eq((1 << nbytes) - 1),
+                self.wr.data.payload.last.eq(1),
+                self.wr.data.valid.eq(~wr_beat_done),
+            ]
+            done = (wr_cmd_done | cmd_now) & (wr_beat_done | beat_now)
+            with m.If(done):
+                m.d.sync += [wr_cmd_done.eq(0), wr_beat_done.eq(0)]
+            with m.Else():
+                with m.If(cmd_now):
+                    m.d.sync += wr_cmd_done.eq(1)
+                with m.If(beat_now):
+                    m.d.sync += wr_beat_done.eq(1)
+            return done
+
+        # -- entries read, waiting to be dispatched ---------------------------------------------
+        entries = Signal(64)
+        n_entries = Signal(range(ENTRIES_PER_READ + 1))
+        k_entry = Signal(range(ENTRIES_PER_READ + 1))
+        broken_job = Signal()
+        head = Signal(16)
+        with m.Switch(k_entry):
+            for k in range(ENTRIES_PER_READ):
+                with m.Case(k):
+                    m.d.comb += head.eq(entries[16 * k:16 * k + 16])
+        m.d.comb += [
+            self.job.payload.queue.eq(q),
+            self.job.payload.head.eq(head),
+            self.job.payload.slot.eq(self.free_slot),
+            self.job.payload.broken.eq(broken_job),
+        ]
+
+        avail_hdr   = qcfg.driver
+        avail_entry = qcfg.driver + 4 + Cat(Const(0, 1), q_last_avail & size_mask)
+        avail_event_addr = qcfg.device + 4 + Cat(Const(0, 3), qcfg.size)
+
+        # [VIRTIO-1.2 2.4.1] On a reset the fetcher stops at the next state that would start
+        # something new and drains its reads; a handshake offered must finish first.
+        offered = Signal()
+        m.d.sync += offered.eq(
+            (self.rd.cmd.valid & ~self.rd.cmd.ready) |
+            (self.wr.cmd.valid & ~self.wr.cmd.ready) |
+            (self.wr.data.valid & ~self.wr.data.ready) |
+            (self.job.valid & ~self.job.ready))
+        ring_write_idle = ~wr_cmd_done & ~wr_beat_done
+
+        @contextmanager
+        def state(name, abortable=1):
+            with m.State(name):
+                with m.If(self.reset_req & abortable & ~offered):
+                    m.next = "Reset-Drain"
+                with m.Else():
+                    yield
+
+        m.d.comb += self.idle.eq(0)
+        with m.FSM(name="avail"):
+            with m.State("Idle"):
+                m.d.comb += self.idle.eq(no_dma)
+                # Round robin: the first active queue after the last one served.
+                nxt = Signal(range(nq))
+                found = Signal()
+                for k in reversed(range(1, nq + 1)):
+                    for i in range(nq):
+                        cand = (i + k) % nq
+                        with m.If((q == i) & active[cand]):
+                            m.d.comb += [nxt.eq(cand), found.eq(1)]
+                ahead_nxt = Signal(16)
+                with m.Switch(nxt):
+                    for i in range(nq):
+                        with m.Case(i):
+                            m.d.comb += ahead_nxt.eq(avail_seen[i] - last_avail[i])
+                with m.If(self.halt):
+                    m.next = "Halted"
+                with m.Elif(running & found):
+                    m.d.sync += [q.eq(nxt), event_written.eq(0)]
+                    # Entries the last read of avail->idx showed are still to be fetched: no
+                    # need to read it again first.
+                    with m.If(ahead_nxt != 0):
+                        m.next = "Check-Avail"
+                    with m.Else():
+                        m.next = "Read-Avail-Idx"
+
+            with state("Read-Avail-Idx"):
+                # [VIRTIO-1.2 2.7.6] avail->flags and avail->idx, one 4-byte read.
+                issued = read(avail_hdr, 4, when=qcfg.enable)
+                with m.If(~qcfg.enable):
+                    m.d.comb += active_clear.eq(onehot_q)
+                    m.next = "Idle"
+                with m.Elif(issued):
+                    m.d.comb += kicked_clear.eq(onehot_q)
+                    m.next = "Take-Avail-Idx"
+
+            with state("Take-Avail-Idx"):
+                m.d.comb += self.rd.data.ready.eq(1)
+                with m.If(self.rd.data.valid):
+                    set_per_queue(avail_seen, self.rd.data.payload.data[16:32])
+                    m.next = "Check-Avail"
+
+            with state("Check-Avail"):
+                ahead = Signal(16)
+                m.d.comb += ahead.eq(q_avail_seen - q_last_avail)
+                m.d.sync += broken_job.eq(1)
+                with m.If(rd_pending != 0):
+                    pass     # the read's status
+                with m.Elif(rd_error):
+                    m.d.comb += clear_rd_error.eq(1)
+                    m.next = "Dispatch"
+                with m.Elif(ahead > qcfg.size):
+                    # [VIRTIO-1.2 2.7.13.3] idx can run at most Queue Size ahead.
+                    m.next = "Dispatch"
+                with m.Elif(ahead != 0):
+                    m.d.sync += broken_job.eq(0)
+                    m.next = "Read-Avail-Entries"
+                with m.Else():
+                    m.next = "Drained"
+
+            with state("Drained", abortable=ring_write_idle):
+                # [VIRTIO-1.2 2.7.10] With EVENT_IDX, ask for a doorbell at the next buffer:
+                # avail_event = last_avail_idx, then look again before going idle.
+                with m.If(event_idx & ~event_written):
+                    with m.If(ring_write(avail_event_addr, 2, q_last_avail)):
+                        m.next = "Recheck-Avail"
+                with m.Else():
+                    # A doorbell since the last read of avail->idx keeps the queue active.
+                    m.d.comb += active_clear.eq(onehot_q & ~kicked)
+                    m.next = "Idle"
+
+            with state("Recheck-Avail"):
+                # The avail_event write is posted; the read after it is not passed by it
+                # [PCIe-3.0 2.4.1].
+                with m.If(read(avail_hdr, 4, when=wr_pending == 0)):
+                    m.d.sync += event_written.eq(1)
+                    m.d.comb += kicked_clear.eq(onehot_q)
+                    m.next = "Take-Avail-Idx"
+
+            with state("Read-Avail-Entries"):
+                # As many entries as were published, up to one beat and not past the ring's
+                # end (the ring wraps at the queue size).
+                ahead = Signal(16)
+                to_end = Signal(17)
+                n_max = Signal(range(ENTRIES_PER_READ + 1))
+                n = Signal(range(ENTRIES_PER_READ + 1))
+                m.d.comb += [
+                    ahead.eq(q_avail_seen - q_last_avail),
+                    to_end.eq(qcfg.size - (q_last_avail & size_mask)),
+                    n_max.eq(Mux(ahead < ENTRIES_PER_READ, ahead, ENTRIES_PER_READ)),
+                    n.eq(Mux(to_end < n_max, to_end, n_max)),
+                ]
+                with m.If(read(avail_entry, Cat(Const(0, 1), n))):
+                    m.d.sync += [event_written.eq(0), n_entries.eq(n), k_entry.eq(0)]
+                    m.next = "Take-Avail-Entries"
+
+            with state("Take-Avail-Entries"):
+                m.d.comb += self.rd.data.ready.eq(1)
+                with m.If(self.rd.data.valid):
+                    m.d.sync += entries.eq(self.rd.data.payload.data)
+                    m.next = "Check-Entries"
+
+            with state("Check-Entries"):
+                with m.If(rd_pending == 0):
+                    m.d.comb += clear_rd_error.eq(1)
+                    with m.If(rd_error):
+                        m.d.sync += broken_job.eq(1)
+                    m.next = "Dispatch"
+
+            with state("Dispatch", abortable=~offered):
+                # Each head to a walker, with a free slot; a broken job once, then stop.
+                with m.If(self.halt & ~offered):
+                    m.next = "Halted"
+                with m.Else():
+                    m.d.comb += self.job.valid.eq(self.slot_free)
+                    with m.If(self.job.valid & self.job.ready):
+                        with m.If(broken_job):
+                            m.next = "Halted"
+                        with m.Else():
+                            set_per_queue(last_avail, q_last_avail + 1)
+                            m.d.sync += k_entry.eq(k_entry + 1)
+                            with m.If(k_entry + 1 == n_entries):
+                                m.next = "Idle"
+
+            with m.State("Reset-Drain"):
+                # Reads still coming are dropped; the statuses are counted.
+                m.d.comb += self.rd.data.ready.eq(1)
+                with m.If(no_dma):
+                    m.d.comb += clear_rd_error.eq(1)
+                    m.next = "Halted"
+
+            with m.State("Halted"):
+                m.d.comb += [self.idle.eq(no_dma), self.rd.data.ready.eq(1)]
+                with m.If(reset_now):
+                    m.next = "Idle"
+
+        with m.If(reset_now):
+            m.d.sync += [active.eq(0), kicked.eq(0)]
+            for i in range(nq):
+                m.d.sync += [last_avail[i].eq(0), avail_seen[i].eq(0)]
+        return m
