@@ -413,6 +413,28 @@ class RequestExecutor(wiring.Component):
                 m.d.sync += [wr_cmd_done.eq(0), wr_beat_done.eq(0)]
                 m.next = next_state
 
+        # -- the report of the last used->idx written ----------------------------------------
+        # [PCIe-3.0 2.4.1] Once the used-ring writes before it are handed to the link, the
+        # notifier's read of the driver's flags cannot pass them: the report goes out when the
+        # ``rep_ahead`` writes outstanding at the index write (it included) have left.
+        rep_valid = Signal()
+        rep_queue = Signal(range(max(nq, 2)))
+        rep_idx   = Signal(16)
+        rep_ahead = Signal(16)
+        with m.If(rep_valid & self.wr.status.valid & (rep_ahead != 0)):
+            m.d.sync += rep_ahead.eq(rep_ahead - 1)
+        with m.If(rep_valid & (rep_ahead == 0)):
+            m.d.comb += [
+                self.report.valid.eq(1),
+                self.report.payload.queue.eq(rep_queue),
+                self.report.payload.used_idx.eq(rep_idx),
+            ]
+            with m.If(self.report.ready):
+                m.d.sync += rep_valid.eq(0)
+        m.d.comb += self.idx_busy.eq(rep_valid)
+        with m.If(reset_now):
+            m.d.sync += rep_valid.eq(0)
+
         m.d.comb += self.idle.eq(0)
         serial = p.serial_bytes()
         serial_n = Signal(range(21))
@@ -444,7 +466,8 @@ class RequestExecutor(wiring.Component):
 
         with m.FSM(name="exec"):
             with m.State("Idle"):
-                m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending)
+                m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending &
+                                         ~rep_valid)
                 s = self.slot.payload
                 with m.If(running & ~self.stop):
                     m.d.comb += self.slot.ready.eq(1)
@@ -700,36 +723,30 @@ class RequestExecutor(wiring.Component):
                                 "Wait-Hold")
 
             with state("Wait-Hold"):
-                with m.If(~self.hold):
+                # One report waits at a time (below); the next index waits for it.
+                with m.If(~self.hold & ~rep_valid):
                     m.next = "Write-Used-Idx"
 
             with state("Write-Used-Idx", abortable=ring_write_idle):
                 # [VIRTIO-1.2 2.7.8.2] used->idx after the element.
                 m.d.comb += self.idx_busy.eq(1)
-                ring_write_step(used_idx_addr, 2, q_used_idx + 1, "Report")
+                ring_write_step(used_idx_addr, 2, q_used_idx + 1, "Idle")
                 with m.If(ring_write_done):
                     set_per_queue(used_idx, q_used_idx + 1)
-
-            with m.State("Report"):
-                m.d.comb += self.idx_busy.eq(1)
-                # Once the used-ring writes are handed to the link, the notifier may read the
-                # driver's flags after them [PCIe-3.0 2.4.1]; the next request goes on.
-                with m.If(wr_pending == 0):
-                    m.d.comb += [
-                        self.report.valid.eq(1),
-                        self.report.payload.queue.eq(q),
-                        self.report.payload.used_idx.eq(q_used_idx),
+                    # The report waits for the writes before it (the index write included);
+                    # the next request goes on meanwhile.
+                    m.d.sync += [
+                        rep_valid.eq(1), rep_queue.eq(q), rep_idx.eq(q_used_idx + 1),
+                        rep_ahead.eq(wr_pending + wr_issue - self.wr.status.valid),
                     ]
-                    with m.If(self.report.ready):
-                        m.d.comb += self.slot_done.eq(1)
-                        m.next = "Idle"
+                    m.d.comb += self.slot_done.eq(1)
 
             with state("Broken"):
                 # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET, then (from the notifier, after the
                 # notifications due before it) a configuration change notification; no more
                 # host memory accesses until reset: walkers still reading chains behind this
                 # one finish first.
-                with m.If(self.fetch_idle):
+                with m.If(self.fetch_idle & ~rep_valid):
                     m.d.comb += [
                         self.needs_reset.eq(1),
                         self.report.valid.eq(1),
@@ -741,12 +758,14 @@ class RequestExecutor(wiring.Component):
             with m.State("Reset-Drain"):
                 # Ring reads still coming are dropped; DMA and back-end statuses are counted.
                 m.d.comb += fsm_rd_ready.eq(1)
-                with m.If((rd_pending == 0) & (wr_pending == 0) & ~st_pending & ~wk_busy):
+                with m.If((rd_pending == 0) & (wr_pending == 0) & ~st_pending & ~wk_busy &
+                          ~rep_valid):
                     m.d.comb += [clear_rd_error.eq(1), clear_wr_error.eq(1)]
                     m.next = "Halted"
 
             with m.State("Halted"):
-                m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending)
+                m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending &
+                                         ~rep_valid)
                 # Drain whatever is still in flight, then wait for the reset.
                 m.d.comb += [fsm_rd_ready.eq(1)]
                 with m.If(reset_now):
