@@ -7,8 +7,10 @@ one). Every request owns a *slot*: its Tag is the slot number, and a slot of
 ``max_read_request`` bytes in the reassembly buffer holds its data at the host address modulo
 ``max_read_request``. Completions fill the slots in any order; the slots drain to the client in
 the order they were allocated (a ring), so data comes out in command order with no reorder logic
-beyond the ring itself. A slot, and with it its Tag, is freed only when it has drained, that is
-after its request completed, failed or timed out.
+beyond the ring itself. The slot at the head of the ring drains as its completions arrive (they
+come in address order [PCIe-3.0 2.3.1.1]), not only once its request is done, so a request's
+data follows its first completion by a few cycles. A slot, and with it its Tag, is freed when
+it has drained, that is right after its request completed, failed or timed out.
 
 The drain reads the buffer one aligned 64-bit word a cycle and shifts every word of a command by
 the same number of bytes (``addr % 8``): every request after a command's first starts on an MRRS
@@ -47,9 +49,12 @@ class DmaReadEngine(wiring.Component):
 
     Every command gets exactly ``length`` bytes on ``data`` (byte ``k`` in lane ``k % 8`` of
     beat ``k // 8``), then one ``status``. A request that fails (a completion with UR or CA
-    status or EP set, or no complete answer within ``timeout`` cycles) reads as zeros over its
-    whole range, up to ``max_read_request`` bytes; the rest of the command still carries data and
-    the status reports the first failed request in address order. With Bus Master Enable clear
+    status or EP set, or no complete answer within ``timeout`` cycles) reads as zeros from
+    where the drain stood when it failed to the end of its range: the words of its good
+    completions that had drained already carry the host's bytes, nothing after the failure
+    does [PCIe-3.0 2.7.2.2]. The rest of the command still carries data and the status
+    reports the first failed request in address order, so a client that sees an error must
+    treat the whole command's data as undefined. With Bus Master Enable clear
     no request is sent and the bytes read as zeros; Bus Master Enable is checked before each
     request, so clearing it in the middle of a command stops the rest. A zero ``length`` is a
     client error: nothing is sent and one beat with ``keep`` clear comes out, then a status.
@@ -169,6 +174,9 @@ class DmaReadEngine(wiring.Component):
         last_word  = per_slot("last_word", word_bits)
         remaining  = per_slot("remaining", 13)   # bytes still to come: the next Byte Count
         next_off   = per_slot("next_off", off_bits)  # slot offset of the next byte to come
+        # Slot offset up to which completions have been written: the drain may read the words
+        # below it before the request is done.
+        ready_off  = per_slot("ready_off", off_bits)
         timer      = per_slot("timer", range(self.timeout))
 
         # The ring of slots: allocated at `tail`, drained at `head`.
@@ -436,7 +444,11 @@ class DmaReadEngine(wiring.Component):
         at_start = Signal(init=1)
         widx = Signal(word_bits)
         cur_w = Mux(at_start, first_word[head], widx)
-        fetch = advance & done[head]
+        # [PCIe-3.0 2.3.1.1] The completions of one request come in address order, so the
+        # words before the last completion's end are final: they drain while the rest of the
+        # request is still on the way.
+        streamable = waiting[head] & (cur_w < ready_off[head][3:])
+        fetch = advance & (done[head] | streamable)
         m.d.comb += [
             even_r.addr.eq(Cat(cur_w, head)),
             odd_r.addr.eq(Cat(cur_w, head)),
@@ -474,6 +486,11 @@ class DmaReadEngine(wiring.Component):
                 ]
             with m.If(commit & (w_slot == t)):
                 m.d.sync += error[t].eq(first_error(error[t], commit_err))
+                with m.If(~commit_final):
+                    # The whole completion is written with this beat; on its second beat
+                    # `next_off` moves on in this same cycle.
+                    m.d.sync += ready_off[t].eq(Mux(c_beat == 1, next_off[t] + c_bytes,
+                                                    next_off[t]))
                 with m.If(commit_final):
                     m.d.sync += [waiting[t].eq(0), done[t].eq(1)]
             with m.If(sent & (req_tag == t)):
@@ -488,6 +505,7 @@ class DmaReadEngine(wiring.Component):
                     last_word[t].eq(end_off[3:off_bits]),
                     remaining[t].eq(req_len),
                     next_off[t].eq(start_off),
+                    ready_off[t].eq(start_off),
                 ]
             with m.If(free & (head == t)):
                 m.d.sync += [busy[t].eq(0), done[t].eq(0)]
