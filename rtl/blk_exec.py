@@ -237,18 +237,28 @@ class RequestExecutor(wiring.Component):
         start_write = Signal()
         start_off   = Signal(48)
         start_len   = Signal(48)
+        # The slot whose table the walk reads: the current request's, but for a read-ahead.
+        start_table   = Signal.like(slot)
+        start_first_w = Signal.like(first_w)
+        start_nseg    = Signal.like(nseg)
+        start_ra      = Signal()
+        m.d.comb += [start_table.eq(slot), start_first_w.eq(first_w), start_nseg.eq(nseg)]
+        wk_table = Signal.like(slot)
+        wk_ra    = Signal()         # the walk reads the next request's OUT data ahead
         with m.If(wk_start):
             m.d.sync += [
                 wk_busy.eq(start_len != 0),
                 wk_write.eq(start_write),
-                wk_i.eq(Mux(start_write, first_w, 0)),
-                wk_end_i.eq(Mux(start_write, nseg, first_w)),
+                wk_i.eq(Mux(start_write, start_first_w, 0)),
+                wk_end_i.eq(Mux(start_write, start_nseg, start_first_w)),
                 wk_seg_off.eq(0),
                 wk_off.eq(start_off),
                 wk_end.eq(start_off + start_len),
+                wk_table.eq(start_table),
+                wk_ra.eq(start_ra),
             ]
         seg = self.seg_r_data
-        m.d.comb += self.seg_r_addr.eq(Cat(wk_i[:self.seg_bits], slot))
+        m.d.comb += self.seg_r_addr.eq(Cat(wk_i[:self.seg_bits], wk_table))
         seg_end = Signal(48)
         piece_end = Signal(48)
         piece_len = Signal(17)
@@ -279,29 +289,49 @@ class RequestExecutor(wiring.Component):
                     with m.If(wk_off + piece_len >= wk_end):
                         m.d.sync += wk_busy.eq(0)
 
-        # Command stream muxes.
-        with m.If(wk_busy):
-            with m.If(wk_write):
-                m.d.comb += [
-                    self.wr.cmd.payload.eq(wk_cmd),
-                    self.wr.cmd.valid.eq(wk_valid & scatter.length.ready),
-                    scatter.length.payload.eq(wk_cmd.length),
-                    scatter.length.valid.eq(wk_valid & self.wr.cmd.ready),
-                    wk_taken.eq(self.wr.cmd.ready & scatter.length.ready),
-                ]
-            with m.Else():
-                m.d.comb += [
-                    self.rd.cmd.payload.eq(wk_cmd),
-                    self.rd.cmd.valid.eq(wk_valid),
-                    wk_taken.eq(self.rd.cmd.ready),
-                ]
+        # Command stream muxes. A read walk (a read-ahead's) leaves the write side to the FSM.
+        with m.If(wk_busy & wk_write):
+            m.d.comb += [
+                self.wr.cmd.payload.eq(wk_cmd),
+                self.wr.cmd.valid.eq(wk_valid & scatter.length.ready),
+                scatter.length.payload.eq(wk_cmd.length),
+                scatter.length.valid.eq(wk_valid & self.wr.cmd.ready),
+                wk_taken.eq(self.wr.cmd.ready & scatter.length.ready),
+            ]
+        with m.Else():
+            m.d.comb += [
+                self.wr.cmd.payload.eq(fsm_wr),
+                self.wr.cmd.valid.eq(fsm_wr_valid),
+            ]
+        with m.If(wk_busy & ~wk_write):
+            m.d.comb += [
+                self.rd.cmd.payload.eq(wk_cmd),
+                self.rd.cmd.valid.eq(wk_valid),
+                wk_taken.eq(self.rd.cmd.ready),
+            ]
         with m.Else():
             m.d.comb += [
                 self.rd.cmd.payload.eq(fsm_rd),
                 self.rd.cmd.valid.eq(fsm_rd_valid),
-                self.wr.cmd.payload.eq(fsm_wr),
-                self.wr.cmd.valid.eq(fsm_wr_valid),
             ]
+
+        # -- OUT data read ahead -----------------------------------------------------------
+        # While an OUT request's data streams to the back-end, the data reads of the next
+        # slot, when it is an OUT request that will pass its checks, go out already: its host
+        # round trip overlaps this request's transfer. Its data stays in the DMA engine (it
+        # comes back in command order, after this request's) until that request runs.
+        # ra_valid: reads issued for the slot at the head of `slot`; ra_cmds of them so far,
+        # none of whose data has been taken; data_out: commands whose last beat is still due.
+        ra_valid = Signal()
+        ra_cur   = Signal()         # the current request's reads went out ahead
+        ra_cmds  = Signal(16)
+        data_out = Signal(16)
+        rd_data_last = self.rd.data.valid & self.rd.data.ready & self.rd.data.payload.last
+        m.d.sync += data_out.eq(data_out + rd_issue - rd_data_last)
+        with m.If(rd_issue & wk_ra):
+            m.d.sync += ra_cmds.eq(ra_cmds + 1)
+        # The current request's data only: the gather never takes a byte of the next one.
+        cur_data = data_out != ra_cmds
 
         # -- data routes -----------------------------------------------------------------------
         # Read data goes to the FSM (ring and descriptor reads) or to the gather realigner;
@@ -311,7 +341,7 @@ class RequestExecutor(wiring.Component):
         storage_to_scatter = Signal()
         scatter_to_wr = Signal()
         fsm_rd_ready = Signal()
-        with m.If(rd_to_gather):
+        with m.If(rd_to_gather & cur_data):
             m.d.comb += [
                 gather.i.payload.eq(self.rd.data.payload),
                 gather.i.valid.eq(self.rd.data.valid),
@@ -471,7 +501,16 @@ class RequestExecutor(wiring.Component):
                 s = self.slot.payload
                 with m.If(running & ~self.stop):
                     m.d.comb += self.slot.ready.eq(1)
+                with m.If(ra_valid & ~(running & ~self.stop)):
+                    # The read-ahead's slot will not run (a reset or a broken ring): drop
+                    # its data.
+                    m.d.comb += self.idle.eq(0)
+                    m.d.comb += fsm_rd_ready.eq(1)
+                    with m.If(~wk_busy & (rd_pending == 0)):
+                        m.d.sync += [ra_valid.eq(0), ra_cmds.eq(0), wk_ra.eq(0)]
                 with m.If(running & ~self.stop & self.slot.valid):
+                    m.d.sync += [ra_cur.eq(ra_valid), ra_valid.eq(0), ra_cmds.eq(0),
+                                 wk_ra.eq(0)]
                     m.d.sync += [
                         slot.eq(s.table), q.eq(s.queue), head.eq(s.head), nseg.eq(s.nseg),
                         first_w.eq(s.first_w), total_r.eq(s.total_r),
@@ -605,15 +644,38 @@ class RequestExecutor(wiring.Component):
                     gather.length.valid.eq(1),
                 ]
                 with m.If(gather.length.ready):
-                    m.d.comb += [
-                        start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
-                        start_len.eq(data_len), wk_start.eq(1), clear_rd_error.eq(1),
-                    ]
+                    m.d.comb += clear_rd_error.eq(1)
+                    with m.If(~ra_cur):
+                        m.d.comb += [
+                            start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
+                            start_len.eq(data_len), wk_start.eq(1),
+                        ]
+                    m.d.sync += ra_cur.eq(0)
                     m.next = "Data-Out"
 
             with m.State("Data-Out"):
                 m.d.comb += [rd_to_gather.eq(1), gather_to_storage.eq(1)]
-                with m.If(~wk_busy & ~st_pending & (rd_pending == 0)):
+                nxt = self.slot.payload
+                nxt_len = Signal(48)
+                nxt_count = Signal(48)
+                m.d.comb += [nxt_len.eq(nxt.total_r - rm.BLK_OUTHDR_BYTES),
+                             nxt_count.eq(nxt_len[9:])]
+                # Exactly the conditions under which Decode and Check-Range lead the next
+                # slot to Gather-Length.
+                nxt_out = (self.slot.valid & (nxt.kind == SlotKind.REQUEST) & nxt.header &
+                           (nxt.req_type == rm.VIRTIO_BLK_T_OUT) &
+                           Const(int(not p.read_only), 1) &
+                           (nxt_len[:9] == 0) & (nxt_count != 0) &
+                           (nxt_count >> 32 == 0) & range_ok(nxt.sector, nxt_count))
+                with m.If(running & ~self.stop & ~wk_busy & ~ra_valid & nxt_out):
+                    m.d.comb += [
+                        start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
+                        start_len.eq(nxt_len), start_table.eq(nxt.table),
+                        start_first_w.eq(nxt.first_w), start_nseg.eq(nxt.nseg),
+                        start_ra.eq(1), wk_start.eq(1),
+                    ]
+                    m.d.sync += ra_valid.eq(1)
+                with m.If((~wk_busy | wk_ra) & ~st_pending & (rd_pending == ra_cmds)):
                     m.d.comb += clear_rd_error.eq(1)
                     m.d.sync += status.eq(Mux(st_error | rd_error, rm.VIRTIO_BLK_S_IOERR,
                                               rm.VIRTIO_BLK_S_OK))
@@ -761,6 +823,7 @@ class RequestExecutor(wiring.Component):
                 with m.If((rd_pending == 0) & (wr_pending == 0) & ~st_pending & ~wk_busy &
                           ~rep_valid):
                     m.d.comb += [clear_rd_error.eq(1), clear_wr_error.eq(1)]
+                    m.d.sync += [ra_valid.eq(0), ra_cur.eq(0), ra_cmds.eq(0), wk_ra.eq(0)]
                     m.next = "Halted"
 
             with m.State("Halted"):
@@ -774,4 +837,6 @@ class RequestExecutor(wiring.Component):
         with m.If(reset_now):
             for i in range(nq):
                 m.d.sync += used_idx[i].eq(0)
+        with m.If(reset_now):
+            m.d.sync += [ra_valid.eq(0), ra_cur.eq(0), ra_cmds.eq(0), wk_ra.eq(0)]
         return m

@@ -57,10 +57,11 @@ def disk_bytes(sector, count):
                     for s in range(count) for k in range(SECTOR // 8))
 
 
-def random_request(rng, q, buf, with_header):
+def random_request(rng, q, buf, with_header, write_req=None):
     """A slot and its segments for an IN or OUT request of 1 to 4 sectors, the data cut into
     1 to 4 buffers at random."""
-    write_req = rng.random() < 0.5
+    if write_req is None:
+        write_req = rng.random() < 0.5
     req_type = rm.VIRTIO_BLK_T_OUT if write_req else rm.VIRTIO_BLK_T_IN
     count = rng.randrange(1, 5)
     sector = rng.randrange(0, 1000)
@@ -85,20 +86,26 @@ def random_request(rng, q, buf, with_header):
     return slot, readable + writable, (req_type, sector, count)
 
 
+@pytest.mark.parametrize("ahead", [False, True])
 @pytest.mark.parametrize("k", range(3))
-def test_requests_complete_in_slot_order(k):
-    seed = seed_from_env() + k
+def test_requests_complete_in_slot_order(k, ahead):
+    """``ahead``: every slot is filled and offered at once (as the fetcher does when it runs
+    ahead), so an OUT request's data reads may go out while the one before it runs; they
+    must, for two OUT requests in a row."""
+    seed = seed_from_env() + k + 100 * ahead
     rng = random.Random(seed)
-    params = DeviceParams(num_queues=2, max_queue_size=QSIZE, request_slots=2,
-                          capacity=2048)
+    params = DeviceParams(num_queues=2, max_queue_size=QSIZE,
+                          request_slots=16 if ahead else 2, capacity=2048)
     bench = ExecutorBench(params)
     ex = bench.execute
     host = DmaHost(rng)
     stride = 1 << seg_index_bits(params)
     requests = []
+    # Requests 5 and 6: OUT with the header fetched, the case the read-ahead serves.
     for n in range(8):
         slot, segs, what = random_request(rng, rng.randrange(2), 0x10000 + 0x1000 * n,
-                                          with_header=rng.random() < 0.7)
+                                          with_header=n in (5, 6) or rng.random() < 0.7,
+                                          write_req=True if n in (5, 6) else None)
         req_type, sector, count = what
         host.put(segs[0][0], struct.pack("<IIQ", req_type, 0, sector))
         if req_type == rm.VIRTIO_BLK_T_OUT:
@@ -159,6 +166,26 @@ def test_requests_complete_in_slot_order(k):
         ctx.set(ex.device_status, 0x0f)
         ctx.set(ex.fetch_idle, 1)
         queue = list(requests) + [({"kind": SlotKind.BROKEN, "queue": 0}, [], None, None)]
+        if ahead:
+            for n, (slot, segs, _, _) in enumerate(queue):
+                for i, (a, ln, w) in enumerate(segs):
+                    ctx.set(bench.seg_addr, n * stride + i)
+                    ctx.set(bench.seg_data, {"addr": a, "len": ln, "write": w})
+                    ctx.set(bench.seg_en, 1)
+                    await ctx.tick()
+            ctx.set(bench.seg_en, 0)
+            for n, (slot, segs, _, _) in enumerate(queue):
+                ctx.set(ex.slot.valid, 1)
+                ctx.set(ex.slot.payload, dict(slot, table=n))
+                await wait_handshake(ctx, ex.slot)
+                taken.append(cycle[0])
+            ctx.set(ex.slot.valid, 0)
+            for _ in range(20000):
+                _, _, nr = await ctx.tick().sample(ex.needs_reset)
+                if nr:
+                    events.append(("needs_reset",))
+                    break
+            queue = []
         slot_index = 0
         for slot, segs, _, _ in queue:
             # The fetcher fills a slot's table before it passes the slot on.
@@ -185,6 +212,17 @@ def test_requests_complete_in_slot_order(k):
             _, _, idle = await ctx.tick().sample(ex.idle)
         assert idle, "executor not idle after the BROKEN slot"
 
+    cycle, taken, reads = [0], [], []
+
+    async def monitor(ctx):
+        # Every DMA read command, with the cycle it was taken.
+        while True:
+            _, _, v, r, c = await ctx.tick().sample(ex.rd.cmd.valid, ex.rd.cmd.ready,
+                                                   ex.rd.cmd.payload)
+            cycle[0] += 1
+            if v and r:
+                reads.append((cycle[0], c.addr))
+
     async def reporter(ctx):
         # The reports, taken under random back-pressure; each may come after its slot_done
         # (it waits for the used-ring writes to leave).
@@ -203,6 +241,7 @@ def test_requests_complete_in_slot_order(k):
         sim.add_process(proc)
     sim.add_process(storage)
     sim.add_process(reporter)
+    sim.add_process(monitor)
     sim.add_testbench(testbench)
     sim.run()
 
@@ -238,4 +277,10 @@ def test_requests_complete_in_slot_order(k):
         n[s["queue"]] += 1
         want.append((0, s["queue"], n[s["queue"]]))
     assert irqs == want + [(1, None, None)], irqs
+    if ahead:
+        # Request 6's data reads went out before the executor took its slot.
+        _, segs6, _, _ = requests[6]
+        first = min(t for t, a in reads if any(b <= a < b + ln for b, ln, _ in segs6[1:-1]))
+        assert first < taken[6], f"request 6's data read at cycle {first}, its slot taken " \
+                                 f"at {taken[6]}: no read-ahead"
     assert ("needs_reset",) in events and events.index(("needs_reset",)) >= len(requests)
