@@ -23,7 +23,7 @@ LIMITS = dict(capacity=2048, seg_max=126, queue_size=256, queues=2)
 # -- grid -------------------------------------------------------------------------------------
 
 def test_grid_default_is_quick():
-    assert grid_from_env({}) == ("quick", (512, 4096, 65536, 131072), (1, 8, 64), WORKLOADS)
+    assert grid_from_env({}) == ("quick", (512, 4096, 65536, 131072), (1, 32, 64), WORKLOADS)
 
 
 def test_grid_full_and_smoke():
