@@ -25,7 +25,7 @@ The behaviour, including the choices the spec leaves open, is the golden model's
 from contextlib import contextmanager
 
 from amaranth.hdl import Module, Signal, Cat, Const, Mux
-from amaranth.lib import wiring, stream
+from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from model import regmap as rm
@@ -37,6 +37,7 @@ from .realign import ByteRealigner
 from .virtio_regs import QueueConfigLayout
 from .blk_notify import UsedReport
 from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
+from .wire_formats import VirtqUsedElem, BlkOutHdr, BlkDiscardSeg
 
 
 __all__ = ["RequestExecutor"]
@@ -408,6 +409,9 @@ class RequestExecutor(wiring.Component):
 
         # Ring addresses.
         used_elem   = qcfg.device + 4 + Cat(Const(0, 3), q_used_idx & size_mask)
+        # [VIRTIO-1.2 2.7.8] The used element: id = head, len = bytes written (all of W).
+        elem = Signal(VirtqUsedElem)
+        m.d.comb += [elem.id.eq(head), elem.len.eq(total_w[:32])]
         used_idx_addr = qcfg.device + 2
 
         def fsm_read(addr, length, when=1):
@@ -522,6 +526,16 @@ class RequestExecutor(wiring.Component):
                     with m.Elif(s.kind == SlotKind.IOERR):
                         m.d.sync += status.eq(rm.VIRTIO_BLK_S_IOERR)
                         m.next = "Write-Status"
+                    with m.Elif(s.header & (s.req_type == rm.VIRTIO_BLK_T_IN)):
+                        # Decode's IN and OUT cases, in the cycle the slot is taken.
+                        in_len = s.total_w - 1
+                        m.d.sync += [data_len.eq(in_len), count.eq(in_len[9:])]
+                        m.next = "Check-Range"
+                    with m.Elif(s.header & (s.req_type == rm.VIRTIO_BLK_T_OUT) &
+                                Const(int(not p.read_only), 1)):
+                        out_len = s.total_r - rm.BLK_OUTHDR_BYTES
+                        m.d.sync += [data_len.eq(out_len), count.eq(out_len[9:])]
+                        m.next = "Check-Range"
                     with m.Elif(s.header):
                         m.next = "Decode"
                     with m.Else():
@@ -546,8 +560,8 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += [rd_to_gather.eq(1), cap_ready.eq(1)]
                 with m.If((cap_k == 2) & (rd_pending == 0) & ~wk_busy):
                     m.d.sync += [
-                        req_type.eq(capture[:32]),
-                        sector.eq(capture[64:128]),
+                        req_type.eq(data.View(BlkOutHdr, capture).type),
+                        sector.eq(data.View(BlkOutHdr, capture).sector),
                         st_error.eq(0),
                     ]
                     m.d.comb += clear_rd_error.eq(1)
@@ -739,9 +753,9 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += [rd_to_gather.eq(1), cap_ready.eq(1)]
                 with m.If((cap_k == 2) & (rd_pending == 0) & ~wk_busy):
                     m.d.sync += [
-                        seg_sector.eq(capture[:64]),
-                        seg_count.eq(capture[64:96]),
-                        seg_flags.eq(capture[96:128]),
+                        seg_sector.eq(data.View(BlkDiscardSeg, capture).sector),
+                        seg_count.eq(data.View(BlkDiscardSeg, capture).num_sectors),
+                        seg_flags.eq(data.View(BlkDiscardSeg, capture).flags),
                     ]
                     m.d.comb += clear_rd_error.eq(1)
                     with m.If(rd_error):
@@ -780,8 +794,7 @@ class RequestExecutor(wiring.Component):
                 ring_write_step(last_w_addr, 1, status, "Write-Used-Elem")
 
             with state("Write-Used-Elem", abortable=ring_write_idle):
-                # [VIRTIO-1.2 2.7.8] used element: id = head, len = bytes written (all of W).
-                ring_write_step(used_elem, 8, Cat(head, Const(0, 16), total_w[:32]),
+                ring_write_step(used_elem, VirtqUsedElem.size // 8, elem.as_value(),
                                 "Wait-Hold")
 
             with state("Wait-Hold"):
