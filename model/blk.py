@@ -273,7 +273,7 @@ class BlkProcessor:
                 break
             # [VIRTIO-1.2 2.7.8.2] The device sets len before it updates the used idx.
             slot = queue.device + 4 + 8 * (ring.used_idx % size)
-            mem.write(slot, struct.pack("<II", head, c.used_len))
+            mem.write(slot, struct.pack(rm.struct_format(rm.VIRTQ_USED_ELEM), head, c.used_len))
             ring.used_idx = (ring.used_idx + 1) & U16
             _write_u16(mem, queue.device + 2, ring.used_idx)
             ring.last_avail_idx = (ring.last_avail_idx + 1) & U16
@@ -317,7 +317,9 @@ class BlkProcessor:
                 # [VIRTIO-1.2 2.7.5.2, 2.7.5.3.1] A chain is never longer than its table.
                 raise Malformed(f"more than {table_size} descriptors in a table: a loop")
             # [VIRTIO-1.2 2.7.5] struct virtq_desc: addr u64, len u32, flags u16, next u16.
-            addr, length, flags, nxt = struct.unpack("<QIHH", mem.read(table + 16 * i, 16))
+            addr, length, flags, nxt = struct.unpack(
+                rm.struct_format(rm.VIRTQ_DESC),
+                mem.read(table + rm.VIRTQ_DESC_BYTES * i, rm.VIRTQ_DESC_BYTES))
             if flags & rm.VIRTQ_DESC_F_INDIRECT:
                 # [VIRTIO-1.2 2.7.5.3.1] Driver requirements on indirect descriptors.
                 if not features >> rm.VIRTIO_RING_F_INDIRECT_DESC & 1:
@@ -360,7 +362,8 @@ class BlkProcessor:
             raise Malformed(f"{r} device-readable bytes, fewer than the 16-byte header")
         if w < 1:
             raise Malformed("no device-writable byte for the status")
-        op, _reserved, sector = struct.unpack("<IIQ", _gather(mem, readable, 0, 16))
+        op, _reserved, sector = struct.unpack(
+            rm.struct_format(rm.BLK_OUTHDR), _gather(mem, readable, 0, rm.BLK_OUTHDR_BYTES))
         if count > self.p.seg_max + 2:
             # [VIRTIO-1.2 2.7.4.1] The device MAY limit the descriptors in a chain: seg_max data
             # segments plus the header and the status.
@@ -423,7 +426,9 @@ class BlkProcessor:
         if payload % rm.BLK_DISCARD_SEG_BYTES or not 1 <= n <= max_seg:
             return rm.VIRTIO_BLK_S_UNSUPP, 0
         # struct virtio_blk_discard_write_zeroes: sector u64, num_sectors u32, flags u32.
-        segs = [struct.unpack("<QII", _gather(mem, readable, rm.BLK_OUTHDR_BYTES + 16 * k, 16))
+        size = rm.BLK_DISCARD_SEG_BYTES
+        segs = [struct.unpack(rm.struct_format(rm.BLK_DISCARD_SEG),
+                              _gather(mem, readable, rm.BLK_OUTHDR_BYTES + size * k, size))
                 for k in range(n)]
         # [VIRTIO-1.2 5.2.6.2] UNSUPP if any unknown flag is set.
         if any(flags & ~allowed_flags for _, _, flags in segs):

@@ -74,6 +74,14 @@ VIRTQ_DESC_F_INDIRECT = 4
 VIRTQ_AVAIL_F_NO_INTERRUPT = 1
 VIRTQ_USED_F_NO_NOTIFY     = 1
 
+# Wire formats: (field, bits) in memory order, little-endian [VIRTIO-1.2 2.4]. The model packs
+# them with `struct_format`, the RTL views them as `amaranth.lib.data` layouts
+# (`rtl/wire_formats.py`), so both read the same definition.
+# [VIRTIO-1.2 2.7.5] struct virtq_desc.
+VIRTQ_DESC = (("addr", 64), ("len", 32), ("flags", 16), ("next", 16))
+# [VIRTIO-1.2 2.7.8] struct virtq_used_elem: id is the head of the chain, len the bytes written.
+VIRTQ_USED_ELEM = (("id", 32), ("len", 32))
+
 # -- Block requests [VIRTIO-1.2 5.2.6] (Linux include/uapi/linux/virtio_blk.h) --
 
 # struct virtio_blk_req type.
@@ -93,10 +101,25 @@ VIRTIO_BLK_S_UNSUPP = 2
 VIRTIO_BLK_ID_BYTES = 20
 # struct virtio_blk_discard_write_zeroes flags: unmap (bit 0, write zeroes only).
 VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1
-# Sizes of struct virtio_blk_outhdr (type, reserved, sector) and of one
-# struct virtio_blk_discard_write_zeroes segment (sector, num_sectors, flags).
-BLK_OUTHDR_BYTES      = 16
-BLK_DISCARD_SEG_BYTES = 16
+# [VIRTIO-1.2 5.2.6] struct virtio_blk_outhdr, the request header, and one
+# struct virtio_blk_discard_write_zeroes segment.
+BLK_OUTHDR = (("type", 32), ("reserved", 32), ("sector", 64))
+BLK_DISCARD_SEG = (("sector", 64), ("num_sectors", 32), ("flags", 32))
+
+
+def wire_bytes(fields):
+    """Size in bytes of a wire format."""
+    return sum(bits for _, bits in fields) // 8
+
+
+def struct_format(fields):
+    """The `struct` module's format string of a wire format."""
+    return "<" + "".join({8: "B", 16: "H", 32: "I", 64: "Q"}[bits] for _, bits in fields)
+
+
+VIRTQ_DESC_BYTES      = wire_bytes(VIRTQ_DESC)
+BLK_OUTHDR_BYTES      = wire_bytes(BLK_OUTHDR)
+BLK_DISCARD_SEG_BYTES = wire_bytes(BLK_DISCARD_SEG)
 BLK_SECTOR_BYTES      = 512     # [VIRTIO-1.2 5.2.6] protocol sectors are always 512 bytes
 # -- PCI identity [VIRTIO-1.2 4.1.2] --
 

@@ -24,6 +24,7 @@ from model.params import DeviceParams
 from .dma_layouts import DmaError
 from .dma_arbiter import DmaReadClient
 from .virtio_regs import QueueConfigLayout
+from .wire_formats import VirtqDesc, BlkOutHdr
 from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
 
 
@@ -230,11 +231,11 @@ class ChainWalker(wiring.Component):
                         m.d.sync += desc_lo.eq(self.rd.data.payload.data)
                     with m.Else():
                         # [VIRTIO-1.2 2.7.5] struct virtq_desc: addr, len, flags, next.
-                        d_addr  = desc_lo
-                        d_len   = self.rd.data.payload.data[:32]
-                        d_flags = self.rd.data.payload.data[32:48]
-                        d_next  = self.rd.data.payload.data[48:64]
-                        f_next, f_write, f_indirect = d_flags[0], d_flags[1], d_flags[2]
+                        desc = data.View(VirtqDesc, Cat(desc_lo, self.rd.data.payload.data))
+                        d_addr, d_len, d_next = desc.addr, desc.len, desc.next
+                        f_next     = (desc.flags & rm.VIRTQ_DESC_F_NEXT).any()
+                        f_write    = (desc.flags & rm.VIRTQ_DESC_F_WRITE).any()
+                        f_indirect = (desc.flags & rm.VIRTQ_DESC_F_INDIRECT).any()
                         index = fetch_base + beat_k[1:]
                         with m.If((index == cur) & ~chain_done & ~go_indirect & ~malformed):
                             m.d.sync += visited.eq(visited + 1)
@@ -331,12 +332,15 @@ class ChainWalker(wiring.Component):
             with m.State("Take-Header"):
                 # [VIRTIO-1.2 5.2.6] struct virtio_blk_req: type, reserved, sector.
                 m.d.comb += self.rd.data.ready.eq(1)
+                # Beat 0 holds type and reserved, beat 1 the sector: each seen through the
+                # layout at its place in the header.
+                beat = self.rd.data.payload.data
                 with m.If(self.rd.data.valid & (hdr_k != 2)):
                     m.d.sync += hdr_k.eq(hdr_k + 1)
                     with m.If(hdr_k == 0):
-                        m.d.sync += req_type.eq(self.rd.data.payload.data[:32])
+                        m.d.sync += req_type.eq(data.View(BlkOutHdr, Cat(beat, Const(0, 64))).type)
                     with m.Else():
-                        m.d.sync += sector.eq(self.rd.data.payload.data)
+                        m.d.sync += sector.eq(data.View(BlkOutHdr, Cat(Const(0, 64), beat)).sector)
                 with m.If((hdr_k == 2) & (rd_pending == 0)):
                     m.d.comb += clear_rd_error.eq(1)
                     m.d.sync += header.eq(1)
