@@ -125,7 +125,8 @@ class AvailReader(wiring.Component):
         size_mask = Signal(16)
         m.d.comb += size_mask.eq(qcfg.size - 1)
 
-        running = self.device_status[2] & ~self.device_status[6] & ~self.reset_req
+        running = ((self.device_status & rm.STATUS_DRIVER_OK).any() &
+                   ~(self.device_status & rm.STATUS_DEVICE_NEEDS_RESET).any() & ~self.reset_req)
         reset_now = self.device_status == 0
 
         # -- doorbells -------------------------------------------------------------------------

@@ -277,9 +277,11 @@ class Notifier(wiring.Component):
                     m.next = "Decide"
 
             with state("Decide"):
-                # [VIRTIO-1.2 2.7.7] VIRTQ_AVAIL_F_NO_INTERRUPT is bit 0 of avail->flags.
-                # Nothing to announce if all of it was visible before the last interrupt.
-                want = Mux(event_idx, need_event(used_event, new, old), ~flags[0]) & (new != seen)
+                # [VIRTIO-1.2 2.7.7] VIRTQ_AVAIL_F_NO_INTERRUPT in avail->flags. Nothing to
+                # announce if all of it was visible before the last interrupt.
+                no_interrupt = (flags & rm.VIRTQ_AVAIL_F_NO_INTERRUPT).any()
+                want = Mux(event_idx, need_event(used_event, new, old), ~no_interrupt) & \
+                    (new != seen)
                 with m.If(rd_pending == 0):
                     m.d.comb += clear_rd_error.eq(1)
                     with m.If(rd_error):

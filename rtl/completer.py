@@ -108,7 +108,7 @@ class Completer(wiring.Component):
         bar_hit = Signal()
         # [PCIe-3.0 5.3.1.4.1] In D3hot a function takes only configuration requests and
         # messages: memory requests are Unsupported Requests.
-        m.d.comb += bar_hit.eq(self.command[1] & (self.power_state != 3) &
+        m.d.comb += bar_hit.eq((self.command & rm.CMD_MEMORY_SPACE).any() & (self.power_state != 3) &
                                ((addr >> size_bits) == (self.bar0_base >> size_bits)))
         offset = addr[2:size_bits]
         last_dw = (1 << (size_bits - 2)) - 1

@@ -5,6 +5,7 @@ from amaranth.hdl import Module, Signal, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from model import regmap as rm
 from model.params import DeviceParams
 from .tlp import TlpStreamSignature
 from .config_space import ConfigSpace
@@ -86,7 +87,7 @@ class VirtioBlkEndpoint(wiring.Component):
         m.submodules.bm_gate = bm_gate = BusMasterGate(w)
         wiring.connect(m, arbiter.o, bm_gate.i)
         wiring.connect(m, bm_gate.o, wiring.flipped(self.tx))
-        m.d.comb += bm_gate.bus_master.eq(config.command[2])
+        m.d.comb += bm_gate.bus_master.eq((config.command & rm.CMD_BUS_MASTER).any())
         wiring.connect(m, completer.cfg, config.bus)
 
         # BAR0 has two initiators that never access at the same time: the completer (memory
@@ -107,7 +108,7 @@ class VirtioBlkEndpoint(wiring.Component):
         ]
 
         # -- bus mastering: the DMA engines and MSI-X --------------------------------------------
-        bus_master = config.command[2]
+        bus_master = (config.command & rm.CMD_BUS_MASTER).any()
         devctl = config.devctl
         # [PCIe-3.0 7.8.4] Max_Payload_Size "must not exceed" Max_Payload_Size Supported; a
         # larger value programmed by software is clamped rather than obeyed.
@@ -177,7 +178,7 @@ class VirtioBlkEndpoint(wiring.Component):
             intx_pending = intx_pending & ~config.msix_enable
         m.d.comb += [
             config.intx_pending.eq(intx_pending),
-            self.intx.eq(intx_pending & ~config.command[10]),
+            self.intx.eq(intx_pending & ~(config.command & rm.CMD_INTX_DISABLE).any()),
         ]
         return m
 

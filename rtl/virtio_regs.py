@@ -11,6 +11,7 @@ leaves open, is the golden model's (:mod:`model.device`).
 from amaranth.hdl import Module, Signal, Array, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from model import regmap as rm
 from model.regmap import merge
@@ -18,6 +19,11 @@ from .regport import RegisterSignature, byte_mask
 
 
 __all__ = ["VirtioRegisters", "QueueConfigLayout", "MsixEntryLayout"]
+
+
+# [VIRTIO-1.2 2.1] device_status bits by name.
+_FEATURES_OK = exact_log2(rm.STATUS_FEATURES_OK)
+_NEEDS_RESET = exact_log2(rm.STATUS_DEVICE_NEEDS_RESET)
 
 
 class QueueConfigLayout(data.StructLayout):
@@ -190,7 +196,7 @@ class VirtioRegisters(wiring.Component):
         entry = local[4:]
         entry_valid = entry < nv
         offered = p.offered_features
-        features_ok = device_status[3]
+        features_ok = device_status[_FEATURES_OK]
 
         # The cache mode in force. Only features accepted with FEATURES_OK count.
         # [VIRTIO-1.2 5.2.6.2] Without FLUSH every completed write must be stable: writethrough
@@ -348,10 +354,10 @@ class VirtioRegisters(wiring.Component):
                                         # status bit: only a reset clears them.
                                         status.eq(w[:8] | device_status),
                                         # DEVICE_NEEDS_RESET is the device's to set.
-                                        status[6].eq(device_status[6]),
+                                        status[_NEEDS_RESET].eq(device_status[_NEEDS_RESET]),
                                     ]
-                                    with m.If(~driver_ok & ~device_status[3]):
-                                        m.d.comb += status[3].eq(0)
+                                    with m.If(~driver_ok & ~device_status[_FEATURES_OK]):
+                                        m.d.comb += status[_FEATURES_OK].eq(0)
                                     m.d.sync += device_status.eq(status)
                         with m.Case(rm.CC_QUEUE_SIZE):
                             with m.If(sel_valid):
@@ -448,7 +454,7 @@ class VirtioRegisters(wiring.Component):
 
         # [VIRTIO-1.2 2.1.2] DEVICE_NEEDS_RESET is set by the device, kept until reset.
         with m.If((self.needs_reset | bad_enable) & device_status.any()):
-            m.d.sync += device_status[6].eq(1)
+            m.d.sync += device_status[_NEEDS_RESET].eq(1)
 
         # [VIRTIO-1.2 2.4.1] The reset finishes once the data path has stopped: nothing of it
         # reaches the host after device_status reads 0.
