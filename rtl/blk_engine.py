@@ -150,7 +150,9 @@ class BlkEngine(wiring.Component):
         m.submodules.tables = tables = Memory(
             shape=SegmentLayout(), depth=p.request_slots << seg_index_bits(p), init=[])
         seg_w = tables.write_port()
-        seg_r = tables.read_port(domain="comb")
+        # A synchronous read: the tables map to block RAM (8 slots of 128 segments are 97 Kbit, too
+        # much for LUT RAM); the executor's walker waits a cycle for each new entry.
+        seg_r = tables.read_port()
         m.d.comb += [
             seg_w.addr.eq(fetch.seg_w_addr), seg_w.data.eq(fetch.seg_w_data),
             seg_w.en.eq(fetch.seg_w_en),

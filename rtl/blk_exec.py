@@ -67,8 +67,8 @@ class RequestExecutor(wiring.Component):
     slot_done : Signal(1), out
         Pulses when the executor is done with slot ``slot_index``'s table.
     seg_r_addr : Signal, out; seg_r_data : SegmentLayout, in
-        An asynchronous read port on the slot tables (entry ``seg_r_addr[:k]`` of slot
-        ``seg_r_addr[k:]``).
+        A synchronous read port on the slot tables (entry ``seg_r_addr[:k]`` of slot
+        ``seg_r_addr[k:]``): ``seg_r_data`` is the entry at the address of the cycle before.
     queues : array of QueueConfigLayout, in
     driver_features : Signal(64), in
     device_status : Signal(8), in
@@ -259,8 +259,17 @@ class RequestExecutor(wiring.Component):
                 wk_table.eq(start_table),
                 wk_ra.eq(start_ra),
             ]
+        # The table read is synchronous: the port is given the entry the walker will look at
+        # next cycle (`wk_i` and `wk_table` as they will be), so `seg` is always the entry
+        # at `wk_i`, with no wait. That holds at the start of a walk too: the fetcher passes a
+        # slot (a registered `filled` bit, set after the walker's last table write) at least
+        # a cycle after it wrote the table, so the first entry read is the one written.
         seg = self.seg_r_data
-        m.d.comb += self.seg_r_addr.eq(Cat(wk_i[:self.seg_bits], wk_table))
+        wk_step = Signal()          # the walker moves to the next segment
+        m.d.comb += self.seg_r_addr.eq(Mux(
+            wk_start,
+            Cat(Mux(start_write, start_first_w, 0)[:self.seg_bits], start_table),
+            Cat((wk_i + wk_step)[:self.seg_bits], wk_table)))
         seg_end = Signal(48)
         piece_end = Signal(48)
         piece_len = Signal(17)
@@ -283,6 +292,7 @@ class RequestExecutor(wiring.Component):
                 # Ran out of segments (cannot happen when the range was checked against R/W).
                 m.d.sync += wk_busy.eq(0)
             with m.Elif(wk_skip):
+                m.d.comb += wk_step.eq(1)
                 m.d.sync += [wk_i.eq(wk_i + 1), wk_seg_off.eq(seg_end)]
             with m.Else():
                 m.d.comb += wk_valid.eq(1)

@@ -46,7 +46,7 @@ class ExecutorBench(wiring.Component):
         m.submodules.tables = tables = Memory(
             shape=SegmentLayout(), depth=self.params.request_slots << seg_index_bits(
                 self.params), init=[])
-        w, r = tables.write_port(), tables.read_port(domain="comb")
+        w, r = tables.write_port(), tables.read_port()
         m.d.comb += [w.addr.eq(self.seg_addr), w.data.eq(self.seg_data), w.en.eq(self.seg_en),
                      r.addr.eq(ex.seg_r_addr), ex.seg_r_data.eq(r.data)]
         return m
