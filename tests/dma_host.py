@@ -36,6 +36,8 @@ class DmaHost:
         self.fail = set()     # addresses whose reads fail (UR) when a command starts there
         self.outstanding = 0  # reads taken and not answered with their status yet
         self.max_outstanding = 0
+        self.in_flight = []   # addresses of those reads
+        self.snapshots = []   # `in_flight` as each read was taken, that read included
 
     def put(self, addr, data):
         self.mem[addr:addr + len(data)] = data
@@ -59,6 +61,8 @@ class DmaHost:
                         queue.append((p.addr, p.length, p.tag))
                         self.outstanding += 1
                         self.max_outstanding = max(self.max_outstanding, self.outstanding)
+                        self.in_flight.append(p.addr)
+                        self.snapshots.append(tuple(self.in_flight))
 
             async def answer_reads(ctx):
                 while True:
@@ -84,6 +88,7 @@ class DmaHost:
                     await wait_handshake(ctx, rd.status)
                     ctx.set(rd.status.valid, 0)
                     self.outstanding -= 1
+                    self.in_flight.remove(addr)
             procs += [take_reads, answer_reads]
         if wr is not None:
             wqueue = []
