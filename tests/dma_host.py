@@ -46,7 +46,11 @@ class DmaHost:
         return struct.unpack_from("<H", self.mem, addr)[0]
 
     def processes(self, rd=None, wr=None):
-        """The simulator processes that serve the ports ``rd`` and ``wr``."""
+        """The coroutines that serve the ports ``rd`` and ``wr``.
+
+        Add them with ``sim.add_testbench(proc, background=True)``: they share ``rng``, and
+        testbenches run in the order they were added, where processes do not, so only then
+        does a seed replay a run exactly."""
         procs = []
         if rd is not None:
             queue = []

@@ -238,10 +238,10 @@ def test_requests_complete_in_slot_order(k, ahead):
     sim = Simulator(bench)
     sim.add_clock(1e-6)
     for proc in host.processes(rd=ex.rd, wr=ex.wr):
-        sim.add_process(proc)
-    sim.add_process(storage)
-    sim.add_process(reporter)
-    sim.add_process(monitor)
+        sim.add_testbench(proc, background=True)
+    sim.add_testbench(storage, background=True)
+    sim.add_testbench(reporter, background=True)
+    sim.add_testbench(monitor, background=True)
     sim.add_testbench(testbench)
     sim.run()
 

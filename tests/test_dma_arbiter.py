@@ -147,12 +147,12 @@ def run(arbiter_cls, seed, n_cmds=40):
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     for c in range(CLIENTS):
-        sim.add_process(client_source(c))
-        sim.add_process(client_sinks(c))
+        sim.add_testbench(client_source(c), background=True)
+        sim.add_testbench(client_sinks(c), background=True)
         if write:
-            sim.add_process(client_data_source(c))
-    sim.add_process(engine)
-    sim.add_process(engine_answers)
+            sim.add_testbench(client_data_source(c), background=True)
+    sim.add_testbench(engine, background=True)
+    sim.add_testbench(engine_answers, background=True)
     sim.add_testbench(bench)
     sim.run()
 
