@@ -17,6 +17,7 @@ from .dma_write import DmaWriteEngine
 from .blk_engine import BlkEngine
 from .interrupts import InterruptController
 from .storage import StorageSignature
+from .streams import SkidBuffer
 
 
 __all__ = ["VirtioBlkEndpoint", "VirtioBlkRamDiskCard"]
@@ -77,16 +78,31 @@ class VirtioBlkEndpoint(wiring.Component):
 
         # TLPs in: requests to the completer, completions to the DMA read engine. TLPs out:
         # completions, read requests, write requests and MSI-X messages, packet by packet.
-        wiring.connect(m, wiring.flipped(self.rx), router.i)
+        # A SkidBuffer registers each handshake that crosses between blocks, so that valid
+        # and ready never chain through the link, the arbiter and the gate in one cycle.
+        def skid(name):
+            buf = SkidBuffer(TlpStreamSignature(w))
+            m.submodules[name] = buf
+            return buf
+        rx_skid = skid("rx_skid")
+        wiring.connect(m, wiring.flipped(self.rx), rx_skid.i)
+        wiring.connect(m, rx_skid.o, router.i)
         wiring.connect(m, router.requests, completer.rx)
         wiring.connect(m, router.completions, dma_read.cpl)
-        for k, source in enumerate((completer.tx, dma_read.tx, dma_write.tx, irq.tx)):
-            wiring.connect(m, source, arbiter.i[k])
+        for k, (name, source) in enumerate((("completer", completer.tx),
+                                            ("dma_read", dma_read.tx),
+                                            ("dma_write", dma_write.tx),
+                                            ("irq", irq.tx))):
+            src_skid = skid(f"{name}_tx_skid")
+            wiring.connect(m, source, src_skid.i)
+            wiring.connect(m, src_skid.o, arbiter.i[k])
         # [PCIe-3.0 7.5.1.1] Nothing but completions reaches the link with Bus Master Enable
         # clear, whatever was queued when it went clear.
         m.submodules.bm_gate = bm_gate = BusMasterGate(w)
+        tx_skid = skid("tx_skid")
         wiring.connect(m, arbiter.o, bm_gate.i)
-        wiring.connect(m, bm_gate.o, wiring.flipped(self.tx))
+        wiring.connect(m, bm_gate.o, tx_skid.i)
+        wiring.connect(m, tx_skid.o, wiring.flipped(self.tx))
         m.d.comb += bm_gate.bus_master.eq((config.command & rm.CMD_BUS_MASTER).any())
         wiring.connect(m, completer.cfg, config.bus)
 
