@@ -18,6 +18,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dma_layouts import DmaCommand, DmaData, DmaStatus
+from .streams import SkidBuffer
 
 
 __all__ = ["DmaReadClient", "DmaWriteClient", "DmaReadArbiter", "DmaWriteArbiter"]
@@ -72,6 +73,15 @@ class _Arbiter(wiring.Component):
         A command offered to the engine stays offered, with the same payload, until taken
         (the grant is held while ``o.cmd`` waits), as a stream source must."""
         n = self.clients
+        # Each client's commands enter through a skid buffer: the grant below depends on
+        # every client's ``valid``, and each client's ``ready`` on the grant, so without it
+        # one client's command logic would chain through the arbiter into the others'.
+        cmds = []
+        for j in range(n):
+            buf = SkidBuffer(stream.Signature(DmaCommand))
+            m.submodules[f"cmd_skid{j}"] = buf
+            wiring.connect(m, wiring.flipped(self.i[j].cmd), buf.i)
+            cmds.append(buf.o)
         m.submodules.data_route = data_route = fifo.SyncFIFO(
             width=(n - 1).bit_length(), depth=self.depth)
         m.submodules.status_route = status_route = fifo.SyncFIFO(
@@ -86,7 +96,7 @@ class _Arbiter(wiring.Component):
         for k in reversed(range(1, n + 1)):
             for j in range(n):
                 cand = (j + k) % n
-                with m.If((last == j) & self.i[cand].cmd.valid):
+                with m.If((last == j) & cmds[cand].valid):
                     m.d.comb += [pick.eq(cand), any_valid.eq(1)]
         m.d.comb += grant.eq(Mux(held, last, pick))
         room = data_route.w_rdy & status_route.w_rdy
@@ -94,9 +104,9 @@ class _Arbiter(wiring.Component):
             for j in range(n):
                 with m.Case(j):
                     m.d.comb += [
-                        self.o.cmd.payload.eq(self.i[j].cmd.payload),
-                        self.o.cmd.valid.eq(self.i[j].cmd.valid & room),
-                        self.i[j].cmd.ready.eq(self.o.cmd.ready & room),
+                        self.o.cmd.payload.eq(cmds[j].payload),
+                        self.o.cmd.valid.eq(cmds[j].valid & room),
+                        cmds[j].ready.eq(self.o.cmd.ready & room),
                     ]
         taken = self.o.cmd.valid & self.o.cmd.ready
         with m.If(any_valid | held):

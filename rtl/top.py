@@ -78,8 +78,11 @@ class VirtioBlkEndpoint(wiring.Component):
 
         # TLPs in: requests to the completer, completions to the DMA read engine. TLPs out:
         # completions, read requests, write requests and MSI-X messages, packet by packet.
-        # A SkidBuffer registers each handshake that crosses between blocks, so that valid
-        # and ready never chain through the link, the arbiter and the gate in one cycle.
+        # Skid buffers register the handshakes at the link and behind the arbiter, so that
+        # valid and ready never chain through the link, the gate and the arbiter in one cycle.
+        # None sits between a source and the arbiter: a source's TLPs are in the one ordered
+        # stream to the link once the arbiter took them, which is what a DMA write's status
+        # and an MSI-X message behind it count on [PCIe-3.0 2.4.1].
         def skid(name):
             buf = SkidBuffer(TlpStreamSignature(w))
             m.submodules[name] = buf
@@ -89,18 +92,15 @@ class VirtioBlkEndpoint(wiring.Component):
         wiring.connect(m, rx_skid.o, router.i)
         wiring.connect(m, router.requests, completer.rx)
         wiring.connect(m, router.completions, dma_read.cpl)
-        for k, (name, source) in enumerate((("completer", completer.tx),
-                                            ("dma_read", dma_read.tx),
-                                            ("dma_write", dma_write.tx),
-                                            ("irq", irq.tx))):
-            src_skid = skid(f"{name}_tx_skid")
-            wiring.connect(m, source, src_skid.i)
-            wiring.connect(m, src_skid.o, arbiter.i[k])
+        for k, source in enumerate((completer.tx, dma_read.tx, dma_write.tx, irq.tx)):
+            wiring.connect(m, source, arbiter.i[k])
         # [PCIe-3.0 7.5.1.1] Nothing but completions reaches the link with Bus Master Enable
         # clear, whatever was queued when it went clear.
         m.submodules.bm_gate = bm_gate = BusMasterGate(w)
+        arb_skid = skid("arbiter_skid")
         tx_skid = skid("tx_skid")
-        wiring.connect(m, arbiter.o, bm_gate.i)
+        wiring.connect(m, arbiter.o, arb_skid.i)
+        wiring.connect(m, arb_skid.o, bm_gate.i)
         wiring.connect(m, bm_gate.o, tx_skid.i)
         wiring.connect(m, tx_skid.o, wiring.flipped(self.tx))
         m.d.comb += bm_gate.bus_master.eq((config.command & rm.CMD_BUS_MASTER).any())
@@ -141,12 +141,20 @@ class VirtioBlkEndpoint(wiring.Component):
             dma_read.extended_tag.eq(devctl[8]),
             dma_write.max_payload_size.eq(mps),
         ]
-        wiring.connect(m, engine.rd_cmd, dma_read.cmd)
+        # The request engine's DMA ports cross into the DMA engines through skid buffers too,
+        # but for the read data: a client counts a read done on its status, and the status
+        # must not overtake the read's last beat (a skid would let it, while a client holds
+        # its data back).
         wiring.connect(m, dma_read.data, engine.rd_data)
-        wiring.connect(m, dma_read.status, engine.rd_status)
-        wiring.connect(m, engine.wr_cmd, dma_write.cmd)
-        wiring.connect(m, engine.wr_data, dma_write.data)
-        wiring.connect(m, dma_write.status, engine.wr_status)
+        for name, source, sink in (("rd_cmd",    engine.rd_cmd,    dma_read.cmd),
+                                   ("rd_status", dma_read.status,  engine.rd_status),
+                                   ("wr_cmd",    engine.wr_cmd,    dma_write.cmd),
+                                   ("wr_data",   engine.wr_data,   dma_write.data),
+                                   ("wr_status", dma_write.status, engine.wr_status)):
+            buf = SkidBuffer(source.signature)
+            m.submodules[f"{name}_skid"] = buf
+            wiring.connect(m, source, buf.i)
+            wiring.connect(m, buf.o, sink)
         wiring.connect(m, engine.storage, wiring.flipped(self.storage))
         # The cache mode the driver chose goes to the back-end with the engine's port.
         m.d.comb += engine.writeback.eq(regs.writeback)
