@@ -279,6 +279,12 @@ class RequestExecutor(wiring.Component):
         ]
         m.d.comb += piece_len.eq(Mux(piece_end - wk_off > DMA_MAX_LENGTH, DMA_MAX_LENGTH,
                                      piece_end - wk_off))
+        # Whether this piece ends the range, without the sum `wk_off + piece_len` behind the
+        # table read: it does when it runs to `wk_end` (its segment reaches it) and is not cut
+        # at DMA_MAX_LENGTH first (`wk_end` is near enough, from registers alone).
+        wk_near_end = Signal()
+        m.d.comb += wk_near_end.eq(wk_end - wk_off <= DMA_MAX_LENGTH)
+        wk_last_piece = (seg_end >= wk_end) & wk_near_end
         wk_cmd = Signal(DmaCommand)
         m.d.comb += [
             wk_cmd.addr.eq(seg.addr + (wk_off - wk_seg_off)),
@@ -298,7 +304,7 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += wk_valid.eq(1)
                 with m.If(wk_taken):
                     m.d.sync += wk_off.eq(wk_off + piece_len)
-                    with m.If(wk_off + piece_len >= wk_end):
+                    with m.If(wk_last_piece):
                         m.d.sync += wk_busy.eq(0)
 
         # Command stream muxes. A read walk (a read-ahead's) leaves the write side to the FSM.
