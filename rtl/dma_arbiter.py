@@ -55,13 +55,14 @@ class DmaWriteClient(wiring.Signature):
 
 
 class _Arbiter(wiring.Component):
-    def __init__(self, client_signature, clients, depth):
+    def __init__(self, client_signature, clients, depth, registered):
         if not isinstance(clients, int) or not 2 <= clients <= 16:
             raise ValueError(f"clients must be from 2 to 16, not {clients!r}")
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive number of commands, not {depth!r}")
         self.clients = clients
         self.depth = depth
+        self.registered = registered
         super().__init__({
             "i": In(client_signature).array(clients),
             "o": Out(client_signature),
@@ -73,15 +74,19 @@ class _Arbiter(wiring.Component):
         A command offered to the engine stays offered, with the same payload, until taken
         (the grant is held while ``o.cmd`` waits), as a stream source must."""
         n = self.clients
-        # Each client's commands enter through a skid buffer: the grant below depends on
-        # every client's ``valid``, and each client's ``ready`` on the grant, so without it
-        # one client's command logic would chain through the arbiter into the others'.
+        # With ``registered``, each client's commands enter through a skid buffer: the grant
+        # below depends on every client's ``valid``, and each client's ``ready`` on the grant,
+        # so without it one client's command logic would chain through the arbiter into the
+        # others'.
         cmds = []
         for j in range(n):
-            buf = SkidBuffer(stream.Signature(DmaCommand))
-            m.submodules[f"cmd_skid{j}"] = buf
-            wiring.connect(m, wiring.flipped(self.i[j].cmd), buf.i)
-            cmds.append(buf.o)
+            if self.registered:
+                buf = SkidBuffer(stream.Signature(DmaCommand))
+                m.submodules[f"cmd_skid{j}"] = buf
+                wiring.connect(m, wiring.flipped(self.i[j].cmd), buf.i)
+                cmds.append(buf.o)
+            else:
+                cmds.append(self.i[j].cmd)
         m.submodules.data_route = data_route = fifo.SyncFIFO(
             width=(n - 1).bit_length(), depth=self.depth)
         m.submodules.status_route = status_route = fifo.SyncFIFO(
@@ -143,6 +148,9 @@ class DmaReadArbiter(_Arbiter):
     data_width : int
     depth : int
         Commands whose status has not come back yet, at most; more wait.
+    registered : bool
+        Each client's commands through a :class:`~rtl.streams.SkidBuffer` (a cycle more per
+        command, no combinational path from one client's command to another's ``ready``).
 
     Attributes
     ----------
@@ -151,8 +159,8 @@ class DmaReadArbiter(_Arbiter):
     o : DmaReadClient(data_width), out
         To the engine.
     """
-    def __init__(self, clients, data_width=64, depth=16):
-        super().__init__(DmaReadClient(data_width), clients, depth)
+    def __init__(self, clients, data_width=64, depth=16, registered=True):
+        super().__init__(DmaReadClient(data_width), clients, depth, registered)
 
     def elaborate(self, platform):
         m = Module()
@@ -181,8 +189,8 @@ class DmaWriteArbiter(_Arbiter):
 
     Parameters and attributes as :class:`DmaReadArbiter`, with :class:`DmaWriteClient` ports.
     """
-    def __init__(self, clients, data_width=64, depth=16):
-        super().__init__(DmaWriteClient(data_width), clients, depth)
+    def __init__(self, clients, data_width=64, depth=16, registered=True):
+        super().__init__(DmaWriteClient(data_width), clients, depth, registered)
 
     def elaborate(self, platform):
         m = Module()

@@ -36,9 +36,9 @@ def beats_of(cmd):
             for j in range(n)]
 
 
-def run(arbiter_cls, seed, n_cmds=40):
+def run(arbiter_cls, seed, n_cmds=40, registered=True):
     rng = random.Random(seed)
-    dut = arbiter_cls(CLIENTS, depth=4)
+    dut = arbiter_cls(CLIENTS, depth=4, registered=registered)
     write = arbiter_cls is DmaWriteArbiter
     cmds = [[command(c, k, rng) for k in range(n_cmds)] for c in range(CLIENTS)]
     seen_at_engine = []
@@ -157,14 +157,16 @@ def run(arbiter_cls, seed, n_cmds=40):
     sim.run()
 
 
+@pytest.mark.parametrize("registered", [True, False])
 @pytest.mark.parametrize("k", range(3))
-def test_read_arbiter_routes_data_and_status(k):
-    run(DmaReadArbiter, seed_from_env() + k)
+def test_read_arbiter_routes_data_and_status(k, registered):
+    run(DmaReadArbiter, seed_from_env() + k, registered=registered)
 
 
+@pytest.mark.parametrize("registered", [True, False])
 @pytest.mark.parametrize("k", range(3))
-def test_write_arbiter_routes_data_and_status(k):
-    run(DmaWriteArbiter, seed_from_env() + k)
+def test_write_arbiter_routes_data_and_status(k, registered):
+    run(DmaWriteArbiter, seed_from_env() + k, registered=registered)
 
 
 def test_parameters():
