@@ -116,7 +116,9 @@ class BlkEngine(wiring.Component):
         m.submodules.fetch = fetch = ChainFetcher(p)
         m.submodules.execute = execute = RequestExecutor(p)
         m.submodules.notify = notify = Notifier(p)
-        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(3, w)
+        # The fetcher's commands come out of its own registered arbiter: one registered hop
+        # per walker read, not two (each hop costs the walkers' dependent round trips a cycle).
+        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(3, w, registered=(False, True, True))
         m.submodules.wr_arbiter = wr_arb = DmaWriteArbiter(2, w)
 
         # -- the DMA engines: the fetcher's ring reads beside the executor's data -------------

@@ -97,9 +97,7 @@ class ChainFetcher(wiring.Component):
             walker = ChainWalker(p)
             m.submodules[f"walker{k}"] = walker
             walkers.append(walker)
-        # Unregistered: the engine's arbiter registers this one's commands as it takes them.
-        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(1 + len(walkers), p.data_width,
-                                                          registered=False)
+        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(1 + len(walkers), p.data_width)
         wiring.connect(m, avail.rd, rd_arb.i[0])
         for k, walker in enumerate(walkers):
             wiring.connect(m, walker.rd, rd_arb.i[1 + k])

@@ -62,6 +62,8 @@ class _Arbiter(wiring.Component):
             raise ValueError(f"depth must be a positive number of commands, not {depth!r}")
         self.clients = clients
         self.depth = depth
+        if isinstance(registered, (tuple, list)) and len(registered) != clients:
+            raise ValueError(f"registered names {len(registered)} clients, not {clients}")
         self.registered = registered
         super().__init__({
             "i": In(client_signature).array(clients),
@@ -79,8 +81,10 @@ class _Arbiter(wiring.Component):
         # so without it one client's command logic would chain through the arbiter into the
         # others'.
         cmds = []
+        registered = (self.registered if isinstance(self.registered, (tuple, list))
+                      else [self.registered] * n)
         for j in range(n):
-            if self.registered:
+            if registered[j]:
                 buf = SkidBuffer(stream.Signature(DmaCommand))
                 m.submodules[f"cmd_skid{j}"] = buf
                 wiring.connect(m, wiring.flipped(self.i[j].cmd), buf.i)
@@ -148,9 +152,10 @@ class DmaReadArbiter(_Arbiter):
     data_width : int
     depth : int
         Commands whose status has not come back yet, at most; more wait.
-    registered : bool
+    registered : bool, or a bool per client
         Each client's commands through a :class:`~rtl.streams.SkidBuffer` (a cycle more per
-        command, no combinational path from one client's command to another's ``ready``).
+        command, no combinational path from one client's command to another's ``ready``); a
+        client that is itself a registered arbiter needs none.
 
     Attributes
     ----------

@@ -157,7 +157,7 @@ def run(arbiter_cls, seed, n_cmds=40, registered=True):
     sim.run()
 
 
-@pytest.mark.parametrize("registered", [True, False])
+@pytest.mark.parametrize("registered", [True, False, (False, True, True)])
 @pytest.mark.parametrize("k", range(3))
 def test_read_arbiter_routes_data_and_status(k, registered):
     run(DmaReadArbiter, seed_from_env() + k, registered=registered)
@@ -174,3 +174,5 @@ def test_parameters():
         DmaReadArbiter(1)
     with pytest.raises(ValueError):
         DmaWriteArbiter(2, depth=0)
+    with pytest.raises(ValueError, match="names 2 clients, not 3"):
+        DmaReadArbiter(3, registered=(True, False))
