@@ -162,7 +162,7 @@ def place_and_route(name, elaboratable, part, out_dir, freq_mhz, seed):
             "from": _cell_name(steps[0].get("from", {}).get("cell", "?")),
             "to": _cell_name(steps[-1].get("to", {}).get("cell", "?")),
             "delay_ns": round(total, 3),
-            "logic_levels": sum(1 for s in steps if s.get("type") == "logic"),
+            "logic_steps": sum(1 for s in steps if s.get("type") == "logic"),
             "through": _blocks([s["net"] for s in steps if s.get("net")]),
         })
     return {
