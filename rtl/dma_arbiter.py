@@ -62,9 +62,11 @@ class _Arbiter(wiring.Component):
             raise ValueError(f"depth must be a positive number of commands, not {depth!r}")
         self.clients = clients
         self.depth = depth
-        if isinstance(registered, (tuple, list)) and len(registered) != clients:
+        if not isinstance(registered, (tuple, list)):
+            registered = (registered,) * clients
+        if len(registered) != clients:
             raise ValueError(f"registered names {len(registered)} clients, not {clients}")
-        self.registered = registered
+        self.registered = tuple(bool(r) for r in registered)
         super().__init__({
             "i": In(client_signature).array(clients),
             "o": Out(client_signature),
@@ -81,10 +83,8 @@ class _Arbiter(wiring.Component):
         # so without it one client's command logic would chain through the arbiter into the
         # others'.
         cmds = []
-        registered = (self.registered if isinstance(self.registered, (tuple, list))
-                      else [self.registered] * n)
         for j in range(n):
-            if registered[j]:
+            if self.registered[j]:
                 buf = SkidBuffer(stream.Signature(DmaCommand))
                 m.submodules[f"cmd_skid{j}"] = buf
                 wiring.connect(m, wiring.flipped(self.i[j].cmd), buf.i)

@@ -38,7 +38,6 @@ class SkidBuffer(wiring.Component):
             raise TypeError(f"SkidBuffer needs a stream.Signature, not {signature!r}")
         if signature.always_valid or signature.always_ready:
             raise ValueError("a SkidBuffer registers a handshake; this stream has none to cut")
-        self._stream = signature
         super().__init__({"i": In(signature), "o": Out(signature)})
 
     def elaborate(self, platform):

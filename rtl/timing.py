@@ -9,7 +9,8 @@ nextpnr-ecp5 on it for the LFE5UM5G-45F, speed 8, and prints one line per design
     timing: <design> <part> <width>-bit Fmax <n> MHz, <n> LUT4, <n> FF, <n> EBR,
         critical path <from> -> <to>
 
-and writes ``<out>/timing.json`` with the same figures, the top paths and the logs' names.
+and writes ``<out>/timing.json`` with the same figures and the critical paths (the logs are
+``<out>/<design>.yosys.log`` and ``<out>/<design>.nextpnr.log``).
 
 An ECP5 is slower than the Artix-7 the Litefury carries (roughly half the Fmax for the same
 logic), so a design that closes at 125 MHz here is in the 250 MHz class there; it is the

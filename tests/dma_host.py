@@ -45,12 +45,16 @@ class DmaHost:
     def u16(self, addr):
         return struct.unpack_from("<H", self.mem, addr)[0]
 
-    def processes(self, rd=None, wr=None):
-        """The coroutines that serve the ports ``rd`` and ``wr``.
+    def add_to(self, sim, rd=None, wr=None):
+        """Serve the ports ``rd`` and ``wr`` in ``sim``.
 
-        Add them with ``sim.add_testbench(proc, background=True)``: they share ``rng``, and
+        The coroutines are background testbenches, not processes: they share ``rng``, and
         testbenches run in the order they were added, where processes do not, so only then
         does a seed replay a run exactly."""
+        for proc in self._coroutines(rd, wr):
+            sim.add_testbench(proc, background=True)
+
+    def _coroutines(self, rd, wr):
         procs = []
         if rd is not None:
             queue = []

@@ -109,11 +109,9 @@ def run(rng, event_idx, rounds, bad_idx_at=None):
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    # Background testbenches, not processes: the simulator runs processes in an order that
-    # changes from run to run, and these share one seeded rng; testbenches run in the order
-    # they were added, so a seed replays exactly.
-    for proc in host.processes(rd=dut.rd, wr=dut.wr):
-        sim.add_testbench(proc, background=True)
+    # Background testbenches, not processes, here as in DmaHost.add_to: these share
+    # the seeded rng, and only testbenches run in a fixed order.
+    host.add_to(sim, rd=dut.rd, wr=dut.wr)
     sim.add_testbench(slots, background=True)
     sim.add_testbench(consumer, background=True)
     sim.add_testbench(testbench)

@@ -237,8 +237,7 @@ def test_requests_complete_in_slot_order(k, ahead):
 
     sim = Simulator(bench)
     sim.add_clock(1e-6)
-    for proc in host.processes(rd=ex.rd, wr=ex.wr):
-        sim.add_testbench(proc, background=True)
+    host.add_to(sim, rd=ex.rd, wr=ex.wr)
     sim.add_testbench(storage, background=True)
     sim.add_testbench(reporter, background=True)
     sim.add_testbench(monitor, background=True)

@@ -165,8 +165,7 @@ def run_fetcher(dut, params, host, queues, *, features, kicks, slots_wanted, hol
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    for proc in host.processes(rd=dut.rd, wr=dut.wr):
-        sim.add_testbench(proc, background=True)
+    host.add_to(sim, rd=dut.rd, wr=dut.wr)
     sim.add_testbench(testbench)
     sim.run()
     assert not violations, violations[:3]

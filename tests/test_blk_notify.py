@@ -89,8 +89,7 @@ def run(rng, *, event_idx, flags, used_event=None, n_reports=60, fail=False):
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    for proc in host.processes(rd=dut.rd):
-        sim.add_testbench(proc, background=True)
+    host.add_to(sim, rd=dut.rd)
     sim.add_testbench(testbench)
     sim.run()
     return events
