@@ -18,7 +18,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dma_layouts import DmaCommand, DmaData, DmaStatus
-from .streams import SkidBuffer
+from .streams import RegisterSlice
 
 
 __all__ = ["DmaReadClient", "DmaWriteClient", "DmaReadArbiter", "DmaWriteArbiter"]
@@ -78,15 +78,16 @@ class _Arbiter(wiring.Component):
         A command offered to the engine stays offered, with the same payload, until taken
         (the grant is held while ``o.cmd`` waits), as a stream source must."""
         n = self.clients
-        # With ``registered``, each client's commands enter through a skid buffer: the grant
-        # below depends on every client's ``valid``, and each client's ``ready`` on the grant,
-        # so without it one client's command logic would chain through the arbiter into the
-        # others'.
+        # With ``registered``, each client's commands enter through a register slice: the
+        # grant below depends on every client's ``valid``, and each client's ``ready`` on the
+        # grant, so without it one client's command logic would chain through the arbiter
+        # into the others'. Half rate is enough (a client's commands each bring data beats or
+        # a round trip), so not a skid buffer: its multiplexer costs a LUT a command bit.
         cmds = []
         for j in range(n):
             if self.registered[j]:
-                buf = SkidBuffer(stream.Signature(DmaCommand))
-                m.submodules[f"cmd_skid{j}"] = buf
+                buf = RegisterSlice(stream.Signature(DmaCommand))
+                m.submodules[f"cmd_reg{j}"] = buf
                 wiring.connect(m, wiring.flipped(self.i[j].cmd), buf.i)
                 cmds.append(buf.o)
             else:
@@ -153,9 +154,10 @@ class DmaReadArbiter(_Arbiter):
     depth : int
         Commands whose status has not come back yet, at most; more wait.
     registered : bool, or a bool per client
-        Each client's commands through a :class:`~rtl.streams.SkidBuffer` (a cycle more per
-        command, no combinational path from one client's command to another's ``ready``); a
-        client that is itself a registered arbiter needs none.
+        Each client's commands through a :class:`~rtl.streams.RegisterSlice` (a cycle more per
+        command, at most one command every other cycle, no combinational path from one
+        client's command to another's ``ready``); a client that is itself a registered
+        arbiter needs none.
 
     Attributes
     ----------

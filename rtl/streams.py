@@ -3,7 +3,9 @@
 A stream that crosses from one block to another carries ``valid`` and the payload forward and
 ``ready`` back; joined combinationally, the paths of several blocks add up into one (the
 transmit path: DMA write engine, arbiter, Bus Master gate, link, and back). A
-:class:`SkidBuffer` between two blocks registers all three, at full throughput.
+:class:`SkidBuffer` between two blocks registers all three, at full throughput; a
+:class:`RegisterSlice` registers them at half the throughput and without the skid buffer's
+multiplexer (one LUT a payload bit), for streams that never carry a beat every cycle.
 """
 
 from amaranth.hdl import Module, Signal
@@ -11,7 +13,14 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["SkidBuffer"]
+__all__ = ["SkidBuffer", "RegisterSlice"]
+
+
+def _check_signature(cls, signature):
+    if not isinstance(signature, stream.Signature):
+        raise TypeError(f"{cls.__name__} needs a stream.Signature, not {signature!r}")
+    if signature.always_valid or signature.always_ready:
+        raise ValueError(f"a {cls.__name__} registers a handshake; this stream has none to cut")
 
 
 class SkidBuffer(wiring.Component):
@@ -34,10 +43,7 @@ class SkidBuffer(wiring.Component):
     o : signature, out
     """
     def __init__(self, signature):
-        if not isinstance(signature, stream.Signature):
-            raise TypeError(f"SkidBuffer needs a stream.Signature, not {signature!r}")
-        if signature.always_valid or signature.always_ready:
-            raise ValueError("a SkidBuffer registers a handshake; this stream has none to cut")
+        _check_signature(type(self), signature)
         super().__init__({"i": In(signature), "o": Out(signature)})
 
     def elaborate(self, platform):
@@ -55,4 +61,39 @@ class SkidBuffer(wiring.Component):
         with m.Elif(self.i.valid & self.i.ready):
             # The output stalls: the beat taken now waits in the skid register.
             m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
+class RegisterSlice(wiring.Component):
+    """A one-entry register slice: ``o.valid``, ``o.payload`` and ``i.ready`` come straight
+    from flip-flops, and one transfer can pass every other cycle.
+
+    ``i.ready`` is "the register is empty": a beat taken goes out the next cycle and the
+    register takes the next one in the cycle after it left. The payload register loads only
+    from ``i.payload`` (a clock enable, no multiplexer), so this costs a flip-flop a bit where
+    a :class:`SkidBuffer` costs two and a LUT. For streams whose beats are each followed by
+    other work (DMA commands, each with its data): there the half rate costs nothing and the
+    latency is the skid buffer's, one cycle.
+
+    Parameters
+    ----------
+    signature : stream.Signature
+        The stream, as seen by its source (``valid`` and ``payload`` out, ``ready`` in).
+
+    Attributes
+    ----------
+    i : signature, in
+    o : signature, out
+    """
+    def __init__(self, signature):
+        _check_signature(type(self), signature)
+        super().__init__({"i": In(signature), "o": Out(signature)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(~self.o.valid)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(self.i.payload)]
         return m

@@ -1,8 +1,9 @@
 # amaranth: UnusedElaboratable=no
 """Amaranth-simulator tests of the stream helpers in :mod:`rtl.streams`: under random
-back-pressure on both sides a :class:`~rtl.streams.SkidBuffer` passes every beat once, in
-order, keeps the stream contract, runs at one beat per cycle, and has no combinational path
-from ``o.ready`` to ``i.ready`` or from ``i`` to ``o``. SEED replays a run."""
+back-pressure on both sides a :class:`~rtl.streams.SkidBuffer` and a
+:class:`~rtl.streams.RegisterSlice` pass every beat once, in order, keep the stream contract,
+run at one beat per cycle (the slice at one every other cycle), and have no combinational
+path from ``o.ready`` to ``i.ready`` or from ``i`` to ``o``. SEED replays a run."""
 
 import random
 
@@ -11,7 +12,7 @@ from amaranth.hdl import unsigned
 from amaranth.lib import stream
 from amaranth.sim import Simulator
 
-from rtl.streams import SkidBuffer
+from rtl.streams import SkidBuffer, RegisterSlice
 from tb.seed import seed_from_env
 
 
@@ -55,10 +56,14 @@ def run(dut, rng, n, p_valid, p_ready):
     return sent, received, cycles[0]
 
 
+BUFFERS = [SkidBuffer, RegisterSlice]
+
+
+@pytest.mark.parametrize("cls", BUFFERS)
 @pytest.mark.parametrize("p_valid,p_ready", [(0.5, 0.5), (1.0, 0.3), (0.3, 1.0), (0.9, 0.9)])
-def test_every_beat_once_in_order(p_valid, p_ready):
+def test_every_beat_once_in_order(cls, p_valid, p_ready):
     rng = random.Random(seed_from_env())
-    dut = SkidBuffer(stream.Signature(unsigned(16)))
+    dut = cls(stream.Signature(unsigned(16)))
     sent, received, _ = run(dut, rng, 500, p_valid, p_ready)
     assert received == sent
 
@@ -71,11 +76,20 @@ def test_one_beat_per_cycle():
     assert len(received) == 200 and cycles <= 200 + 2, f"{cycles} cycles for 200 beats"
 
 
-def test_no_combinational_path_through():
-    dut = SkidBuffer(stream.Signature(unsigned(16)))
+def test_register_slice_one_beat_every_other_cycle():
+    rng = random.Random(1)
+    dut = RegisterSlice(stream.Signature(unsigned(16)))
+    _, received, cycles = run(dut, rng, 200, 1.0, 1.0)
+    assert len(received) == 200 and 2 * 200 - 2 <= cycles <= 2 * 200 + 2, \
+        f"{cycles} cycles for 200 beats"
+
+
+@pytest.mark.parametrize("cls", BUFFERS)
+def test_no_combinational_path_through(cls):
+    dut = cls(stream.Signature(unsigned(16)))
 
     async def testbench(ctx):
-        for _ in range(3):        # fill the output and the skid register
+        for _ in range(3):        # fill the output (and the skid) register
             ctx.set(dut.i.valid, 1)
             ctx.set(dut.i.payload, 0x1234)
             ctx.set(dut.o.ready, 0)
@@ -94,8 +108,9 @@ def test_no_combinational_path_through():
     sim.run()
 
 
-def test_wants_a_stream_with_a_handshake():
-    with pytest.raises(TypeError, match="needs a stream.Signature"):
-        SkidBuffer(unsigned(8))
+@pytest.mark.parametrize("cls", BUFFERS)
+def test_wants_a_stream_with_a_handshake(cls):
+    with pytest.raises(TypeError, match=f"{cls.__name__} needs a stream.Signature"):
+        cls(unsigned(8))
     with pytest.raises(ValueError, match="has none to cut"):
-        SkidBuffer(stream.Signature(unsigned(8), always_ready=True))
+        cls(stream.Signature(unsigned(8), always_ready=True))
