@@ -5,6 +5,10 @@
 For each queue with work, round robin, the reader reads ``avail->idx`` (only when the entries
 it last showed are used up), then up to four ``avail->ring`` entries in one read, and hands
 each head with a free request slot to a :class:`~rtl.blk_walk.ChainWalker`, in ring order.
+When those entries are the last ``avail->idx`` showed, a read of ``avail->idx`` goes out right
+behind the read of the entries, so the next batch needs one round trip, not two (the entries
+read covers only entries published before the index it was sized by, so the two reads may be
+answered in any order [VIRTIO-1.2 2.7.13.3]).
 With EVENT_IDX a drained queue gets ``avail_event`` [VIRTIO-1.2 2.7.10].
 
 ``avail->idx`` more than the queue size ahead, or a failed read of the ring, is a malformed
@@ -194,6 +198,8 @@ class AvailReader(wiring.Component):
 
         # -- entries read, waiting to be dispatched ---------------------------------------------
         entries = Signal(64)
+        idx_ahead = Signal()        # an avail->idx read went out behind the entries read
+        seen_ahead = Signal(16)     # what it showed
         n_entries = Signal(range(ENTRIES_PER_READ + 1))
         k_entry = Signal(range(ENTRIES_PER_READ + 1))
         broken_job = Signal()
@@ -252,9 +258,9 @@ class AvailReader(wiring.Component):
                     m.next = "Halted"
                 with m.Elif(running & found):
                     m.d.sync += [q.eq(nxt), event_written.eq(0)]
-                    # Entries the last read of avail->idx showed are still to be fetched: no
-                    # need to read it again first.
-                    with m.If(ahead_nxt != 0):
+                    # Entries the last read of avail->idx showed are still to be fetched, or
+                    # no doorbell came since that read: no need to read it again first.
+                    with m.If((ahead_nxt != 0) | ~(kicked >> nxt)[0]):
                         m.next = "Check-Avail"
                     with m.Else():
                         m.next = "Read-Avail-Idx"
@@ -326,20 +332,46 @@ class AvailReader(wiring.Component):
                     n.eq(Mux(to_end < n_max, to_end, n_max)),
                 ]
                 with m.If(read(avail_entry, Cat(Const(0, 1), n))):
-                    m.d.sync += [event_written.eq(0), n_entries.eq(n), k_entry.eq(0)]
+                    m.d.sync += [event_written.eq(0), n_entries.eq(n), k_entry.eq(0),
+                                 idx_ahead.eq(0)]
+                    with m.If(n == ahead):
+                        m.next = "Read-Avail-Idx-Ahead"
+                    with m.Else():
+                        m.next = "Take-Avail-Entries"
+
+            with state("Read-Avail-Idx-Ahead"):
+                # These entries are all avail->idx showed: look at it again now, so that the
+                # answer travels with the entries' instead of after them.
+                with m.If(read(avail_hdr, 4)):
+                    m.d.comb += kicked_clear.eq(onehot_q)
+                    m.d.sync += idx_ahead.eq(1)
                     m.next = "Take-Avail-Entries"
 
             with state("Take-Avail-Entries"):
+                # Data comes in command order: the entries, then the index read behind them.
                 m.d.comb += self.rd.data.ready.eq(1)
                 with m.If(self.rd.data.valid):
                     m.d.sync += entries.eq(self.rd.data.payload.data)
+                    with m.If(idx_ahead):
+                        m.next = "Take-Avail-Idx-Ahead"
+                    with m.Else():
+                        m.next = "Check-Entries"
+
+            with state("Take-Avail-Idx-Ahead"):
+                m.d.comb += self.rd.data.ready.eq(1)
+                with m.If(self.rd.data.valid):
+                    m.d.sync += seen_ahead.eq(self.rd.data.payload.data[16:32])
                     m.next = "Check-Entries"
 
             with state("Check-Entries"):
                 with m.If(rd_pending == 0):
                     m.d.comb += clear_rd_error.eq(1)
                     with m.If(rd_error):
+                        # Either read failed: the ring cannot be trusted [VIRTIO-1.2 2.1.2].
                         m.d.sync += broken_job.eq(1)
+                    with m.Elif(idx_ahead):
+                        # Checked against the queue size when the queue is next served.
+                        set_per_queue(avail_seen, seen_ahead)
                     m.next = "Dispatch"
 
             with state("Dispatch", abortable=~offered):

@@ -3,7 +3,8 @@
 in, chain heads out. Under random back-pressure on every stream and a slot that is free only
 now and then, each head the driver published comes out exactly once, in ring order per queue,
 with the slot that was free when it was taken; entries published later are found after a new
-doorbell; with EVENT_IDX a drained queue gets ``avail_event`` [VIRTIO-1.2 2.7.10]; an
+doorbell; with EVENT_IDX a drained queue gets ``avail_event`` [VIRTIO-1.2 2.7.10]; the next look at
+``avail->idx`` travels with the read of the entries it last showed; an
 ``avail->idx`` more than the queue size ahead is a broken job and nothing after it
 [VIRTIO-1.2 2.7.13.3]. SEED replays a run."""
 
@@ -163,3 +164,17 @@ def test_a_seed_replays_exactly():
         rings, jobs, host = run(random.Random(seed), True, rounds=4)
         traces.append((jobs, host.reads, host.writes))
     assert traces[0] == traces[1] == traces[2]
+
+
+def test_index_read_travels_with_the_entries():
+    # When a batch of entries is all that avail->idx showed, the next look at avail->idx goes
+    # out while that batch's read is still in flight: one round trip per batch, not two.
+    rng = random.Random(seed_from_env())
+    rings, jobs, host = run(rng, False, rounds=8)
+
+    def entries_of(ring, addr):
+        return ring.avail + 4 <= addr < ring.avail + 4 + 2 * QSIZE
+
+    together = [s for s in host.snapshots for r in rings
+                if s[-1] == r.avail and any(entries_of(r, a) for a in s[:-1])]
+    assert together, "no avail->idx read went out with an entries read in flight"
