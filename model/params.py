@@ -84,11 +84,15 @@ class DeviceParams:
     desc_prefetch : int
         Descriptors the request engine fetches per read of a descriptor table (1 to 8; never
         past the table's end). 8 is 128 bytes, within the smallest Max_Read_Request_Size.
+    avail_prefetch : int
+        ``avail->ring`` entries the request engine reads at once, at most (1 to 32, 2 bytes
+        each; never past the ring's end or what ``avail->idx`` showed).
     request_slots : int
         Requests the request engine holds at once, from dispatch to completion, each with its
         own segment table (1 to 64).
     chain_walkers : int
-        Descriptor chains the request engine reads at the same time (1 to 8).
+        Descriptor chains the request engine reads at the same time (1 to 32): the chain
+        walker's contexts.
     """
     capacity: int = 2048                 # 1 MiB
     num_queues: int = 2
@@ -126,10 +130,11 @@ class DeviceParams:
     writeback: int = 1
     serial: str = "virtio-blk-ep"
     completion_timeout: int = 1 << 14
-    dma_read_tags: int = 8
+    dma_read_tags: int = 16
     desc_prefetch: int = 8
-    request_slots: int = 8
-    chain_walkers: int = 4
+    avail_prefetch: int = 4
+    request_slots: int = 16
+    chain_walkers: int = 16
 
     def __post_init__(self):
         def check(cond, msg):
@@ -181,12 +186,15 @@ class DeviceParams:
               and 1 <= self.request_slots <= 64,
               f"request_slots must be from 1 to 64, not {self.request_slots!r}")
         check(isinstance(self.chain_walkers, int) and not isinstance(self.chain_walkers, bool)
-              and 1 <= self.chain_walkers <= 8,
-              f"chain_walkers must be from 1 to 8, not {self.chain_walkers!r}")
+              and 1 <= self.chain_walkers <= 32,
+              f"chain_walkers must be from 1 to 32, not {self.chain_walkers!r}")
         check(isinstance(self.desc_prefetch, int) and not isinstance(self.desc_prefetch, bool)
               and 1 <= self.desc_prefetch <= 8,
               f"desc_prefetch must be from 1 to 8 descriptors (128 bytes, the smallest "
               f"Max_Read_Request_Size), not {self.desc_prefetch!r}")
+        check(isinstance(self.avail_prefetch, int) and not isinstance(self.avail_prefetch, bool)
+              and 1 <= self.avail_prefetch <= 32,
+              f"avail_prefetch must be from 1 to 32 entries, not {self.avail_prefetch!r}")
         check(isinstance(self.serial, str) and self.serial.isascii() and
               len(self.serial) <= rm.VIRTIO_BLK_ID_BYTES,
               f"serial must be an ASCII string of at most {rm.VIRTIO_BLK_ID_BYTES} bytes "
@@ -269,7 +277,7 @@ VARIANTS = {
     "virtio_blk_ep":      DeviceParams(),
     "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False),
     # Read-only, and the request engine's fetch and DMA at other sizes than the default's:
-    # one descriptor per read, four reads outstanding.
-    "virtio_blk_ep_ro":   DeviceParams(read_only=True, desc_prefetch=1, dma_read_tags=4,
-                                       request_slots=1, chain_walkers=1),
+    # one descriptor and one avail entry per read, four reads outstanding, one request.
+    "virtio_blk_ep_ro":   DeviceParams(read_only=True, desc_prefetch=1, avail_prefetch=1,
+                                       dma_read_tags=4, request_slots=1, chain_walkers=1),
 }

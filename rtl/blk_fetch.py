@@ -4,15 +4,15 @@
 ring order.
 
 An :class:`~rtl.blk_avail.AvailReader` reads the available rings and gives each head, with a
-free request slot, to one of ``DeviceParams.chain_walkers``
-:class:`~rtl.blk_walk.ChainWalker` s, which read the chains at the same time. The slots are
-passed on in the order the heads were dispatched, whichever walker finishes first, so the
-executor serves each queue in ring order. Slots are allocated and freed in that same order: a
-ring of ``DeviceParams.request_slots``.
+free request slot, to the :class:`~rtl.blk_walk.ChainWalker`, which reads up to
+``DeviceParams.chain_walkers`` chains at the same time. The slots are passed on in the order
+the heads were dispatched, whichever chain is read first, so the executor serves each queue in
+ring order. Slots are allocated and freed in that same order: a ring of
+``DeviceParams.request_slots``.
 
 A malformed ring is passed on as a ``BROKEN`` slot behind the chains before it; dispatching
-stops there until the device is reset, and :attr:`idle` tells the executor when the walkers
-still working on chains after it have finished, so that nothing touches host memory once
+stops there until the device is reset, and :attr:`idle` tells the executor when the chains
+still being read after it have been, so that nothing touches host memory once
 DEVICE_NEEDS_RESET is set [VIRTIO-1.2 2.1.2].
 """
 
@@ -92,19 +92,14 @@ class ChainFetcher(wiring.Component):
         reset_now = self.device_status == 0
 
         m.submodules.avail = avail = AvailReader(p)
-        walkers = []
-        for k in range(p.chain_walkers):
-            walker = ChainWalker(p)
-            m.submodules[f"walker{k}"] = walker
-            walkers.append(walker)
-        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(1 + len(walkers), p.data_width)
+        m.submodules.walker = walker = ChainWalker(p)
+        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(2, p.data_width)
         wiring.connect(m, avail.rd, rd_arb.i[0])
-        for k, walker in enumerate(walkers):
-            wiring.connect(m, walker.rd, rd_arb.i[1 + k])
+        wiring.connect(m, walker.rd, rd_arb.i[1])
         wiring.connect(m, rd_arb.o, wiring.flipped(self.rd))
         wiring.connect(m, avail.wr, wiring.flipped(self.wr))
         wiring.connect(m, wiring.flipped(self.notify), avail.notify)
-        for stage in [avail] + walkers:
+        for stage in (avail, walker):
             for i in range(p.num_queues):
                 m.d.comb += stage.queues[i].eq(self.queues[i])
             m.d.comb += [stage.driver_features.eq(self.driver_features),
@@ -120,25 +115,15 @@ class ChainFetcher(wiring.Component):
         m.d.sync += in_use.eq(in_use + dispatched - self.slot_done)
         m.d.comb += [avail.free_slot.eq(tail), avail.slot_free.eq(in_use < n_slots)]
 
-        # Each head to the first idle walker.
-        chosen = Signal(range(len(walkers)))
-        any_idle = Signal()
-        for k in reversed(range(len(walkers))):
-            with m.If(walkers[k].job.ready):
-                m.d.comb += [chosen.eq(k), any_idle.eq(1)]
-        for k, walker in enumerate(walkers):
-            m.d.comb += [
-                walker.job.payload.eq(avail.job.payload),
-                walker.job.valid.eq(avail.job.valid & (chosen == k) & any_idle),
-            ]
-        m.d.comb += avail.job.ready.eq(any_idle)
+        # Each head to the walker.
+        wiring.connect(m, avail.job, walker.job)
 
         # The order in which the slots go to the executor.
         m.submodules.order = order = ResetInserter(reset_now)(
             fifo.SyncFIFO(width=max(n_slots - 1, 1).bit_length(), depth=n_slots))
         m.d.comb += [order.w_data.eq(avail.job.payload.slot), order.w_en.eq(dispatched)]
 
-        # -- filled slots: one walker's description written a cycle ------------------------------
+        # -- filled slots: the walker's descriptions, one a cycle -------------------------------
         m.submodules.infos = infos = Memory(shape=RequestSlot(p), depth=max(n_slots, 2),
                                             init=[])
         info_w = infos.write_port()
@@ -147,33 +132,25 @@ class ChainFetcher(wiring.Component):
         filled_set = Signal(max(n_slots, 2))
         filled_clear = Signal(max(n_slots, 2))
         broken = Signal()            # a BROKEN slot was filled: stop dispatching
-        granted = Signal(range(len(walkers)))
-        any_info = Signal()
-        for k in reversed(range(len(walkers))):
-            with m.If(walkers[k].info_valid):
-                m.d.comb += [granted.eq(k), any_info.eq(1)]
-        for k, walker in enumerate(walkers):
-            m.d.comb += walker.info_ready.eq(any_info & (granted == k))
-            with m.If(any_info & (granted == k)):
-                m.d.comb += [
-                    info_w.addr.eq(walker.slot),
-                    info_w.data.eq(walker.info),
-                    info_w.en.eq(1),
-                    filled_set.eq(1 << walker.slot),
-                ]
-                with m.If(walker.info.kind == SlotKind.BROKEN):
-                    m.d.sync += broken.eq(1)
+        m.d.comb += [
+            walker.info_ready.eq(1),
+            info_w.addr.eq(walker.slot),
+            info_w.data.eq(walker.info),
+            info_w.en.eq(walker.info_valid),
+        ]
+        with m.If(walker.info_valid):
+            m.d.comb += filled_set.eq(1 << walker.slot)
+            with m.If(walker.info.kind == SlotKind.BROKEN):
+                m.d.sync += broken.eq(1)
         m.d.sync += filled.eq((filled | filled_set) & ~filled_clear)
         m.d.comb += avail.halt.eq(broken | self.stop)
 
-        # -- segment tables: only the walker that takes a descriptor beat writes ----------------
-        for walker in walkers:
-            with m.If(walker.seg_w_en):
-                m.d.comb += [
-                    self.seg_w_addr.eq(walker.seg_w_addr),
-                    self.seg_w_data.eq(walker.seg_w_data),
-                    self.seg_w_en.eq(1),
-                ]
+        # -- segment tables: the walker writes them as the descriptors arrive ------------------
+        m.d.comb += [
+            self.seg_w_addr.eq(walker.seg_w_addr),
+            self.seg_w_data.eq(walker.seg_w_data),
+            self.seg_w_en.eq(walker.seg_w_en),
+        ]
 
         # -- to the executor ----------------------------------------------------------------------
         head = order.r_data
@@ -187,14 +164,8 @@ class ChainFetcher(wiring.Component):
         with m.If(self.slot.valid & self.slot.ready):
             m.d.comb += filled_clear.eq(1 << head)
 
-        m.d.comb += self.idle.eq(avail.idle & all_idle(walkers))
+        m.d.comb += self.idle.eq(avail.idle & walker.idle)
         with m.If(reset_now):
             m.d.sync += [tail.eq(0), in_use.eq(0), filled.eq(0), broken.eq(0)]
         return m
 
-
-def all_idle(stages):
-    idle = 1
-    for stage in stages:
-        idle = idle & stage.idle
-    return idle
