@@ -3,7 +3,8 @@
 """The avail reader: doorbells in, chain heads out to the chain walkers.
 
 For each queue with work, round robin, the reader reads ``avail->idx`` (only when the entries
-it last showed are used up), then up to four ``avail->ring`` entries in one read, and hands
+it last showed are used up), then up to ``DeviceParams.avail_prefetch`` ``avail->ring``
+entries in one read, and hands
 each head with a free request slot to a :class:`~rtl.blk_walk.ChainWalker`, in ring order.
 When those entries are the last ``avail->idx`` showed, a read of ``avail->idx`` goes out right
 behind the read of the entries, so the next batch needs one round trip, not two (the entries
@@ -32,9 +33,6 @@ from .blk_walk import WalkJob
 
 
 __all__ = ["AvailReader"]
-
-# Avail entries read at once: one 64-bit beat.
-ENTRIES_PER_READ = 4
 
 
 class AvailReader(wiring.Component):
@@ -197,15 +195,18 @@ class AvailReader(wiring.Component):
             return done
 
         # -- entries read, waiting to be dispatched ---------------------------------------------
-        entries = Signal(64)
+        per_read = p.avail_prefetch
+        entry_beats = -(-16 * per_read // p.data_width)
+        entries = Signal(entry_beats * p.data_width)
+        e_beat = Signal(range(max(entry_beats, 2)))
         idx_ahead = Signal()        # an avail->idx read went out behind the entries read
         seen_ahead = Signal(16)     # what it showed
-        n_entries = Signal(range(ENTRIES_PER_READ + 1))
-        k_entry = Signal(range(ENTRIES_PER_READ + 1))
+        n_entries = Signal(range(per_read + 1))
+        k_entry = Signal(range(per_read + 1))
         broken_job = Signal()
         head = Signal(16)
         with m.Switch(k_entry):
-            for k in range(ENTRIES_PER_READ):
+            for k in range(per_read):
                 with m.Case(k):
                     m.d.comb += head.eq(entries[16 * k:16 * k + 16])
         m.d.comb += [
@@ -319,21 +320,21 @@ class AvailReader(wiring.Component):
                     m.next = "Take-Avail-Idx"
 
             with state("Read-Avail-Entries"):
-                # As many entries as were published, up to one beat and not past the ring's
-                # end (the ring wraps at the queue size).
+                # As many entries as were published, up to avail_prefetch and not past the
+                # ring's end (the ring wraps at the queue size).
                 ahead = Signal(16)
                 to_end = Signal(17)
-                n_max = Signal(range(ENTRIES_PER_READ + 1))
-                n = Signal(range(ENTRIES_PER_READ + 1))
+                n_max = Signal(range(per_read + 1))
+                n = Signal(range(per_read + 1))
                 m.d.comb += [
                     ahead.eq(q_avail_seen - q_last_avail),
                     to_end.eq(qcfg.size - (q_last_avail & size_mask)),
-                    n_max.eq(Mux(ahead < ENTRIES_PER_READ, ahead, ENTRIES_PER_READ)),
+                    n_max.eq(Mux(ahead < per_read, ahead, per_read)),
                     n.eq(Mux(to_end < n_max, to_end, n_max)),
                 ]
                 with m.If(read(avail_entry, Cat(Const(0, 1), n))):
                     m.d.sync += [event_written.eq(0), n_entries.eq(n), k_entry.eq(0),
-                                 idx_ahead.eq(0)]
+                                 idx_ahead.eq(0), e_beat.eq(0)]
                     with m.If(n == ahead):
                         m.next = "Read-Avail-Idx-Ahead"
                     with m.Else():
@@ -351,7 +352,14 @@ class AvailReader(wiring.Component):
                 # Data comes in command order: the entries, then the index read behind them.
                 m.d.comb += self.rd.data.ready.eq(1)
                 with m.If(self.rd.data.valid):
-                    m.d.sync += entries.eq(self.rd.data.payload.data)
+                    m.d.sync += e_beat.eq(e_beat + 1)
+                    with m.Switch(e_beat):
+                        for k in range(entry_beats):
+                            with m.Case(k):
+                                w = p.data_width
+                                m.d.sync += entries[w * k:w * (k + 1)].eq(
+                                    self.rd.data.payload.data)
+                with m.If(self.rd.data.valid & self.rd.data.payload.last):
                     with m.If(idx_ahead):
                         m.next = "Take-Avail-Idx-Ahead"
                     with m.Else():

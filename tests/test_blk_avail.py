@@ -45,8 +45,9 @@ class Ring:
         return self.host.u16(self.used + 4 + 8 * QSIZE)
 
 
-def run(rng, event_idx, rounds, bad_idx_at=None):
-    params = DeviceParams(num_queues=2, max_queue_size=QSIZE, request_slots=4)
+def run(rng, event_idx, rounds, bad_idx_at=None, avail_prefetch=4):
+    params = DeviceParams(num_queues=2, max_queue_size=QSIZE, request_slots=4,
+                          avail_prefetch=avail_prefetch)
     dut = AvailReader(params)
     host = DmaHost(rng)
     rings = [Ring(host, i, rng) for i in range(2)]
@@ -120,21 +121,26 @@ def run(rng, event_idx, rounds, bad_idx_at=None):
     return rings, jobs, host
 
 
+@pytest.mark.parametrize("prefetch", [1, 4, 16])
 @pytest.mark.parametrize("event_idx", [False, True])
-def test_heads_in_ring_order(event_idx):
+def test_heads_in_ring_order(event_idx, prefetch):
     seed = seed_from_env() + event_idx
     rng = random.Random(seed)
-    rings, jobs, host = run(rng, event_idx, rounds=8)
+    rings, jobs, host = run(rng, event_idx, rounds=8, avail_prefetch=prefetch)
     assert not any(j[3] for j in jobs), "a broken job on a well-formed ring"
     for ring in rings:
         mine = [j[1] for j in jobs if j[0] == ring.index]
         assert mine == ring.published, f"queue {ring.index}: heads {mine}"
     # Each head went into the slot that was free when it was taken.
     assert all(j[2] == j[4] for j in jobs)
-    # Reads of the avail rings only, each inside its ring.
+    # Reads of the avail rings only, each inside its ring, at most `prefetch` entries.
     for addr, length in host.reads:
         ring = next(r for r in rings if r.avail <= addr < r.avail + 4 + 2 * QSIZE)
         assert addr + length <= ring.avail + 4 + 2 * QSIZE, f"read {addr:#x}+{length}"
+        assert length <= max(4, 2 * prefetch), f"read of {length} bytes at {addr:#x}"
+    # And batches larger than four entries when they may be.
+    longest = max(length for addr, length in host.reads)
+    assert longest == 8 if prefetch == 4 else longest > 8 if prefetch > 4 else longest == 4
     if event_idx:
         # [VIRTIO-1.2 2.7.10] The drained queue asks for a doorbell at the next entry.
         for ring in rings:

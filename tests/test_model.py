@@ -273,6 +273,8 @@ NO_MQ = DEFAULT_FEATURES & ~bit(F_MQ)
                             "smallest Max_Read_Request_Size), not 0"),
     (dict(desc_prefetch=9), "desc_prefetch must be from 1 to 8 descriptors (128 bytes, the "
                             "smallest Max_Read_Request_Size), not 9"),
+    (dict(avail_prefetch=0), "avail_prefetch must be from 1 to 32 entries, not 0"),
+    (dict(avail_prefetch=33), "avail_prefetch must be from 1 to 32 entries, not 33"),
     (dict(max_payload_size_supported=6),
      "max_payload_size_supported is the encoded field, 0 (128 B) to 5 (4096 B)"),
     (dict(max_payload_size_supported=-1),
