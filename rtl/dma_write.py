@@ -9,7 +9,7 @@ host, so "done" means "handed to the link".
 """
 
 from amaranth.hdl import Module, Signal, Cat, Const, Mux
-from amaranth.lib import wiring, stream
+from amaranth.lib import data, fifo, wiring, stream
 from amaranth.lib.wiring import In, Out
 
 from .tlp import Fmt, TlpType, TlpDw0, ReqDw1, TlpStreamSignature
@@ -44,7 +44,9 @@ class DmaWriteEngine(wiring.Component):
     takes no data, sends nothing and ends with ``OK``.
 
     In the steady state the engine sends one 64-bit beat per cycle: a TLP costs its header
-    beats and the beats its payload spans, with no idle cycle between TLPs. A 24-byte buffer
+    beats and the beats its payload spans, with no idle cycle between TLPs. A command costs
+    two cycles more (taking it and planning its first TLP): its status waits in a two-entry
+    queue while the next command is taken. A 24-byte buffer
     between the data stream and the TLP stream realigns the bytes; the data stream is taken
     at full rate as long as the TLP stream is. There is no combinational path between ports.
 
@@ -105,6 +107,25 @@ class DmaWriteEngine(wiring.Component):
         def byte_mask(n, lanes):
             """All ones in byte lanes below ``n``."""
             return Cat(*[(n > i).replicate(8) for i in range(lanes)])
+
+        # -- the statuses of ended commands, until taken ----------------------------------------
+        # Two entries: the status of one command waits while the next is taken, and `w_rdy`
+        # (from the queue's level, a register) keeps `status.ready` off every other port.
+        m.submodules.st_queue = st_queue = fifo.SyncFIFO(
+            width=data.Layout.cast(DmaStatus).size, depth=2)
+        st_in = data.View(DmaStatus, st_queue.w_data)
+        m.d.comb += [
+            self.status.valid.eq(st_queue.r_rdy),
+            self.status.payload.eq(st_queue.r_data),
+            st_queue.r_en.eq(self.status.ready),
+        ]
+        st_free = st_queue.w_rdy
+
+        def finish(tag_value, error_value):
+            """The command ends: its status into the queue, on to the next command."""
+            m.d.comb += [st_in.tag.eq(tag_value), st_in.error.eq(error_value),
+                         st_queue.w_en.eq(1)]
+            m.next = "Accept-Command"
 
         # -- the command in progress -------------------------------------------------------------
         addr      = Signal(64)          # host address of the first byte not yet put in a TLP
@@ -216,8 +237,8 @@ class DmaWriteEngine(wiring.Component):
 
         with m.FSM():
             with m.State("Accept-Command"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
+                m.d.comb += self.cmd.ready.eq(st_free)
+                with m.If(self.cmd.valid & st_free):
                     p = self.cmd.payload
                     m.d.sync += [
                         addr.eq(p.addr),
@@ -227,7 +248,7 @@ class DmaWriteEngine(wiring.Component):
                         error.eq(DmaError.OK),
                     ]
                     with m.If(p.length == 0):
-                        m.next = "Send-Status"
+                        finish(p.tag, DmaError.OK)
                     with m.Elif(~self.bus_master):
                         # [PCI-3.0 6.2.2] With Bus Master Enable clear the function must not
                         # issue memory requests: take the data and drop it.
@@ -240,9 +261,9 @@ class DmaWriteEngine(wiring.Component):
                         m.next = "Plan-TLP"
 
             with m.State("Drop-Data"):
-                with m.If(in_left == 0):
+                with m.If((in_left == 0) & st_free):
                     m.d.sync += drop.eq(0)
-                    m.next = "Send-Status"
+                    finish(tag, error)
 
             with m.State("Plan-TLP"):
                 m.d.sync += plan()
@@ -273,8 +294,11 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Send-Data"):
                 last = tlp_left <= to_beat_end
+                # The command's last beat waits until its status has room (it has unless a
+                # client leaves two statuses waiting).
+                ends = last & (remaining == 0)
                 m.d.comb += [
-                    self.tx.valid.eq(count >= need),
+                    self.tx.valid.eq((count >= need) & (~ends | st_free)),
                     self.tx.payload.data.eq(beat_data),
                     self.tx.payload.keep.eq(Cat(Const(1, 1), end > 4)),
                     self.tx.payload.last.eq(last),
@@ -288,7 +312,7 @@ class DmaWriteEngine(wiring.Component):
                     ]
                     with m.If(last):
                         with m.If(remaining == 0):
-                            m.next = "Send-Status"
+                            finish(tag, error)
                         with m.Elif(~self.bus_master):
                             # Bus Master Enable went clear (or an FLR came) during the
                             # command: no further TLP [PCI-3.0 6.2.2]; the rest is dropped,
@@ -306,13 +330,5 @@ class DmaWriteEngine(wiring.Component):
                             m.d.sync += plan()
                             m.next = "Send-Header"
 
-            with m.State("Send-Status"):
-                m.d.comb += [
-                    self.status.valid.eq(1),
-                    self.status.payload.tag.eq(tag),
-                    self.status.payload.error.eq(error),
-                ]
-                with m.If(self.status.ready):
-                    m.next = "Accept-Command"
 
         return m

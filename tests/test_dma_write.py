@@ -406,6 +406,60 @@ def test_throughput(addr):
     assert rate >= 0.8 * bound, f"{rate:.3f} bytes/cycle, below 80% of {bound:.3f}"
 
 
+def test_small_commands_back_to_back():
+    """Ring writes (a status byte, a used element, an index) are one-beat commands: with no
+    stalls each costs its two TLP beats and two cycles of its own (taking it, planning its
+    TLP), the status of one waiting while the next is taken."""
+    n = 24
+    rng = random.Random(seed_from_env())
+    cmds = [Command(0x1000 + 8 * i, rng.choice((1, 2, 4)), i & 0xff, rng=rng)
+            for i in range(n)]
+    dut = DmaWriteEngine()
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    cycle = [0]
+    times = {}
+    tlps = []
+
+    async def clock(ctx):
+        while "end" not in times:
+            await ctx.tick()
+            cycle[0] += 1
+
+    async def commands(ctx):
+        ctx.set(dut.max_payload_size, 1)
+        ctx.set(dut.requester_id, REQUESTER_ID)
+        ctx.set(dut.bus_master, 1)
+        times["start"] = cycle[0]
+        for c in cmds:
+            await stream_put(ctx, dut.cmd, c.payload)
+
+    async def data(ctx):
+        for c in cmds:
+            for beat in dma_data_beats(c.data):
+                await stream_put(ctx, dut.data, beat)
+
+    async def link(ctx):
+        await take_tlps(ctx, dut.tx, tlps, sum(c.length for c in cmds), random.Random(0), 0.0)
+
+    async def status(ctx):
+        for c in cmds:
+            s = await stream_get_within(ctx, dut.status, 100)
+            assert (s.tag, s.error) == (c.tag, DmaError.OK)
+        times["end"] = cycle[0]
+
+    sim.add_testbench(clock, background=True)
+    sim.add_testbench(commands, background=True)
+    sim.add_testbench(data, background=True)
+    sim.add_testbench(link, background=True)
+    sim.add_testbench(status)
+    sim.run()
+    cycles = times["end"] - times["start"]
+    print(f"{n} one-beat commands in {cycles} cycles ({cycles / n:.2f} a command)")
+    assert len(tlps) == n
+    assert cycles <= 4 * n + 4, f"{cycles} cycles for {n} one-beat commands"
+
+
 @pytest.mark.parametrize("width", [32, 128, 256, "64"])
 def test_rejects_data_width(width):
     with pytest.raises(ValueError, match=rf"^DmaWriteEngine data_width must be 64 \(128 and 256 "
