@@ -289,8 +289,13 @@ class ChainWalker(wiring.Component):
                     m.next = "Fetch-Descriptors"
 
             with state("Fetch-Descriptors"):
+                # desc_prefetch descriptors, never past the table's end; but with INDIRECT_DESC
+                # a ring's head is most often an indirect descriptor alone [VIRTIO-1.2
+                # 2.7.5.3] (Linux's virtio_ring puts every chain of several buffers in a
+                # table), so the head is read alone and the rest of a direct chain after it.
+                limit = Mux(indirect_ok & ~c.in_indirect & (c.visited == 0), 1, prefetch)
                 n = Signal(17)
-                m.d.comb += n.eq(Mux(c.table_size - c.cur > prefetch, prefetch,
+                m.d.comb += n.eq(Mux(c.table_size - c.cur > limit, limit,
                                      c.table_size - c.cur))
                 read(c.table + Cat(Const(0, 4), c.cur), Cat(Const(0, 4), n), header=0)
                 m.d.sync += c.fetch_base.eq(c.cur)
