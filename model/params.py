@@ -132,7 +132,7 @@ class DeviceParams:
     completion_timeout: int = 1 << 14
     dma_read_tags: int = 16
     desc_prefetch: int = 8
-    avail_prefetch: int = 4
+    avail_prefetch: int = 16
     request_slots: int = 16
     chain_walkers: int = 16
 
