@@ -62,16 +62,22 @@ def _cycles(v):
     return f"{'-' if v is None else f'{v:.0f}':>7}"
 
 
+def _rate(v):
+    return f"{'-' if v is None else f'{v:.3g}':>10}"
+
+
 def table(records):
     """The results as text lines, one per point."""
     lines = [f"{'workload':<10} {'host':>4} {'block':>8} {'depth':>5} {'B/cycle':>8} "
-             f"{'MB/s':>7} {'req/cycle':>10} {'p50 cyc':>8} {'p99 cyc':>8} {'requests':>8} "
+             f"{'MB/s':>7} {'req/cycle':>10} {'steady':>10} {'p50 cyc':>8} {'p99 cyc':>8} "
+             f"{'requests':>8} "
              f"{'fetch':>7} {'data':>7} {'cpl':>7} {'sim cyc/s':>9}"]
     for r in records:
         lines.append(f"{r['workload']:<10} {r['host_latency_cycles']:>4} "
                      f"{_size(r['block_size']):>8} {r['queue_depth']:>5} "
                      f"{r['bytes_per_cycle']:>8.3f} {r['mb_per_s']:>7.1f} "
-                     f"{r['requests_per_cycle']:>10.3g} {r['latency_cycles_p50']:>8} "
+                     f"{r['requests_per_cycle']:>10.3g} {_rate(r['steady_requests_per_cycle'])} "
+                     f"{r['latency_cycles_p50']:>8} "
                      f"{r['latency_cycles_p99']:>8} {r['requests']:>8} "
                      f"{_cycles(r['fetch_cycles'])} {_cycles(r['data_cycles'])} "
                      f"{_cycles(r['completion_cycles'])} {r['sim_cycles_per_second']:>9}")

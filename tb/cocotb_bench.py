@@ -9,7 +9,12 @@ Each point of the grid keeps exactly ``queue_depth`` requests of ``block_size`` 
 measures, from the first submission to the last completion:
 
 * ``bytes_per_cycle`` and ``requests_per_cycle``, at the 250 MHz user clock
-  (:data:`tb.testbench.CLOCK_NS`);
+  (:data:`tb.testbench.CLOCK_NS`), over the whole point: from the first submission to the
+  last completion, the ramp (a queue filling, the first requests' dependent round trips)
+  included;
+* ``steady_requests_per_cycle``: the rate once the queue has turned over, from the
+  ``queue_depth``-th completion to the last (the ramp left out, as fio's ``ramp_time`` does);
+  None when the point has no more requests than its depth;
 * ``sim_cycles_per_second``: how fast the simulation itself ran (simulated cycles per second
   of wall-clock time), a figure of the testbench, not of the device;
 * ``direction``: ``in`` (reads: the device writes host memory) or ``out`` (writes: it reads
@@ -88,6 +93,7 @@ HOST_LATENCIES = {"smoke": (0,), "quick": (0, 250), "full": (0, 250)}
 # The fields of every record, in the order they are written.
 RECORD_FIELDS = ("workload", "direction", "host_latency_cycles", "block_size", "queue_depth",
                  "requests", "bytes", "cycles", "bytes_per_cycle", "requests_per_cycle",
+                 "steady_requests_per_cycle",
                  "latency_cycles_p50", "latency_cycles_p99", "fetch_cycles", "data_cycles",
                  "completion_cycles", "simulator", "seed", "mb_per_s", "sim_cycles_per_second")
 
@@ -246,6 +252,15 @@ def _simulator():
     return (os.environ.get("SIM") or cocotb.SIM_NAME).strip().lower()
 
 
+def steady_rate(completed_at, depth):
+    """Requests per cycle from the ``depth``-th completion to the last: the point once its
+    queue has turned over, without the ramp. None when there is nothing after the ramp."""
+    finished = sorted(completed_at)
+    if len(finished) <= depth or finished[-1] <= finished[depth - 1]:
+        return None
+    return _sig((len(finished) - depth) / (finished[-1] - finished[depth - 1]))
+
+
 async def _run_point(bt, drv, workload, block, depth, n, rng):
     """Keep ``depth`` requests in flight until ``n`` have completed; returns the measurements.
 
@@ -282,6 +297,7 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
             done.append(req)
     end = max(r.completed_at for r in done)
     cycles = max(1, end - start)
+    steady = steady_rate([r.completed_at for r in done], depth)
     latencies = [r.completed_at - r.submitted_at for r in done]
     bt.ordering.on_timeline = None
     return {**breakdown(timelines),
@@ -289,6 +305,7 @@ async def _run_point(bt, drv, workload, block, depth, n, rng):
         "bytes": n * block, "cycles": cycles,
         "bytes_per_cycle": _sig(n * block / cycles),
         "requests_per_cycle": _sig(n / cycles),
+        "steady_requests_per_cycle": steady,
         "latency_cycles_p50": percentile(latencies, 50),
         "latency_cycles_p99": percentile(latencies, 99),
         # How fast the simulation ran (simulated cycles per wall-clock second), not the device.
@@ -346,9 +363,9 @@ async def bench(dut):
 
     out.parent.mkdir(parents=True, exist_ok=True)
     clock_mhz = 1000 / CLOCK_NS
-    bt.log.info("bench: %-10s %4s %7s %5s %8s %10s %8s %8s %5s %6s %6s %6s", "workload",
-                "host", "block", "depth", "B/cycle", "req/cycle", "p50", "p99", "reqs", "fetch",
-                "data", "cpl")
+    bt.log.info("bench: %-10s %4s %7s %5s %8s %10s %10s %8s %8s %5s %6s %6s %6s", "workload",
+                "host", "block", "depth", "B/cycle", "req/cycle", "steady", "p50", "p99", "reqs",
+                "fetch", "data", "cpl")
     with out.open("w") as f:
         for host in latencies:
             bt.shim.host_latency_ns = host * CLOCK_NS
@@ -361,9 +378,10 @@ async def bench(dut):
                                mb_per_s=round(rec["bytes_per_cycle"] * clock_mhz, 1))
                     f.write(json.dumps({k: rec[k] for k in RECORD_FIELDS}) + "\n")
                     f.flush()
-                    bt.log.info("bench: %-10s %4d %7d %5d %8.3f %10.3g %8d %8d %5d %6s %6s %6s",
-                                workload, host, block, depth, rec["bytes_per_cycle"],
-                                rec["requests_per_cycle"], rec["latency_cycles_p50"],
+                    bt.log.info("bench: %-10s %4d %7d %5d %8.3f %10.3g %10s %8d %8d %5d %6s %6s "
+                                "%6s", workload, host, block, depth, rec["bytes_per_cycle"],
+                                rec["requests_per_cycle"], rec["steady_requests_per_cycle"],
+                                rec["latency_cycles_p50"],
                                 rec["latency_cycles_p99"], n, rec["fetch_cycles"],
                                 rec["data_cycles"], rec["completion_cycles"])
     await bt.finish()

@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from tb.cocotb_bench import (GRIDS, WORKLOADS, RECORD_FIELDS, PAGE, grid_from_env, check_point,
-                          request_count, linux_layout, percentile, sector_walk,
+                          steady_rate, request_count, linux_layout, percentile, sector_walk,
                           host_latencies_from_env, direction, breakdown)
 from scripts.plot import (Canvas, encode_png, decode_png, throughput_figure, _FONT, GLYPH_W,
                           GLYPH_H, PALETTE)
@@ -254,6 +254,7 @@ def _record(**kw):
                queue_depth=8, requests=8, bytes=524288, fetch_cycles=120.5,
                data_cycles=9100.0, completion_cycles=60.0,
                cycles=73728, bytes_per_cycle=7.1111, requests_per_cycle=0.00010851,
+               steady_requests_per_cycle=0.00011,
                latency_cycles_p50=36000, latency_cycles_p99=73000, simulator="verilator",
                seed=1, mb_per_s=1777.8, sim_cycles_per_second=60000)
     rec.update(kw)
@@ -292,3 +293,12 @@ def test_headline_and_table():
     # 2 x 73728 cycles, each point at 60,000 cycles per wall second.
     assert speed_line(recs, "verilator") == ("bench: simulation speed 60,000 cycles per wall "
                                              "second on verilator (147,456 cycles measured)")
+
+
+def test_steady_rate_leaves_the_ramp_out():
+    # Four in flight; the first four take 1,000 cycles to come back (the ramp), then one
+    # every 100 cycles: the steady rate is 0.01 whatever the ramp took.
+    done = [1000, 1010, 1020, 1030] + [1030 + 100 * k for k in range(1, 13)]
+    assert steady_rate(reversed(done), 4) == 0.01
+    assert steady_rate(done, 16) is None             # no request after the ramp
+    assert steady_rate([5, 9, 13], 1) == 0.25       # depth 1: from the first completion on
