@@ -12,8 +12,8 @@ read covers only entries published before the index it was sized by, so the two 
 answered in any order [VIRTIO-1.2 2.7.13.3]).
 With EVENT_IDX a drained queue gets ``avail_event`` [VIRTIO-1.2 2.7.10].
 
-``avail->idx`` more than the queue size ahead, or a failed read of the ring, is a malformed
-ring [VIRTIO-1.2 2.1.2, 2.7.13.3]: the reader hands on a ``broken`` job (a walker passes it on
+``avail->idx`` more than the queue size ahead, a head index past the descriptor table, or a
+failed read of the ring, is a malformed ring [VIRTIO-1.2 2.1.2, 2.7.5, 2.7.13.3]: the reader hands on a ``broken`` job (a walker passes it on
 as a ``BROKEN`` slot) and stops until the device is reset. It stops the same way once any
 walker found a malformed chain (``halt``).
 """
@@ -205,6 +205,9 @@ class AvailReader(wiring.Component):
         k_entry = Signal(range(per_read + 1))
         broken_job = Signal()
         head = Signal(16)
+        # [VIRTIO-1.2 2.7.5] A head past the descriptor table is a malformed ring: found here,
+        # before the heads after it go to the walker, which would read their chains.
+        bad_head = Signal()
         with m.Switch(k_entry):
             for k in range(per_read):
                 with m.Case(k):
@@ -213,7 +216,7 @@ class AvailReader(wiring.Component):
             self.job.payload.queue.eq(q),
             self.job.payload.head.eq(head),
             self.job.payload.slot.eq(self.free_slot),
-            self.job.payload.broken.eq(broken_job),
+            self.job.payload.broken.eq(broken_job | bad_head),
         ]
 
         avail_hdr   = qcfg.driver
@@ -384,12 +387,13 @@ class AvailReader(wiring.Component):
 
             with state("Dispatch", abortable=~offered):
                 # Each head to a walker, with a free slot; a broken job once, then stop.
+                m.d.comb += bad_head.eq(head >= qcfg.size)
                 with m.If(self.halt & ~offered):
                     m.next = "Halted"
                 with m.Else():
                     m.d.comb += self.job.valid.eq(self.slot_free)
                     with m.If(self.job.valid & self.job.ready):
-                        with m.If(broken_job):
+                        with m.If(broken_job | bad_head):
                             m.next = "Halted"
                         with m.Else():
                             set_per_queue(last_avail, q_last_avail + 1)

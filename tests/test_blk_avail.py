@@ -162,6 +162,54 @@ def test_index_too_far_ahead_is_a_broken_job_and_the_last():
     assert k == len(jobs) - 1, jobs[k:]
 
 
+def test_head_out_of_range_is_a_broken_job_and_the_last():
+    # [VIRTIO-1.2 2.7.5] A head past the descriptor table, in the middle of a batch: the heads
+    # before it go out, it goes out broken, and not one after it (it is the reader that
+    # stops, so the walker never reads the chains behind it).
+    rng = random.Random(seed_from_env())
+    params = DeviceParams(num_queues=2, max_queue_size=QSIZE, request_slots=4,
+                          avail_prefetch=16)
+    dut = AvailReader(params)
+    host = DmaHost(rng)
+    ring = Ring(host, 0, rng)
+    ring.publish(3)
+    bad = len(ring.published)
+    ring.host.put(ring.avail + 4 + 2 * ring.idx, struct.pack("<H", QSIZE + 5))
+    ring.published.append(QSIZE + 5)
+    ring.idx += 1
+    ring.publish(3)
+    jobs = []
+
+    async def consumer(ctx):
+        ctx.set(dut.slot_free, 1)
+        ctx.set(dut.job.ready, 1)
+        while True:
+            _, _, v, p = await ctx.tick().sample(dut.job.valid, dut.job.payload)
+            if v:
+                jobs.append((p.head, p.broken))
+
+    async def testbench(ctx):
+        for i, (desc, avail, used) in enumerate(RINGS):
+            ctx.set(dut.queues[i], {"size": QSIZE, "msix_vector": 0, "enable": 1,
+                                    "desc": desc, "driver": avail, "device": used})
+        ctx.set(dut.device_status, 0x0f)
+        ctx.set(dut.notify.valid, 1)
+        ctx.set(dut.notify.payload, 0)
+        await wait_handshake(ctx, dut.notify)
+        ctx.set(dut.notify.valid, 0)
+        for _ in range(400):
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    host.add_to(sim, rd=dut.rd, wr=dut.wr)
+    sim.add_testbench(consumer, background=True)
+    sim.add_testbench(testbench)
+    sim.run()
+    want = [(h, 0) for h in ring.published[:bad]] + [(QSIZE + 5, 1)]
+    assert jobs == want, jobs
+
+
 def test_a_seed_replays_exactly():
     # The same seed twice: the same heads, reads and writes, cycle for cycle.
     seed = seed_from_env()
