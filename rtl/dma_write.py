@@ -119,6 +119,9 @@ class DmaWriteEngine(wiring.Component):
             self.status.payload.eq(st_queue.r_data),
             st_queue.r_en.eq(self.status.ready),
         ]
+        # A command is taken only while the queue has room, and only its own status goes in
+        # before the next is taken: so at its end there is room, and the transmit path does
+        # not wait on the queue.
         st_free = st_queue.w_rdy
 
         def finish(tag_value, error_value):
@@ -261,7 +264,7 @@ class DmaWriteEngine(wiring.Component):
                         m.next = "Plan-TLP"
 
             with m.State("Drop-Data"):
-                with m.If((in_left == 0) & st_free):
+                with m.If(in_left == 0):
                     m.d.sync += drop.eq(0)
                     finish(tag, error)
 
@@ -294,11 +297,8 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Send-Data"):
                 last = tlp_left <= to_beat_end
-                # The command's last beat waits until its status has room (it has unless a
-                # client leaves two statuses waiting).
-                ends = last & (remaining == 0)
                 m.d.comb += [
-                    self.tx.valid.eq((count >= need) & (~ends | st_free)),
+                    self.tx.valid.eq(count >= need),
                     self.tx.payload.data.eq(beat_data),
                     self.tx.payload.keep.eq(Cat(Const(1, 1), end > 4)),
                     self.tx.payload.last.eq(last),
