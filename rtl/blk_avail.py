@@ -4,8 +4,8 @@
 
 For each queue with work, round robin, the reader reads ``avail->idx`` (only when the entries
 it last showed are used up), then up to ``DeviceParams.avail_prefetch`` ``avail->ring``
-entries in one read, and hands
-each head with a free request slot to a :class:`~rtl.blk_walk.ChainWalker`, in ring order.
+entries in one read, and hands each head with a free request slot to the
+:class:`~rtl.blk_walk.ChainWalker`, in ring order.
 When those entries are the last ``avail->idx`` showed, a read of ``avail->idx`` goes out right
 behind the read of the entries, so the next batch needs one round trip, not two (the entries
 read covers only entries published before the index it was sized by, so the two reads may be
@@ -13,9 +13,9 @@ answered in any order [VIRTIO-1.2 2.7.13.3]).
 With EVENT_IDX a drained queue gets ``avail_event`` [VIRTIO-1.2 2.7.10].
 
 ``avail->idx`` more than the queue size ahead, a head index past the descriptor table, or a
-failed read of the ring, is a malformed ring [VIRTIO-1.2 2.1.2, 2.7.5, 2.7.13.3]: the reader hands on a ``broken`` job (a walker passes it on
-as a ``BROKEN`` slot) and stops until the device is reset. It stops the same way once any
-walker found a malformed chain (``halt``).
+failed read of the ring, is a malformed ring [VIRTIO-1.2 2.1.2, 2.7.5, 2.7.13.3]: the reader
+hands on a ``broken`` job (the walker passes it on as a ``BROKEN`` slot) and stops until the
+device is reset. It stops the same way once the walker found a malformed chain (``halt``).
 """
 
 from contextlib import contextmanager

@@ -181,6 +181,7 @@ class ChainWalker(wiring.Component):
             cmds.r_en.eq(self.rd.cmd.ready),
         ]
         next_read = data.View(_Expect(n_ctx), expect.r_data)
+        expect_in = data.View(_Expect(n_ctx), expect.w_data)
         rd_pending = Signal(range(2 * max(n_ctx, 2) + 1))   # issued, status not yet taken
         issue = Signal()
         m.d.sync += rd_pending.eq(rd_pending + issue - (self.rd.status.valid &
@@ -190,7 +191,7 @@ class ChainWalker(wiring.Component):
             m.d.comb += [
                 cmd_in.addr.eq(addr), cmd_in.length.eq(length), cmd_in.tag.eq(c.queue),
                 cmds.w_en.eq(1),
-                expect.w_data.eq(Cat(ctx, Const(header, 1))),
+                expect_in.ctx.eq(ctx), expect_in.header.eq(header),
                 expect.w_en.eq(1),
                 issue.eq(1),
             ]

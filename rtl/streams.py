@@ -16,14 +16,18 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["SkidBuffer", "RegisterSlice"]
 
 
-def _check_signature(cls, signature):
-    if not isinstance(signature, stream.Signature):
-        raise TypeError(f"{cls.__name__} needs a stream.Signature, not {signature!r}")
-    if signature.always_valid or signature.always_ready:
-        raise ValueError(f"a {cls.__name__} registers a handshake; this stream has none to cut")
+class _RegisterStage(wiring.Component):
+    """A stream in (``i``) and the same stream out (``o``), with a handshake to register."""
+    def __init__(self, signature):
+        name = type(self).__name__
+        if not isinstance(signature, stream.Signature):
+            raise TypeError(f"{name} needs a stream.Signature, not {signature!r}")
+        if signature.always_valid or signature.always_ready:
+            raise ValueError(f"a {name} registers a handshake; this stream has none to cut")
+        super().__init__({"i": In(signature), "o": Out(signature)})
 
 
-class SkidBuffer(wiring.Component):
+class SkidBuffer(_RegisterStage):
     """A two-entry register slice: ``o.valid``, ``o.payload`` and ``i.ready`` come straight
     from flip-flops, and one transfer can pass per cycle.
 
@@ -42,10 +46,6 @@ class SkidBuffer(wiring.Component):
     i : signature, in
     o : signature, out
     """
-    def __init__(self, signature):
-        _check_signature(type(self), signature)
-        super().__init__({"i": In(signature), "o": Out(signature)})
-
     def elaborate(self, platform):
         m = Module()
         skid_valid = Signal()
@@ -64,7 +64,7 @@ class SkidBuffer(wiring.Component):
         return m
 
 
-class RegisterSlice(wiring.Component):
+class RegisterSlice(_RegisterStage):
     """A one-entry register slice: ``o.valid``, ``o.payload`` and ``i.ready`` come straight
     from flip-flops, and one transfer can pass every other cycle.
 
@@ -85,10 +85,6 @@ class RegisterSlice(wiring.Component):
     i : signature, in
     o : signature, out
     """
-    def __init__(self, signature):
-        _check_signature(type(self), signature)
-        super().__init__({"i": In(signature), "o": Out(signature)})
-
     def elaborate(self, platform):
         m = Module()
         m.d.comb += self.i.ready.eq(~self.o.valid)

@@ -45,6 +45,23 @@ class Ring:
         return self.host.u16(self.used + 4 + 8 * QSIZE)
 
 
+def configure(ctx, dut, features):
+    """The driver's queue configuration, features and DRIVER_OK."""
+    for i, (desc, avail, used) in enumerate(RINGS):
+        ctx.set(dut.queues[i], {"size": QSIZE, "msix_vector": 0, "enable": 1,
+                                "desc": desc, "driver": avail, "device": used})
+    ctx.set(dut.driver_features, features)
+    ctx.set(dut.device_status, 0x0f)
+
+
+async def kick(ctx, dut, q):
+    """A doorbell for queue ``q``."""
+    ctx.set(dut.notify.valid, 1)
+    ctx.set(dut.notify.payload, q)
+    await wait_handshake(ctx, dut.notify)
+    ctx.set(dut.notify.valid, 0)
+
+
 def run(rng, event_idx, rounds, bad_idx_at=None, avail_prefetch=4):
     params = DeviceParams(num_queues=2, max_queue_size=QSIZE, request_slots=4,
                           avail_prefetch=avail_prefetch)
@@ -70,18 +87,8 @@ def run(rng, event_idx, rounds, bad_idx_at=None, avail_prefetch=4):
                 assert free or p.broken, "a head dispatched with no slot free"
                 jobs.append((p.queue, p.head, p.slot, p.broken, slot))
 
-    async def kick(ctx, q):
-        ctx.set(dut.notify.valid, 1)
-        ctx.set(dut.notify.payload, q)
-        await wait_handshake(ctx, dut.notify)
-        ctx.set(dut.notify.valid, 0)
-
     async def testbench(ctx):
-        for i, (desc, avail, used) in enumerate(RINGS):
-            ctx.set(dut.queues[i], {"size": QSIZE, "msix_vector": 0, "enable": 1,
-                                    "desc": desc, "driver": avail, "device": used})
-        ctx.set(dut.driver_features, features)
-        ctx.set(dut.device_status, 0x0f)
+        configure(ctx, dut, features)
         for n in range(rounds):
             for ring in rings:
                 if bad_idx_at is not None and n > bad_idx_at and ring.index == 1:
@@ -93,7 +100,7 @@ def run(rng, event_idx, rounds, bad_idx_at=None, avail_prefetch=4):
                     # No more than the ring holds beyond what was dispatched.
                     done = sum(1 for j in jobs if j[0] == ring.index)
                     ring.publish(rng.randrange(0, QSIZE - (len(ring.published) - done) + 1))
-                await kick(ctx, ring.index)
+                await kick(ctx, dut, ring.index)
             for _ in range(rng.randrange(50, 400)):
                 await ctx.tick()
         # `idle` also shows for a cycle between two queues' turns: done is every head out
@@ -189,14 +196,8 @@ def test_head_out_of_range_is_a_broken_job_and_the_last():
                 jobs.append((p.head, p.broken))
 
     async def testbench(ctx):
-        for i, (desc, avail, used) in enumerate(RINGS):
-            ctx.set(dut.queues[i], {"size": QSIZE, "msix_vector": 0, "enable": 1,
-                                    "desc": desc, "driver": avail, "device": used})
-        ctx.set(dut.device_status, 0x0f)
-        ctx.set(dut.notify.valid, 1)
-        ctx.set(dut.notify.payload, 0)
-        await wait_handshake(ctx, dut.notify)
-        ctx.set(dut.notify.valid, 0)
+        configure(ctx, dut, 0)
+        await kick(ctx, dut, 0)
         for _ in range(400):
             await ctx.tick()
 

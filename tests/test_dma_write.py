@@ -351,21 +351,15 @@ def test_zero_length_command():
     check(cmds, tlps, statuses, marks, 0)
 
 
-@pytest.mark.parametrize("addr", [0x10000, 0x10003, (1 << 36) + 0x10000])
-def test_throughput(addr):
-    """A measurement, not a timed test: a 64 KiB write with no stalls at MPS 256 must move at
-    least 80% of the bytes per cycle that header overhead allows on a 64-bit stream."""
-    length, mps = DMA_MAX_LENGTH, 256
-    hdr_bytes = 16 if addr >= 1 << 32 else 12
-    # Best case: every TLP a full MPS, header and payload packed into ceil(.../8) beats.
-    bound = 8 * mps / (8 * -(-(hdr_bytes + mps) // 8))
-    rng = random.Random(seed_from_env())
-    c = Command(addr, length, 7, rng=rng)
+def run_timed(cmds, status_cycles):
+    """Run ``cmds`` with no stalls anywhere; returns the TLPs, the statuses and the cycles
+    at which the first command was offered and taken and the last status came."""
     dut = DmaWriteEngine()
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     cycle = [0]
     times = {}
+    tlps, statuses = [], []
 
     async def clock(ctx):
         while "end" not in times:
@@ -376,30 +370,47 @@ def test_throughput(addr):
         ctx.set(dut.max_payload_size, 1)
         ctx.set(dut.requester_id, REQUESTER_ID)
         ctx.set(dut.bus_master, 1)
-        await stream_put(ctx, dut.cmd, c.payload)
-        times["start"] = cycle[0]
+        times["offered"] = cycle[0]
+        for c in cmds:
+            await stream_put(ctx, dut.cmd, c.payload)
+            times.setdefault("taken", cycle[0])
 
     async def data(ctx):
-        for beat in dma_data_beats(c.data):
-            await stream_put(ctx, dut.data, beat)
-
-    tlps = []
+        for c in cmds:
+            for beat in dma_data_beats(c.data):
+                await stream_put(ctx, dut.data, beat)
 
     async def link(ctx):
-        await take_tlps(ctx, dut.tx, tlps, length, random.Random(0), 0.0)
+        await take_tlps(ctx, dut.tx, tlps, sum(c.length for c in cmds), random.Random(0), 0.0)
 
     async def status(ctx):
-        await stream_get_within(ctx, dut.status, 4 * length)
+        for c in cmds:
+            s = await stream_get_within(ctx, dut.status, status_cycles)
+            statuses.append((s.tag, s.error))
         times["end"] = cycle[0]
 
     sim.add_testbench(clock, background=True)
-    sim.add_testbench(commands)
-    sim.add_testbench(data)
+    sim.add_testbench(commands, background=True)
+    sim.add_testbench(data, background=True)
     sim.add_testbench(link, background=True)
     sim.add_testbench(status)
     sim.run()
-    check([c], tlps, [(7, DmaError.OK)], [len(tlps)], 1)
-    cycles = times["end"] - times["start"]
+    return tlps, statuses, times
+
+
+@pytest.mark.parametrize("addr", [0x10000, 0x10003, (1 << 36) + 0x10000])
+def test_throughput(addr):
+    """A measurement, not a timed test: a 64 KiB write with no stalls at MPS 256 must move at
+    least 80% of the bytes per cycle that header overhead allows on a 64-bit stream."""
+    length, mps = DMA_MAX_LENGTH, 256
+    hdr_bytes = 16 if addr >= 1 << 32 else 12
+    # Best case: every TLP a full MPS, header and payload packed into ceil(.../8) beats.
+    bound = 8 * mps / (8 * -(-(hdr_bytes + mps) // 8))
+    rng = random.Random(seed_from_env())
+    c = Command(addr, length, 7, rng=rng)
+    tlps, statuses, times = run_timed([c], 4 * length)
+    check([c], tlps, statuses, [len(tlps)], 1)
+    cycles = times["end"] - times["taken"]
     rate = length / cycles
     print(f"addr={addr:#x}: {length} bytes in {cycles} cycles = {rate:.3f} bytes/cycle "
           f"(header-overhead bound {bound:.3f}, {100 * rate / bound:.1f}% of it)")
@@ -414,47 +425,9 @@ def test_small_commands_back_to_back():
     rng = random.Random(seed_from_env())
     cmds = [Command(0x1000 + 8 * i, rng.choice((1, 2, 4)), i & 0xff, rng=rng)
             for i in range(n)]
-    dut = DmaWriteEngine()
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    cycle = [0]
-    times = {}
-    tlps = []
-
-    async def clock(ctx):
-        while "end" not in times:
-            await ctx.tick()
-            cycle[0] += 1
-
-    async def commands(ctx):
-        ctx.set(dut.max_payload_size, 1)
-        ctx.set(dut.requester_id, REQUESTER_ID)
-        ctx.set(dut.bus_master, 1)
-        times["start"] = cycle[0]
-        for c in cmds:
-            await stream_put(ctx, dut.cmd, c.payload)
-
-    async def data(ctx):
-        for c in cmds:
-            for beat in dma_data_beats(c.data):
-                await stream_put(ctx, dut.data, beat)
-
-    async def link(ctx):
-        await take_tlps(ctx, dut.tx, tlps, sum(c.length for c in cmds), random.Random(0), 0.0)
-
-    async def status(ctx):
-        for c in cmds:
-            s = await stream_get_within(ctx, dut.status, 100)
-            assert (s.tag, s.error) == (c.tag, DmaError.OK)
-        times["end"] = cycle[0]
-
-    sim.add_testbench(clock, background=True)
-    sim.add_testbench(commands, background=True)
-    sim.add_testbench(data, background=True)
-    sim.add_testbench(link, background=True)
-    sim.add_testbench(status)
-    sim.run()
-    cycles = times["end"] - times["start"]
+    tlps, statuses, times = run_timed(cmds, 100)
+    assert statuses == [(c.tag, DmaError.OK) for c in cmds]
+    cycles = times["end"] - times["offered"]
     print(f"{n} one-beat commands in {cycles} cycles ({cycles / n:.2f} a command)")
     assert len(tlps) == n
     assert cycles <= 4 * n + 4, f"{cycles} cycles for {n} one-beat commands"
