@@ -115,8 +115,8 @@ def test_check_point_seg_max_and_memory():
 
 
 def test_request_count():
-    assert request_count(512, 1) == 64            # capped at 64 requests
-    assert request_count(4096, 8) == 64
+    assert request_count(512, 1) == 256           # capped at 256 requests
+    assert request_count(4096, 8) == 128          # 512 KiB
     assert request_count(65536, 1) == 8           # 512 KiB
     assert request_count(131072, 1) == 4          # at least 4
     for block in (512, 4096, 131072):
