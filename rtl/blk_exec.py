@@ -30,12 +30,13 @@ from amaranth.lib.wiring import In, Out
 
 from model import regmap as rm
 from model.params import DeviceParams
-from .dma_layouts import DmaCommand, DmaData, DmaError, DMA_MAX_LENGTH
+from .dma_layouts import DmaCommand, DmaData, DmaError
 from .dma_arbiter import DmaReadClient, DmaWriteClient
 from .storage import StorageSignature, StorageOp, StorageStatus
 from .realign import ByteRealigner
 from .virtio_regs import QueueConfigLayout
 from .blk_notify import UsedReport
+from .blk_segwalk import SegmentWalker
 from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
 from .wire_formats import VirtqUsedElem, BlkOutHdr, BlkDiscardSeg
 
@@ -192,8 +193,6 @@ class RequestExecutor(wiring.Component):
 
         # Commands the FSM issues itself (ring accesses); the segment walker drives the command
         # streams while it runs.
-        fsm_rd = Signal(DmaCommand)
-        fsm_rd_valid = Signal()
         fsm_wr = Signal(DmaCommand)
         fsm_wr_valid = Signal()
         fsm_wr_data = Signal(DmaData(w))
@@ -224,18 +223,15 @@ class RequestExecutor(wiring.Component):
         st_error   = Signal()
 
         # -- segment walker --------------------------------------------------------------------
-        # Issues one DMA command per piece of the byte range [wk_off, wk_end) of the readable or
-        # writable list: a piece ends at a segment's end or after DMA_MAX_LENGTH bytes. For the
-        # writable list each piece's length also goes to the scatter realigner, which cuts the
-        # data stream to match.
+        # Issues one DMA command per piece of a byte range of the readable or writable list
+        # (:class:`~rtl.blk_segwalk.SegmentWalker`). For the writable list each piece's length
+        # also goes to the scatter realigner, which cuts the data stream to match. A walk
+        # starts only when the last one is over (every state that starts one comes after a
+        # wait for `walker.busy` to fall, or after a request with no walk of its own), so
+        # `wk_start` is always taken.
+        m.submodules.walker = walker = SegmentWalker(p)
         wk_start = Signal()
-        wk_write = Signal()
-        wk_busy  = Signal()
-        wk_i     = Signal(range(self.seg_depth + 1))
-        wk_end_i = Signal(range(self.seg_depth + 1))
-        wk_seg_off = Signal(48)     # stream offset of segment wk_i
-        wk_off   = Signal(48)
-        wk_end   = Signal(48)
+        wk_busy  = walker.busy
         start_write = Signal()
         start_off   = Signal(48)
         start_len   = Signal(48)
@@ -245,92 +241,44 @@ class RequestExecutor(wiring.Component):
         start_nseg    = Signal.like(nseg)
         start_ra      = Signal()
         m.d.comb += [start_table.eq(slot), start_first_w.eq(first_w), start_nseg.eq(nseg)]
-        wk_table = Signal.like(slot)
         wk_ra    = Signal()         # the walk reads the next request's OUT data ahead
+        m.d.comb += [
+            walker.start.valid.eq(wk_start),
+            walker.start.payload.table.eq(start_table),
+            walker.start.payload.first.eq(Mux(start_write, start_first_w, 0)),
+            walker.start.payload.end.eq(Mux(start_write, start_nseg, start_first_w)),
+            walker.start.payload.off.eq(start_off),
+            walker.start.payload.len.eq(start_len),
+            walker.start.payload.write.eq(start_write),
+            walker.start.payload.ahead.eq(start_ra),
+            self.seg_r_addr.eq(walker.seg_r_addr),
+            walker.seg_r_data.eq(self.seg_r_data),
+        ]
         with m.If(wk_start):
-            m.d.sync += [
-                wk_busy.eq(start_len != 0),
-                wk_write.eq(start_write),
-                wk_i.eq(Mux(start_write, start_first_w, 0)),
-                wk_end_i.eq(Mux(start_write, start_nseg, start_first_w)),
-                wk_seg_off.eq(0),
-                wk_off.eq(start_off),
-                wk_end.eq(start_off + start_len),
-                wk_table.eq(start_table),
-                wk_ra.eq(start_ra),
-            ]
-        # The table read is synchronous: the port is given the entry the walker will look at
-        # next cycle (`wk_i` and `wk_table` as they will be), so `seg` is always the entry
-        # at `wk_i`, with no wait. That holds at the start of a walk too: the fetcher passes a
-        # slot (a registered `filled` bit, set after the walker's last table write) at least
-        # a cycle after it wrote the table, so the first entry read is the one written.
-        seg = self.seg_r_data
-        wk_step = Signal()          # the walker moves to the next segment
-        m.d.comb += self.seg_r_addr.eq(Mux(
-            wk_start,
-            Cat(Mux(start_write, start_first_w, 0)[:self.seg_bits], start_table),
-            Cat((wk_i + wk_step)[:self.seg_bits], wk_table)))
-        seg_end = Signal(48)
-        piece_end = Signal(48)
-        piece_len = Signal(17)
-        m.d.comb += [
-            seg_end.eq(wk_seg_off + seg.len),
-            piece_end.eq(Mux(seg_end < wk_end, seg_end, wk_end)),
-        ]
-        m.d.comb += piece_len.eq(Mux(piece_end - wk_off > DMA_MAX_LENGTH, DMA_MAX_LENGTH,
-                                     piece_end - wk_off))
-        # Whether this piece ends the range, without the sum `wk_off + piece_len` behind the
-        # table read: it does when it runs to `wk_end` (its segment reaches it) and is not cut
-        # at DMA_MAX_LENGTH first (`wk_end` is near enough, from registers alone).
-        wk_near_end = Signal()
-        m.d.comb += wk_near_end.eq(wk_end - wk_off <= DMA_MAX_LENGTH)
-        wk_last_piece = (seg_end >= wk_end) & wk_near_end
-        wk_cmd = Signal(DmaCommand)
-        m.d.comb += [
-            wk_cmd.addr.eq(seg.addr + (wk_off - wk_seg_off)),
-            wk_cmd.length.eq(piece_len),
-        ]
-        wk_skip = seg_end <= wk_off
-        wk_valid = Signal()
-        wk_taken = Signal()
-        with m.If(wk_busy):
-            with m.If(wk_i >= wk_end_i):
-                # Ran out of segments (cannot happen when the range was checked against R/W).
-                m.d.sync += wk_busy.eq(0)
-            with m.Elif(wk_skip):
-                m.d.comb += wk_step.eq(1)
-                m.d.sync += [wk_i.eq(wk_i + 1), wk_seg_off.eq(seg_end)]
-            with m.Else():
-                m.d.comb += wk_valid.eq(1)
-                with m.If(wk_taken):
-                    m.d.sync += wk_off.eq(wk_off + piece_len)
-                    with m.If(wk_last_piece):
-                        m.d.sync += wk_busy.eq(0)
+            m.d.sync += wk_ra.eq(start_ra)
 
-        # Command stream muxes. A read walk (a read-ahead's) leaves the write side to the FSM.
-        with m.If(wk_busy & wk_write):
+        # Command streams. The walker's writes and the FSM's ring writes never overlap; the
+        # reads are all the walker's.
+        piece = walker.piece
+        wk_cmd = piece.payload.cmd
+        with m.If(piece.valid & piece.payload.write):
             m.d.comb += [
                 self.wr.cmd.payload.eq(wk_cmd),
-                self.wr.cmd.valid.eq(wk_valid & scatter.length.ready),
+                self.wr.cmd.valid.eq(scatter.length.ready),
                 scatter.length.payload.eq(wk_cmd.length),
-                scatter.length.valid.eq(wk_valid & self.wr.cmd.ready),
-                wk_taken.eq(self.wr.cmd.ready & scatter.length.ready),
+                scatter.length.valid.eq(self.wr.cmd.ready),
+                piece.ready.eq(self.wr.cmd.ready & scatter.length.ready),
             ]
         with m.Else():
             m.d.comb += [
                 self.wr.cmd.payload.eq(fsm_wr),
                 self.wr.cmd.valid.eq(fsm_wr_valid),
             ]
-        with m.If(wk_busy & ~wk_write):
+        with m.If(piece.valid & ~piece.payload.write):
             m.d.comb += [
                 self.rd.cmd.payload.eq(wk_cmd),
-                self.rd.cmd.valid.eq(wk_valid),
-                wk_taken.eq(self.rd.cmd.ready),
-            ]
-        with m.Else():
-            m.d.comb += [
-                self.rd.cmd.payload.eq(fsm_rd),
-                self.rd.cmd.valid.eq(fsm_rd_valid),
+                self.rd.cmd.valid.eq(1),
+                piece.ready.eq(self.rd.cmd.ready),
             ]
 
         # -- OUT data read ahead -----------------------------------------------------------
@@ -431,24 +379,19 @@ class RequestExecutor(wiring.Component):
         m.d.comb += [elem.id.eq(head), elem.len.eq(total_w[:32])]
         used_idx_addr = qcfg.device + 2
 
-        def fsm_read(addr, length, when=1):
-            """Issue a ring read from the FSM while ``when`` holds; true when it is taken."""
-            with m.If(when):
-                m.d.comb += [fsm_rd.addr.eq(addr), fsm_rd.length.eq(length),
-                             fsm_rd.tag.eq(q), fsm_rd_valid.eq(1)]
-            return Const(1, 1) & when & self.rd.cmd.ready & ~wk_busy
-
         # A ring write is a command and one data beat; each may be taken in a different cycle.
         wr_cmd_done = Signal()
         wr_beat_done = Signal()
         ring_write = Signal()
         with m.If(ring_write):
-            with m.If(self.wr.cmd.valid & self.wr.cmd.ready):
+            with m.If(fsm_wr_valid & self.wr.cmd.ready):
                 m.d.sync += wr_cmd_done.eq(1)
-            with m.If(self.wr.data.valid & self.wr.data.ready):
+            with m.If(fsm_wr_data_valid & self.wr.data.ready):
                 m.d.sync += wr_beat_done.eq(1)
-        ring_write_done = ((wr_cmd_done | (self.wr.cmd.valid & self.wr.cmd.ready)) &
-                           (wr_beat_done | (self.wr.data.valid & self.wr.data.ready)))
+        # From the FSM's own valids: no segment walk writes during a ring write, and the
+        # walker's command logic stays out of this path.
+        ring_write_done = ((wr_cmd_done | (fsm_wr_valid & self.wr.cmd.ready)) &
+                           (wr_beat_done | (fsm_wr_data_valid & self.wr.data.ready)))
 
         def ring_write_step(addr, length, value, next_state):
             m.d.comb += ring_write.eq(1)
@@ -514,6 +457,28 @@ class RequestExecutor(wiring.Component):
                     m.next = "Reset-Drain"
                 with m.Else():
                     yield
+
+        def range_ok(first, n):
+            # [VIRTIO-1.2 5.2.6.1] sectors past the capacity fail. Wide enough not to wrap.
+            return (Cat(first, Const(0, 1)) + n) <= p.capacity
+
+        nxt = self.slot.payload
+        nxt_len = Signal(48)
+        nxt_count = Signal(48)
+        m.d.comb += [nxt_len.eq(nxt.total_r - rm.BLK_OUTHDR_BYTES),
+                     nxt_count.eq(nxt_len[9:])]
+        # Whether the slot offered is an OUT request whose data Data-Out may read ahead: exactly
+        # the conditions under which Decode and Check-Range lead it to Gather-Length. Registered
+        # (the arithmetic is not to reach the table read that starts the walk): a slot offered
+        # stays until it is taken, and Data-Out is at least two cycles after one was taken.
+        nxt_out = (self.slot.valid & ~self.slot.ready &
+                   (nxt.kind == SlotKind.REQUEST) & nxt.header &
+                   (nxt.req_type == rm.VIRTIO_BLK_T_OUT) &
+                   Const(int(not p.read_only), 1) &
+                   (nxt_len[:9] == 0) & (nxt_count != 0) &
+                   (nxt_count >> 32 == 0) & range_ok(nxt.sector, nxt_count))
+        nxt_out_r = Signal()
+        m.d.sync += nxt_out_r.eq(nxt_out)
 
         with m.FSM(name="exec"):
             with m.State("Idle"):
@@ -631,10 +596,6 @@ class RequestExecutor(wiring.Component):
                         m.d.sync += status.eq(rm.VIRTIO_BLK_S_UNSUPP)
                         m.next = "Write-Status"
 
-            def range_ok(first, n):
-                # [VIRTIO-1.2 5.2.6.1] sectors past the capacity fail. Wide enough not to wrap.
-                return (Cat(first, Const(0, 1)) + n) <= p.capacity
-
             with state("Check-Range"):
                 # IN or OUT: whole sectors, inside the disk, a count the port can carry.
                 is_in = req_type == rm.VIRTIO_BLK_T_IN
@@ -652,11 +613,11 @@ class RequestExecutor(wiring.Component):
                         self.storage.cmd.payload.sector.eq(sector),
                         self.storage.cmd.payload.count.eq(count),
                     ]
+                    # (The walk's fields outside the condition: the walker reads its first
+                    # segment's entry from them, and the back-end's ready is not to reach it.)
+                    m.d.comb += [start_write.eq(1), start_off.eq(0), start_len.eq(data_len)]
                     with m.If(self.storage.cmd.ready & is_in):
-                        m.d.comb += [
-                            start_write.eq(1), start_off.eq(0), start_len.eq(data_len),
-                            wk_start.eq(1), clear_wr_error.eq(1),
-                        ]
+                        m.d.comb += [wk_start.eq(1), clear_wr_error.eq(1)]
                         m.next = "Data-In"
                     with m.Elif(self.storage.cmd.ready):
                         m.next = "Gather-Length"
@@ -674,37 +635,24 @@ class RequestExecutor(wiring.Component):
                     gather.length.payload.eq(data_len),
                     gather.length.valid.eq(1),
                 ]
+                m.d.comb += [start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
+                             start_len.eq(data_len)]
                 with m.If(gather.length.ready):
                     m.d.comb += clear_rd_error.eq(1)
                     with m.If(~ra_cur):
-                        m.d.comb += [
-                            start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
-                            start_len.eq(data_len), wk_start.eq(1),
-                        ]
+                        m.d.comb += wk_start.eq(1)
                     m.d.sync += ra_cur.eq(0)
                     m.next = "Data-Out"
 
             with m.State("Data-Out"):
                 m.d.comb += [rd_to_gather.eq(1), gather_to_storage.eq(1)]
-                nxt = self.slot.payload
-                nxt_len = Signal(48)
-                nxt_count = Signal(48)
-                m.d.comb += [nxt_len.eq(nxt.total_r - rm.BLK_OUTHDR_BYTES),
-                             nxt_count.eq(nxt_len[9:])]
-                # Exactly the conditions under which Decode and Check-Range lead the next
-                # slot to Gather-Length.
-                nxt_out = (self.slot.valid & (nxt.kind == SlotKind.REQUEST) & nxt.header &
-                           (nxt.req_type == rm.VIRTIO_BLK_T_OUT) &
-                           Const(int(not p.read_only), 1) &
-                           (nxt_len[:9] == 0) & (nxt_count != 0) &
-                           (nxt_count >> 32 == 0) & range_ok(nxt.sector, nxt_count))
-                with m.If(running & ~self.stop & ~wk_busy & ~ra_valid & nxt_out):
-                    m.d.comb += [
-                        start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
-                        start_len.eq(nxt_len), start_table.eq(nxt.table),
-                        start_first_w.eq(nxt.first_w), start_nseg.eq(nxt.nseg),
-                        start_ra.eq(1), wk_start.eq(1),
-                    ]
+                m.d.comb += [
+                    start_write.eq(0), start_off.eq(rm.BLK_OUTHDR_BYTES),
+                    start_len.eq(nxt_len), start_table.eq(nxt.table),
+                    start_first_w.eq(nxt.first_w), start_nseg.eq(nxt.nseg), start_ra.eq(1),
+                ]
+                with m.If(running & ~self.stop & ~wk_busy & ~ra_valid & nxt_out_r):
+                    m.d.comb += wk_start.eq(1)
                     m.d.sync += ra_valid.eq(1)
                 with m.If((~wk_busy | wk_ra) & ~st_pending & (rd_pending == ra_cmds)):
                     m.d.comb += clear_rd_error.eq(1)
@@ -813,6 +761,9 @@ class RequestExecutor(wiring.Component):
             with state("Write-Used-Elem", abortable=ring_write_idle):
                 ring_write_step(used_elem, VirtqUsedElem.size // 8, elem.as_value(),
                                 "Wait-Hold")
+                with m.If(ring_write_done & ~self.hold & ~rep_valid):
+                    # Wait-Hold's condition holds already: straight to the index.
+                    m.next = "Write-Used-Idx"
 
             with state("Wait-Hold"):
                 # One report waits at a time (below); the next index waits for it.

@@ -27,6 +27,7 @@ from .virtio_regs import QueueConfigLayout
 from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
 from .blk_avail import AvailReader
 from .blk_walk import ChainWalker
+from .streams import RegisterSlice
 
 
 __all__ = ["ChainFetcher"]
@@ -153,16 +154,23 @@ class ChainFetcher(wiring.Component):
         ]
 
         # -- to the executor ----------------------------------------------------------------------
+        # Through a register: the executor decodes the slot as it takes it, and the order
+        # queue's and the descriptions' reads are not to add to that. A slot goes at most
+        # every other cycle, and a request takes the executor many more than that.
+        m.submodules.slot_reg = slot_reg = ResetInserter(reset_now)(
+            RegisterSlice(self.slot.signature))
         head = order.r_data
+        out = slot_reg.i
         m.d.comb += [
             info_r.addr.eq(head),
-            self.slot.payload.eq(info_r.data),
-            self.slot.payload.table.eq(head),
-            self.slot.valid.eq(order.r_rdy & (filled >> head)[0]),
-            order.r_en.eq(self.slot.valid & self.slot.ready),
+            out.payload.eq(info_r.data),
+            out.payload.table.eq(head),
+            out.valid.eq(order.r_rdy & (filled >> head)[0]),
+            order.r_en.eq(out.valid & out.ready),
         ]
-        with m.If(self.slot.valid & self.slot.ready):
+        with m.If(out.valid & out.ready):
             m.d.comb += filled_clear.eq(1 << head)
+        wiring.connect(m, slot_reg.o, wiring.flipped(self.slot))
 
         m.d.comb += self.idle.eq(avail.idle & walker.idle)
         with m.If(reset_now):
