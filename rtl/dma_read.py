@@ -41,6 +41,11 @@ _CmdInfo = data.StructLayout({
     "length": 17,
     "shift":  3,     # addr % 8: the byte lane of the first byte in the buffer's words
     "tag":    8,
+    # Decoded from `length` and `shift` as the command goes in, so that the drain's handshake
+    # is a few gates from registers and not a chain of adders on the FIFO's output.
+    "zero":   1,     # length == 0
+    "single": 1,     # one data beat: length <= 8
+    "spill":  1,     # the last beat also takes bytes from the next buffer word
 })
 
 
@@ -265,6 +270,14 @@ class DmaReadEngine(wiring.Component):
                     cmd_w.length.eq(self.cmd.payload.length),
                     cmd_w.shift.eq(self.cmd.payload.addr[:3]),
                     cmd_w.tag.eq(self.cmd.payload.tag),
+                    cmd_w.zero.eq(self.cmd.payload.length == 0),
+                    cmd_w.single.eq(self.cmd.payload.length <= 8),
+                    # The last beat starts at byte shift + 8 * (beats - 1) of the command's
+                    # words and holds (length - 1) % 8 + 1 bytes: it ends past its word when
+                    # shift + (length - 1) % 8 >= 8 (never for a zero length, read as one).
+                    cmd_w.spill.eq((self.cmd.payload.length != 0) &
+                                   (self.cmd.payload.addr[:3] +
+                                    (self.cmd.payload.length[:3] - 1)[:3] >= 8)),
                 ]
                 with m.If(self.cmd.valid & cmd_fifo.w_rdy):
                     m.d.sync += [
@@ -520,11 +533,17 @@ class DmaReadEngine(wiring.Component):
         st_tag = Signal(8)
         st_err = Signal(3)
 
-        length = Mux(info.length == 0, 1, info.length)
-        last_beat = beat == ((length - 1) >> 3)
+        # `last_beat` is `beat == (length - 1) // 8` (a zero length is one beat), kept in
+        # registers: on the first beat the FIFO's `single` says it, on later ones `last_next`
+        # was computed when the previous beat was taken. Only commands of more than one beat
+        # use `last_next`, so their length is not zero there.
+        at_first = Signal(init=1)    # beat == 0
+        last_next = Signal()
+        last_beat = Mux(at_first, info.single, last_next)
         # Beat j takes bytes shift..7 of word j and, when shift is not 0 and word j + 1 still
-        # belongs to the command, bytes 0..shift-1 of word j + 1.
-        need_next = (info.shift != 0) & (Cat(Const(0, 3), beat + 1) < info.shift + length)
+        # belongs to the command, bytes 0..shift-1 of word j + 1: every beat but the last
+        # needs word j + 1 then; the last one only if it spills over.
+        need_next = (info.shift != 0) & (~last_beat | info.spill)
         out_valid = (cmd_fifo.r_rdy & prev_valid & (~need_next | s1_valid) &
                      (~last_beat | ~st_valid))
         window = Cat(prev, s1_word)
@@ -532,9 +551,9 @@ class DmaReadEngine(wiring.Component):
         keep = Signal(8)
         with m.If(~last_beat):
             m.d.comb += keep.eq(0xff)
-        with m.Elif(info.length != 0):
+        with m.Elif(~info.zero):
             m.d.comb += keep.eq(Array(Const((1 << k) - 1 if k else 0xff, 8)
-                                      for k in range(8))[length[:3]])
+                                      for k in range(8))[info.length[:3]])
         m.d.comb += [
             self.data.valid.eq(out_valid),
             self.data.payload.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
@@ -557,12 +576,18 @@ class DmaReadEngine(wiring.Component):
                 m.d.sync += [
                     prev_valid.eq(0),
                     beat.eq(0),
+                    at_first.eq(1),
                     st_valid.eq(1),
                     st_tag.eq(info.tag),
                     st_err.eq(first_error(cmd_err, Mux(need_next, s1_err, OK))),
                 ]
             with m.Else():
-                m.d.sync += [beat.eq(beat + 1), prev_valid.eq(s1_valid)]
+                m.d.sync += [
+                    beat.eq(beat + 1),
+                    at_first.eq(0),
+                    last_next.eq(beat + 1 == (info.length - 1)[3:]),
+                    prev_valid.eq(s1_valid),
+                ]
 
         with m.If(self.status.ready):
             m.d.sync += st_valid.eq(0)
