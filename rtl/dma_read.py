@@ -341,94 +341,147 @@ class DmaReadEngine(wiring.Component):
                         m.next = "Allocate-Tag"
 
         # -- completion side: check each completion against its slot, write its payload -------
+        # Two stages, so that no check has to follow a tag lookup in the same cycle:
+        #   A (the beat as it arrives): the header's fields go to registers on beat 0; on beat 1,
+        #     which brings DW2 (Tag, Requester ID, Lower Address), the slot named by the Tag is
+        #     looked up and compared with the header, and the results go to registers.
+        #   B (the same beat a cycle later, from `p_*`): the completion is accepted or dropped
+        #     from those registers alone, its payload is written and its slot updated.
+        # The lookup of stage A is never stale: a completion's last beat is in stage B the
+        # cycle after it arrives, and the next completion's beat 1 comes at least one header
+        # beat later; a slot only becomes `waiting` once its request is sent, so before any of
+        # its completions can come; and a slot that a completion in stage A names does not time
+        # out (below), so `waiting` it read still holds in stage B.
         cpl = self.cpl
         m.d.comb += cpl.ready.eq(1)
 
+        # Stage A.
         c_beat = Signal(2)       # the next beat: 0 header DW0-1, 1 DW2 and payload, 2 payload
         c_dw0 = Signal(TlpDw0)
         c_dw1 = Signal(CplDw1)
-        c_acc = Signal()         # the completion in progress was accepted
+        h_byte_count = Signal(13)
+        h_length_dw = Signal(11)
         c_slot = Signal(range(tags))
-        c_final = Signal()
-        c_err = Signal(3)
-        c_left = Signal(11)      # payload DWs still to write
-        c_dw = Signal(off_bits - 2)  # slot DW index of the next payload DW
+        c_hit = Signal()         # a completion for an outstanding request of ours
+        c_bc_ok = Signal()       # its Byte Count is the one its slot expects
+        c_la_ok = Signal()       # its Lower Address is the slot's next byte
+        c_len_ok = Signal()      # its Length ends with the request
+        c_last_cpl = Signal()    # its Byte Count says it is the request's last completion
+        c_bytes = Signal(13)     # its bytes from its first enabled byte
+        c_next = Signal(off_bits)    # the slot's `next_off` when it arrived
 
-        dw2 = CplDw2(cpl.payload.data[:32])
-        beat1 = cpl.valid & ~cpl.payload.first & (c_beat == 1)
-        beatn = cpl.valid & ~cpl.payload.first & (c_beat == 2)
-        idx = dw2.tag[:len(c_slot)]
-        sc = c_dw1.status == CplStatus.SC
-        has_data = c_dw0.fmt == Fmt.DW3_DATA
-        byte_count = Mux(c_dw1.byte_count == 0, 4096, c_dw1.byte_count)
-        length_dw = Mux(c_dw0.length == 0, 1024, c_dw0.length)
-        lower_addr = dw2.lower_address
+        a_dw2 = CplDw2(cpl.payload.data[:32])
+        a_beat1 = cpl.valid & ~cpl.payload.first & (c_beat == 1)
+        a_idx = a_dw2.tag[:len(c_slot)]
+        a_lower = a_dw2.lower_address
         # Bytes of this completion from its first enabled byte; [PCIe-3.0 2.2.9] its Byte Count
         # is the bytes left in the request, so it is the last one when they all fit.
-        c_bytes = Signal(13)
-        m.d.comb += c_bytes.eq(Cat(Const(0, 2), length_dw) - lower_addr[:2])
-        final = byte_count <= c_bytes
-        need_dws = (lower_addr[:2] + byte_count + 3) >> 2
-        tag_ok = waiting[idx]
+        a_bytes = Cat(Const(0, 2), h_length_dw) - a_lower[:2]
+        a_tag_ok = waiting[a_idx]
         if tags < 256:
-            tag_ok &= dw2.tag < tags
-        # [PCIe-3.0 2.3.1.1] Completions of one request come in address order, each with the
-        # Byte Count still to come and the Lower Address of its first byte: both must continue
-        # the slot exactly, and the last one must end with the request.
-        continues = ((byte_count == remaining[idx]) &
-                     (lower_addr == next_off[idx][:7]) &
-                     (~final | (length_dw == need_dws)))
-        accept = Signal()
-        m.d.comb += accept.eq(
-            (c_dw0.type == TlpType.CPL) &
-            ((c_dw0.fmt == Fmt.DW3_NODATA) | has_data) &
-            (dw2.requester_id == self.requester_id) &
-            tag_ok &
-            (~sc | (has_data & continues)))
-        # [PCIe-3.0 2.3.2] A status other than SC ends the request; a reserved status is handled
-        # as UR, and so is CRS, which only configuration requests may get.
-        # [PCIe-3.0 2.7.2.2] Poisoned data must not be used.
-        cpl_err = Mux(sc, Mux(c_dw0.ep, EP, OK),
-                      Mux(c_dw1.status == CplStatus.CA, CA, UR))
+            a_tag_ok &= a_dw2.tag < tags
 
         with m.If(cpl.valid):
             with m.If(cpl.payload.first):
                 m.d.sync += [
                     c_dw0.eq(cpl.payload.data[:32]),
                     c_dw1.eq(cpl.payload.data[32:]),
-                    c_acc.eq(0),
                     c_beat.eq(Mux(cpl.payload.last, 0, 1)),
                 ]
-                with m.If(cpl.payload.last):
-                    m.d.comb += self.unexpected_cpl.eq(1)     # no room for a header
+                dw0 = TlpDw0(cpl.payload.data[:32])
+                dw1 = CplDw1(cpl.payload.data[32:])
+                m.d.sync += [
+                    h_byte_count.eq(Mux(dw1.byte_count == 0, 4096, dw1.byte_count)),
+                    h_length_dw.eq(Mux(dw0.length == 0, 1024, dw0.length)),
+                ]
             with m.Elif(c_beat == 1):
                 m.d.sync += [
-                    c_acc.eq(accept),
-                    c_slot.eq(idx),
-                    c_final.eq(~sc | final),
-                    c_err.eq(cpl_err),
-                    c_left.eq(Mux(accept & sc, length_dw - 1, 0)),
-                    c_dw.eq(next_off[idx][2:] + 1),
+                    c_slot.eq(a_idx),
+                    c_hit.eq((c_dw0.type == TlpType.CPL) &
+                             ((c_dw0.fmt == Fmt.DW3_NODATA) | (c_dw0.fmt == Fmt.DW3_DATA)) &
+                             (a_dw2.requester_id == self.requester_id) &
+                             a_tag_ok),
+                    # [PCIe-3.0 2.3.1.1] Completions of one request come in address order, each
+                    # with the Byte Count still to come and the Lower Address of its first byte:
+                    # both must continue the slot exactly, and the last one must end with the
+                    # request.
+                    c_bc_ok.eq(h_byte_count == remaining[a_idx]),
+                    c_la_ok.eq(a_lower == next_off[a_idx][:7]),
+                    c_len_ok.eq(h_length_dw == ((a_lower[:2] + h_byte_count + 3) >> 2)),
+                    c_last_cpl.eq(h_byte_count <= a_bytes),
+                    c_bytes.eq(a_bytes),
+                    c_next.eq(next_off[a_idx]),
                     c_beat.eq(Mux(cpl.payload.last, 0, 2)),
                 ]
-                with m.If(~accept):
-                    m.d.comb += self.unexpected_cpl.eq(1)
             with m.Elif(c_beat == 2):
                 with m.If(cpl.payload.last):
-                    m.d.sync += [c_beat.eq(0), c_acc.eq(0)]
+                    m.d.sync += c_beat.eq(0)
+
+        # The beat itself, a cycle later.
+        p_runt = Signal()        # a TLP of one beat: no room for a completion header
+        p_hdr = Signal()         # beat 0: the header
+        p_beat1 = Signal()       # beat 1: DW2 and the first payload DW
+        p_beatn = Signal()       # a later beat: two payload DWs
+        p_last = Signal()
+        p_data = Signal(64)
+        m.d.sync += [
+            p_runt.eq(cpl.valid & cpl.payload.first & cpl.payload.last),
+            p_hdr.eq(cpl.valid & cpl.payload.first),
+            p_beat1.eq(a_beat1),
+            p_beatn.eq(cpl.valid & ~cpl.payload.first & (c_beat == 2)),
+            p_last.eq(cpl.payload.last),
+            p_data.eq(cpl.payload.data),
+        ]
+
+        # Stage B.
+        c_acc = Signal()         # the completion in progress was accepted; more beats to come
+        c_final = Signal()
+        c_err = Signal(3)
+        c_left = Signal(11)      # payload DWs still to write
+        c_dw = Signal(off_bits - 2)  # slot DW index of the next payload DW
+
+        sc = c_dw1.status == CplStatus.SC
+        has_data = c_dw0.fmt == Fmt.DW3_DATA
+        final = c_last_cpl
+        accept = Signal()
+        m.d.comb += accept.eq(c_hit & (~sc | (has_data & c_bc_ok & c_la_ok &
+                                              (~final | c_len_ok))))
+        # [PCIe-3.0 2.3.2] A status other than SC ends the request; a reserved status is handled
+        # as UR, and so is CRS, which only configuration requests may get.
+        # [PCIe-3.0 2.7.2.2] Poisoned data must not be used.
+        cpl_err = Mux(sc, Mux(c_dw0.ep, EP, OK),
+                      Mux(c_dw1.status == CplStatus.CA, CA, UR))
+
+        with m.If(p_runt):
+            m.d.comb += self.unexpected_cpl.eq(1)
+        with m.If(p_hdr):
+            m.d.sync += c_acc.eq(0)
+        with m.If(p_beat1):
+            m.d.sync += [
+                c_acc.eq(accept & ~p_last),
+                c_final.eq(~sc | final),
+                c_err.eq(cpl_err),
+                # The Length less one, 1024 DWs (encoded 0) included.
+                c_left.eq(Mux(accept & sc, (c_dw0.length - 1)[:10], 0)),
+                c_dw.eq(c_next[2:] + 1),
+            ]
+            with m.If(~accept):
+                m.d.comb += self.unexpected_cpl.eq(1)
+        with m.If(p_beatn & p_last):
+            m.d.sync += c_acc.eq(0)
 
         # Payload DWs of this beat: one on the second beat (after DW2), then two. A digest DW
         # after the payload (TD set) is not written.
-        w_slot = Mux(c_beat == 1, idx, c_slot)
-        w_dw = Mux(c_beat == 1, next_off[idx][2:], c_dw)
-        w_lo = Mux(c_beat == 1, cpl.payload.data[32:], cpl.payload.data[:32])
-        w_hi = cpl.payload.data[32:]
+        w_slot = c_slot
+        w_dw = Mux(p_beat1, c_next[2:], c_dw)
+        w_lo = Mux(p_beat1, p_data[32:], p_data[:32])
+        w_hi = p_data[32:]
         w_n = Signal(2)
-        with m.If(beat1 & accept & sc):
+        with m.If(p_beat1 & accept & sc):
             m.d.comb += w_n.eq(1)
-        with m.Elif(beatn):
+        with m.Elif(p_beatn):
             m.d.comb += w_n.eq(Mux(c_left >= 2, 2, c_left))
-        with m.If(beatn):
+        with m.If(p_beatn):
             m.d.sync += [c_left.eq(c_left - w_n), c_dw.eq(c_dw + w_n)]
         odd_first = w_dw[0]
         row = w_dw[1:]
@@ -441,12 +494,14 @@ class DmaReadEngine(wiring.Component):
             odd_w.en.eq(Mux(odd_first, w_n >= 1, w_n >= 2)),
         ]
 
-        # A slot receiving a completion does not time out in the middle of it.
-        holding = Mux(beat1, accept, (c_beat == 2) & c_acc)
-        progress = beat1 & accept & sc & ~final
-        commit = cpl.valid & ~cpl.payload.first & cpl.payload.last & holding
-        commit_final = Mux(c_beat == 1, ~sc | final, c_final)
-        commit_err = Mux(c_beat == 1, cpl_err, c_err)
+        # A slot receiving a completion does not time out in the middle of it, nor while the
+        # completion's beat 1 is in stage A.
+        holding = Mux(p_beat1, accept, c_acc)
+        progress = p_beat1 & accept & sc & ~final
+        commit = (p_beat1 | p_beatn) & p_last & holding
+        commit_final = Mux(p_beat1, ~sc | final, c_final)
+        commit_err = Mux(p_beat1, cpl_err, c_err)
+        c_next_end = c_next + c_bytes    # the slot's `next_off` after this completion
 
         # -- drain: read the slots in ring order, a word a cycle --------------------------------
         s1_valid = Signal()      # the read ports hold a word of the stream
@@ -484,7 +539,7 @@ class DmaReadEngine(wiring.Component):
             with m.If(waiting[t]):
                 with m.If(timer[t] != 0):
                     m.d.sync += timer[t].eq(timer[t] - 1)
-                with m.Elif(~(holding & (w_slot == t))):
+                with m.Elif(~(holding & (w_slot == t)) & ~(a_beat1 & (a_idx == t))):
                     # [PCIe-3.0 2.8] Completion Timeout: the request ends with an error and its
                     # tag becomes free once the slot has drained.
                     m.d.sync += [
@@ -492,18 +547,17 @@ class DmaReadEngine(wiring.Component):
                         done[t].eq(1),
                         error[t].eq(first_error(error[t], TIMEOUT)),
                     ]
-            with m.If(progress & (idx == t)):
+            with m.If(progress & (w_slot == t)):
                 m.d.sync += [
-                    remaining[t].eq(byte_count - c_bytes),
-                    next_off[t].eq(next_off[t] + c_bytes),
+                    remaining[t].eq(h_byte_count - c_bytes),
+                    next_off[t].eq(c_next_end),
                 ]
             with m.If(commit & (w_slot == t)):
                 m.d.sync += error[t].eq(first_error(error[t], commit_err))
                 with m.If(~commit_final):
                     # The whole completion is written with this beat; on its second beat
                     # `next_off` moves on in this same cycle.
-                    m.d.sync += ready_off[t].eq(Mux(c_beat == 1, next_off[t] + c_bytes,
-                                                    next_off[t]))
+                    m.d.sync += ready_off[t].eq(Mux(p_beat1, c_next_end, next_off[t]))
                 with m.If(commit_final):
                     m.d.sync += [waiting[t].eq(0), done[t].eq(1)]
             with m.If(sent & (req_tag == t)):
