@@ -220,38 +220,63 @@ class DmaReadEngine(wiring.Component):
         mrrs_code = Signal(3)
         m.d.comb += mrrs_code.eq(Mux(self.max_read_request_size > mrr_code, mrr_code,
                                      self.max_read_request_size))
-        boundary_mask = Signal(12)
+        # Registered: a change of Max_Read_Request_Size applies a cycle later, and the split
+        # below starts from a register. Its reset value, 128 B, is a valid boundary too.
+        boundary_mask = Signal(12, init=127)
         with m.Switch(mrrs_code):
             for k in range(mrr_code + 1):
                 with m.Case(k):
-                    m.d.comb += boundary_mask.eq((128 << k) - 1)
+                    m.d.sync += boundary_mask.eq((128 << k) - 1)
         # [PCIe-3.0 2.2.7] A request must not cross a 4 KB boundary; splitting at MRRS-aligned
         # boundaries also keeps every request inside one slot-sized block of the address space.
-        to_boundary = Signal(13)
+        # A request either ends at the next boundary or is the command's last (`req_last`, the
+        # rest fits before the boundary). Its fields are computed for both cases side by side
+        # and chosen by `req_last`, so that no adder waits on the comparison.
+        to_boundary = Signal(13)     # 1 to 4096 bytes from cur_addr to the next boundary
+        req_last = Signal()          # the command's last request
         req_len = Signal(13)
         m.d.comb += [
             to_boundary.eq((boundary_mask & ~cur_addr[:12]) + 1),
-            req_len.eq(Mux(rem_len < to_boundary, rem_len, to_boundary)),
+            req_last.eq(rem_len <= to_boundary),
+            req_len.eq(Mux(req_last, rem_len, to_boundary)),
         ]
+        # When `req_last`, `rem_len` is at most 4096 and its low 13 bits are the whole of it.
+        tail_len = rem_len[:13]
 
         # [PCIe-3.0 2.2.5] First and Last DW Byte Enables; Last BE is 0 for a 1 DW request.
-        req_end = Signal(14)
+        # A request that ends at the boundary ends on a DW boundary.
+        tail_end = Signal(14)        # cur_addr[:2] + tail_len
+        bnd_dws = Signal(11)
+        tail_dws = Signal(11)
         req_dws = Signal(11)
+        one_dw = Signal()
         be_start = Signal(4)
         be_end = Signal(4)
         m.d.comb += [
-            req_end.eq(cur_addr[:2] + req_len),
-            req_dws.eq((req_end + 3) >> 2),
+            tail_end.eq(cur_addr[:2] + tail_len),
+            bnd_dws.eq((boundary_mask[2:] & ~cur_addr[2:12]) + 1),
+            tail_dws.eq((tail_end + 3) >> 2),
+            req_dws.eq(Mux(req_last, tail_dws, bnd_dws)),
+            one_dw.eq(Mux(req_last, tail_dws == 1, bnd_dws == 1)),
             be_start.eq(Array(Const(0b1111 << k & 0b1111, 4) for k in range(4))[cur_addr[:2]]),
-            be_end.eq(Array(Const(v, 4) for v in (0b1111, 0b0001, 0b0011, 0b0111))[req_end[:2]]),
+            be_end.eq(Mux(req_last,
+                          Array(Const(v, 4) for v in (0b1111, 0b0001, 0b0011, 0b0111))[
+                              tail_end[:2]],
+                          0b1111)),
         ]
 
         # A request whose slot is filled without a TLP: Bus Master Enable clear
         # [PCI-3.0 6.2.2], or a zero-length command.
-        dead = ~self.bus_master | (rem_len == 0)
-        req_last = rem_len == req_len          # the command's last request
+        zero_len = rem_len == 0
+        dead = ~self.bus_master | zero_len
         start_off = cur_addr[:off_bits]
-        end_off = start_off + Mux(req_len == 0, 1, req_len) - 1
+        # Slot offset of the request's last byte (of its first, for a zero length).
+        end_off = Mux(req_last,
+                      start_off + Mux(zero_len, 0, (tail_len - 1)[:off_bits]),
+                      start_off | boundary_mask[:off_bits])[:off_bits]
+        # The next request starts at the boundary; after the last one `cur_addr` is not used
+        # until the next command loads it.
+        next_addr = (cur_addr | boundary_mask) + 1
 
         hdr_dw0 = Signal(TlpDw0)
         hdr_dw1 = Signal(ReqDw1)
@@ -292,8 +317,8 @@ class DmaReadEngine(wiring.Component):
                     four_dw = cur_addr[32:].any()
                     m.d.sync += [
                         tail.eq(ring_next(tail)),
-                        cur_addr.eq(cur_addr + req_len),
-                        rem_len.eq(rem_len - req_len),
+                        cur_addr.eq(next_addr),
+                        rem_len.eq(Mux(req_last, 0, rem_len - to_boundary)),
                         req_tag.eq(tail),
                         req_cmd_last.eq(req_last),
                         # [PCIe-3.0 2.2.4.1] 32-bit addressing below 4 GB, 64-bit above.
@@ -304,8 +329,8 @@ class DmaReadEngine(wiring.Component):
                         hdr_dw0.length.eq(req_dws[:10]),     # 1024 DW is encoded as 0
                         hdr_dw1.requester_id.eq(self.requester_id),
                         hdr_dw1.tag.eq(tail),
-                        hdr_dw1.first_be.eq(Mux(req_dws == 1, be_start & be_end, be_start)),
-                        hdr_dw1.last_be.eq(Mux(req_dws == 1, 0, be_end)),
+                        hdr_dw1.first_be.eq(Mux(one_dw, be_start & be_end, be_start)),
+                        hdr_dw1.last_be.eq(Mux(one_dw, 0, be_end)),
                         hdr_addr_hi.eq(cur_addr[32:]),
                         hdr_addr_lo.eq(Cat(Const(0, 2), cur_addr[2:32])),
                     ]
