@@ -570,6 +570,60 @@ def test_random_errors(stalls):
     bench.run().check()
 
 
+def race_completion_and_timeout(delay, timeout=24):
+    """One 8 B read whose only completion arrives ``delay`` cycles after the request: the
+    client's data, status, and how many completions were dropped."""
+    dut = DmaReadEngine(tags=1, timeout=timeout)
+    m = Module()
+    m.submodules.dut = dut
+    dropped = Signal(8)
+    m.d.sync += dropped.eq(dropped + dut.unexpected_cpl)
+    host = bytes(range(0x40, 0x48))
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.requester_id, RID)
+        ctx.set(dut.bus_master, 1)
+        ctx.set(dut.max_read_request_size, 2)
+        await stream_put(ctx, dut.cmd, {"addr": 0x1000, "length": 8, "tag": 7})
+        req = parse_mem_req(await tlp_get(ctx, dut.tx))
+        await ctx.tick().repeat(delay)
+        payload = [int.from_bytes(host[i:i + 4], "little") for i in (0, 4)]
+        await tlp_put(ctx, dut.cpl, completion(req["tag"], 8, 0, payload, requester_id=RID))
+        beat = await stream_get(ctx, dut.data)
+        status = await stream_get(ctx, dut.status)
+        await ctx.tick().repeat(4)
+        got.update(data=beat.data.to_bytes(8, "little"), tag=status.tag, error=status.error,
+                   dropped=ctx.get(dropped))
+
+    sim = Simulator(m)
+    sim.add_clock(CLOCK)
+    sim.add_testbench(bench)
+    sim.run_until(2000 * CLOCK)
+    assert got, f"delay {delay}: the read did not finish"
+    return host, got
+
+
+def test_completion_racing_the_timeout():
+    """[PCIe-3.0 2.8] A completion that arrives as its request times out is either taken whole
+    (the data and OK) or dropped whole (zeros, TIMEOUT, and counted as unexpected): never
+    written into a slot that has timed out. Swept over every arrival cycle around the timeout,
+    so the cycle in which the completion's Tag is looked up while the timer runs out is hit."""
+    outcomes = []
+    for delay in range(8, 40):
+        host, got = race_completion_and_timeout(delay)
+        assert got["tag"] == 7
+        if got["error"] == DmaError.OK:
+            assert (got["data"], got["dropped"]) == (host, 0), f"delay {delay}: {got}"
+        else:
+            assert got["error"] == DmaError.TIMEOUT, f"delay {delay}: {got}"
+            assert (got["data"], got["dropped"]) == (bytes(8), 1), f"delay {delay}: {got}"
+        outcomes.append(got["error"])
+    # Early completions are taken, late ones dropped, with one switch between.
+    switch = outcomes.index(DmaError.TIMEOUT)
+    assert 0 < switch and all(e == DmaError.TIMEOUT for e in outcomes[switch:]), outcomes
+
+
 def test_unexpected_completions_are_dropped():
     """Completions with a tag not in use, another Requester ID, a stale Byte Count or a wrong
     Lower Address are dropped and counted, and the data is still right."""
