@@ -234,6 +234,11 @@ class Completer(wiring.Component):
                     self.cfg.addr.eq(cfg_dw2.register),
                     self.cfg.be.eq(first_be),
                 ]
+                m.next = "Config-Read-Wait"
+
+            with m.State("Config-Read-Wait"):
+                # Configuration space answers in the second cycle (its PCI_CFG window reads
+                # BAR0, whose requests are registered).
                 m.next = "Config-Read-Data"
 
             with m.State("Config-Read-Data"):
@@ -260,6 +265,10 @@ class Completer(wiring.Component):
                     self.bar.addr.eq(offset + idx),
                     self.bar.be.eq(Mux(length == 1, first_be, Mux(idx, last_be, first_be))),
                 ]
+                m.next = "BAR-Read-Wait"
+
+            with m.State("BAR-Read-Wait"):
+                # BAR0 answers in the second cycle: its requests are registered (rtl/top.py).
                 m.next = "BAR-Read-Data"
 
             with m.State("BAR-Read-Data"):

@@ -128,7 +128,7 @@ class ConfigSpace(wiring.Component):
         shift = Cat(Const(0, 3), w_off[:2])          # byte lane * 8
         len_mask = Mux(w_len == 1, 0xff, Mux(w_len == 2, 0xffff, 0xffffffff))
 
-        # -- reads: one cycle latency ----------------------------------------------------------
+        # -- reads: answered in the second cycle (below) --------------------------------------
         r_data = Signal(32)
         window_read = Signal()      # the previous cycle read pci_cfg_data through the window
         m.d.sync += window_read.eq(0)
@@ -151,15 +151,20 @@ class ConfigSpace(wiring.Component):
                 with m.Default():
                     m.d.sync += r_data.eq(0)
 
+        # Reads answer in the second cycle after `r_stb`: BAR0 answers the window's read then
+        # (its requests are registered, rtl/top.py), and every other read is held as long.
         # "store the first cap.length bytes in pci_cfg_data"
         window_data = Signal(32)
+        window_ready = Signal()     # BAR0's answer to the window's read is here
+        r_data_late = Signal(32)
+        m.d.sync += [window_ready.eq(window_read), r_data_late.eq(r_data)]
         m.d.comb += window_data.eq((store[data_dw] & ~len_mask) |
                                    ((self.bar.r_data >> shift) & len_mask))
-        with m.If(window_read):
+        with m.If(window_ready):
             m.d.sync += store[data_dw].eq(window_data)
             m.d.comb += self.bus.r_data.eq(window_data)
         with m.Else():
-            m.d.comb += self.bus.r_data.eq(r_data)
+            m.d.comb += self.bus.r_data.eq(r_data_late)
 
         # -- writes ----------------------------------------------------------------------------
         # A write of pci_cfg_data reaches BAR0 in the next cycle, from registers: the

@@ -108,9 +108,12 @@ class VirtioBlkEndpoint(wiring.Component):
 
         # BAR0 has two initiators that never access at the same time: the completer (memory
         # requests) and configuration space (the virtio PCI_CFG window). Both drive zeros while
-        # idle, so their requests are OR-ed.
+        # idle, so their requests are OR-ed. The request reaches the registers a cycle later,
+        # from flip-flops (the initiators' decoding is not to run into the registers' side
+        # effects in one cycle), so read data comes in the second cycle after `r_stb`: both
+        # initiators wait for it.
         for name in ("addr", "be", "r_stb", "w_stb", "w_data"):
-            m.d.comb += getattr(regs.bus, name).eq(getattr(completer.bar, name) |
+            m.d.sync += getattr(regs.bus, name).eq(getattr(completer.bar, name) |
                                                    getattr(config.bar, name))
         m.d.comb += [
             completer.bar.r_data.eq(regs.bus.r_data),
