@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from .tlp import Fmt, TlpType, TlpDw0, ReqDw1, TlpStreamSignature
 from .dma_layouts import DmaCommand, DmaData, DmaStatus, DmaError
+from .streams import SkidBuffer
 
 
 __all__ = ["DmaWriteEngine"]
@@ -45,10 +46,12 @@ class DmaWriteEngine(wiring.Component):
 
     In the steady state the engine sends one 64-bit beat per cycle: a TLP costs its header
     beats and the beats its payload spans, with no idle cycle between TLPs. A command costs
-    two cycles more (taking it and planning its first TLP): its status waits in a two-entry
-    queue while the next command is taken. A 24-byte buffer
-    between the data stream and the TLP stream realigns the bytes; the data stream is taken
-    at full rate as long as the TLP stream is. There is no combinational path between ports.
+    two cycles more (taking it and planning its first TLP): its status waits in a queue while
+    the next command is taken. The data stream goes through a skid buffer (a cycle of latency)
+    into a 24-byte buffer that realigns the bytes for the TLP stream, which leaves through a
+    second skid buffer (another cycle); the data stream is taken at full rate as long as the
+    TLP stream is. A command's status is offered once its last beat has left the engine.
+    There is no combinational path between ports.
 
     Parameters
     ----------
@@ -108,16 +111,46 @@ class DmaWriteEngine(wiring.Component):
             """All ones in byte lanes below ``n``."""
             return Cat(*[(n > i).replicate(8) for i in range(lanes)])
 
+        # -- the data, through a skid buffer -----------------------------------------------------
+        # The buffer's shifts are deep logic; the client's data (from a realigner, through an
+        # arbiter) is not to reach them in the same cycle.
+        m.submodules.data_skid = data_skid = SkidBuffer(self.data.signature.flip())
+        wiring.connect(m, wiring.flipped(self.data), data_skid.i)
+        data_in = data_skid.o
+
+        # -- the TLP stream, through a skid buffer -----------------------------------------------
+        # The buffer's shifts are deep logic; the arbiter's `ready` is not to reach them, nor
+        # are they to reach the arbiter's output register, in the same cycle. A beat that ends
+        # a command carries `end` through the buffer, for the statuses below.
+        m.submodules.tx_skid = tx_skid = SkidBuffer(stream.Signature(data.StructLayout({
+            "beat": self.tx.payload.shape(), "end": 1})))
+        tx = tx_skid.i
+        m.d.comb += [
+            self.tx.valid.eq(tx_skid.o.valid),
+            self.tx.payload.eq(tx_skid.o.payload.beat),
+            tx_skid.o.ready.eq(self.tx.ready),
+        ]
+        tx_empty = ~tx_skid.o.valid           # (a skid buffer fills only behind its output)
+        ends_held = Signal(2)                 # beats with `end` in the skid buffer
+        m.d.sync += ends_held.eq(ends_held + (tx.valid & tx.ready & tx.payload.end)
+                                 - (tx_skid.o.valid & tx_skid.o.ready & tx_skid.o.payload.end))
+
         # -- the statuses of ended commands, until taken ----------------------------------------
-        # Two entries: the status of one command waits while the next is taken, and `w_rdy`
-        # (from the queue's level, a register) keeps `status.ready` off every other port.
+        # A command's status goes in as its last beat goes into the skid buffer, and out only
+        # once that beat has left it: "done" is "handed to the link" [PCIe-3.0 2.4.1], and a
+        # client's read after the status must not pass the write. The statuses whose beats are
+        # still held are the newest (the buffer keeps order), so the oldest `level - ends_held`
+        # may go. A command that ends with no beat of its own (length 0, or Bus Master Enable
+        # clear) ends only with the buffer empty. Four entries: with two held behind the
+        # buffer, one waits while the next command is taken; `w_rdy` (from the queue's level, a
+        # register) keeps `status.ready` off every other port.
         m.submodules.st_queue = st_queue = fifo.SyncFIFO(
-            width=data.Layout.cast(DmaStatus).size, depth=2)
+            width=data.Layout.cast(DmaStatus).size, depth=4)
         st_in = data.View(DmaStatus, st_queue.w_data)
         m.d.comb += [
-            self.status.valid.eq(st_queue.r_rdy),
+            self.status.valid.eq(st_queue.r_level > ends_held),
             self.status.payload.eq(st_queue.r_data),
-            st_queue.r_en.eq(self.status.ready),
+            st_queue.r_en.eq(self.status.valid & self.status.ready),
         ]
         # A command is taken only while the queue has room, and only its own status goes in
         # before the next is taken: so at its end there is room, and the transmit path does
@@ -217,13 +250,17 @@ class DmaWriteEngine(wiring.Component):
         in_avail = Mux(in_left >= 8, 8, in_left[:4])
         in_n = Signal(4)                # bytes appended to the buffer this cycle
         out_n = Signal(4)               # bytes sent from the buffer this cycle
-        m.d.comb += self.data.ready.eq((in_left != 0) & (count <= nbuf - 8))
-        with m.If(self.data.valid & self.data.ready):
+        m.d.comb += data_in.ready.eq((in_left != 0) & (count <= nbuf - 8))
+        with m.If(data_in.valid & data_in.ready):
             m.d.sync += in_left.eq(in_left - in_avail)
             m.d.comb += in_n.eq(Mux(drop, 0, in_avail))
-        in_bytes = self.data.payload.data & byte_mask(in_n, 8)
+        in_bytes = data_in.payload.data & byte_mask(in_n, 8)
+        # Bytes left after this cycle's beat: both cases from registers, the beat's handshake
+        # only picks one (`need`, below, is the beat's size whenever a payload beat goes out).
+        sending = Signal()
+        less_need = Signal(range(nbuf + 1))
         kept = Signal(range(nbuf + 1))
-        m.d.comb += kept.eq(count - out_n)
+        m.d.comb += kept.eq(Mux(sending, less_need, count))
         m.d.sync += [
             buf.eq((buf >> Cat(Const(0, 3), out_n)) | (in_bytes << Cat(Const(0, 3), kept))),
             count.eq(kept + in_n),
@@ -233,6 +270,7 @@ class DmaWriteEngine(wiring.Component):
         to_beat_end = 8 - lane
         need = Signal(4)                # payload bytes in the next beat
         m.d.comb += need.eq(Mux(tlp_left < to_beat_end, tlp_left, to_beat_end))
+        m.d.comb += less_need.eq(count - need)
         end = Signal(4)                 # byte lane after the last payload byte of the beat
         m.d.comb += end.eq(lane + need)
         shifted = (buf[:64] << Cat(Const(0, 3), lane))[:64]
@@ -251,7 +289,7 @@ class DmaWriteEngine(wiring.Component):
                         error.eq(DmaError.OK),
                     ]
                     with m.If(p.length == 0):
-                        finish(p.tag, DmaError.OK)
+                        m.next = "End-Empty"
                     with m.Elif(~self.bus_master):
                         # [PCI-3.0 6.2.2] With Bus Master Enable clear the function must not
                         # issue memory requests: take the data and drop it.
@@ -263,8 +301,13 @@ class DmaWriteEngine(wiring.Component):
                     with m.Else():
                         m.next = "Plan-TLP"
 
+            with m.State("End-Empty"):
+                # A command with no data: its status once the TLPs before it have left.
+                with m.If(tx_empty):
+                    finish(tag, error)
+
             with m.State("Drop-Data"):
-                with m.If(in_left == 0):
+                with m.If((in_left == 0) & tx_empty):
                     m.d.sync += drop.eq(0)
                     finish(tag, error)
 
@@ -274,12 +317,12 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Send-Header"):
                 m.d.comb += [
-                    self.tx.valid.eq(1),
-                    self.tx.payload.data.eq(Cat(hdr0, hdr1)),
-                    self.tx.payload.keep.eq(0b11),
-                    self.tx.payload.first.eq(1),
+                    tx.valid.eq(1),
+                    tx.payload.beat.data.eq(Cat(hdr0, hdr1)),
+                    tx.payload.beat.keep.eq(0b11),
+                    tx.payload.beat.first.eq(1),
                 ]
-                with m.If(self.tx.ready):
+                with m.If(tx.ready):
                     with m.If(four_dw):
                         m.next = "Send-Address"
                     with m.Else():
@@ -288,23 +331,23 @@ class DmaWriteEngine(wiring.Component):
             with m.State("Send-Address"):
                 # [PCIe-3.0 2.2.4.1 Figure 2-14] 64-bit address: bits 63:32 in DW2, 31:2 in DW3.
                 m.d.comb += [
-                    self.tx.valid.eq(1),
-                    self.tx.payload.data.eq(Cat(addr_hi, addr_lo)),
-                    self.tx.payload.keep.eq(0b11),
+                    tx.valid.eq(1),
+                    tx.payload.beat.data.eq(Cat(addr_hi, addr_lo)),
+                    tx.payload.beat.keep.eq(0b11),
                 ]
-                with m.If(self.tx.ready):
+                with m.If(tx.ready):
                     m.next = "Send-Data"
 
             with m.State("Send-Data"):
                 last = tlp_left <= to_beat_end
                 m.d.comb += [
-                    self.tx.valid.eq(count >= need),
-                    self.tx.payload.data.eq(beat_data),
-                    self.tx.payload.keep.eq(Cat(Const(1, 1), end > 4)),
-                    self.tx.payload.last.eq(last),
+                    tx.valid.eq(count >= need),
+                    tx.payload.beat.data.eq(beat_data),
+                    tx.payload.beat.keep.eq(Cat(Const(1, 1), end > 4)),
+                    tx.payload.beat.last.eq(last),
                 ]
-                with m.If(self.tx.valid & self.tx.ready):
-                    m.d.comb += out_n.eq(need)
+                with m.If(tx.valid & tx.ready):
+                    m.d.comb += [out_n.eq(need), sending.eq(1)]
                     m.d.sync += [
                         tlp_left.eq(tlp_left - need),
                         lane.eq(0),
@@ -312,6 +355,7 @@ class DmaWriteEngine(wiring.Component):
                     ]
                     with m.If(last):
                         with m.If(remaining == 0):
+                            m.d.comb += tx.payload.end.eq(1)
                             finish(tag, error)
                         with m.Elif(~self.bus_master):
                             # Bus Master Enable went clear (or an FLR came) during the
