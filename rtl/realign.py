@@ -106,15 +106,17 @@ class ByteRealigner(wiring.Component):
         count = Signal(range(nbuf + 1))
 
         # -- the next output beat ----------------------------------------------------------------
-        short = Signal()                # the rest of the packet is less than a beat
-        m.d.comb += short.eq(rem < lanes)
+        # `rem` compared with a beat, kept in registers beside it (set with it, below): the
+        # output's valid and framing then come from a few bits of registers.
+        short = Signal()                # rem < lanes: the rest of the packet is less than a beat
+        final = Signal()                # rem <= lanes: the next beat ends the packet
         need  = Signal(range(lanes + 1))  # bytes in the next output beat
         m.d.comb += need.eq(Mux(short, rem[:3], lanes))
         m.d.comb += [
             self.o.valid.eq(active & (count >= need)),
             self.o.payload.data.eq(buf[:self.data_width] & byte_mask(need)),
             self.o.payload.keep.eq(Cat(*[need > k for k in range(lanes)])),
-            self.o.payload.last.eq(rem <= lanes),
+            self.o.payload.last.eq(final),
         ]
         sent = self.o.valid & self.o.ready
 
@@ -129,8 +131,12 @@ class ByteRealigner(wiring.Component):
         in_bytes = self.i.payload.data & Cat(*[keep[k].replicate(8) for k in range(lanes)])
         out_n = Signal(range(lanes + 1))
         m.d.comb += out_n.eq(Mux(sent, need, 0))
-        kept = Signal(range(nbuf + 1))  # bytes left in the buffer after this beat is sent
-        m.d.comb += kept.eq(count - out_n)
+        # Bytes left in the buffer after this beat is sent: both cases from registers, the
+        # output's `ready` only picks one (it comes late, from the block the beat goes to).
+        less_need = Signal(range(nbuf + 1))
+        m.d.comb += less_need.eq(count - need)
+        kept = Signal(range(nbuf + 1))
+        m.d.comb += kept.eq(Mux(sent, less_need, count))
         m.d.sync += [
             buf.eq((buf >> Cat(Const(0, 3), out_n)) |
                    Mux(taken, in_bytes, 0) << Cat(Const(0, 3), kept)),
@@ -144,18 +150,23 @@ class ByteRealigner(wiring.Component):
         m.d.comb += self.length.ready.eq(~pend_valid)
         new_len = self.length.payload
         new = self.length.valid & ~pend_valid & (new_len != 0)
-        advance = ~active | (sent & self.o.payload.last)
+        advance = ~active | (sent & final)
+        rem_next = Signal(32)
+        m.d.comb += rem_next.eq(rem)
         with m.If(advance):
             with m.If(pend_valid):
-                m.d.sync += [active.eq(1), rem.eq(pend), pend_valid.eq(0)]
+                m.d.comb += rem_next.eq(pend)
+                m.d.sync += [active.eq(1), pend_valid.eq(0)]
             with m.Elif(new):
-                m.d.sync += [active.eq(1), rem.eq(new_len)]
+                m.d.comb += rem_next.eq(new_len)
+                m.d.sync += active.eq(1)
             with m.Else():
                 m.d.sync += active.eq(0)
         with m.Else():
             with m.If(sent):
-                m.d.sync += rem.eq(rem - lanes)
+                m.d.comb += rem_next.eq(rem - lanes)
             with m.If(new):
                 m.d.sync += [pend.eq(new_len), pend_valid.eq(1)]
+        m.d.sync += [rem.eq(rem_next), short.eq(rem_next < lanes), final.eq(rem_next <= lanes)]
 
         return m
