@@ -25,6 +25,7 @@ from amaranth.utils import exact_log2
 
 from .tlp import Fmt, TlpType, CplStatus, TlpDw0, ReqDw1, CplDw1, CplDw2, TlpStreamSignature
 from .dma_layouts import DmaCommand, DmaData, DmaError, DmaStatus
+from .streams import SkidBuffer
 
 
 __all__ = ["DmaReadEngine", "DEFAULT_TIMEOUT"]
@@ -66,6 +67,16 @@ class DmaReadEngine(wiring.Component):
 
     The status of a command waits in a register until taken; the last data beat of the next
     command waits for that, so a client must take statuses as it takes data.
+
+    ``data`` leaves through a :class:`~rtl.streams.SkidBuffer`, so that the client's
+    ``data.ready`` (which comes through the DMA arbiters) does not reach the drain in the cycle
+    it changes: a beat reaches the client one cycle after the drain made it, still one beat a
+    cycle. A command's status is offered only from the cycle after the client took the
+    command's last beat, as without the buffer, so that a client counting statuses knows the
+    command's data is all in: the status is held while that beat is in the buffer (it is the
+    only last beat there, the next command's waits for the status). From one command's last
+    beat taken to the next one's offered it is therefore three cycles at least, one more than
+    without the buffer; the beats before a last one do not wait.
 
     Up to ``tags`` requests are outstanding at once. The Tag of a request is its slot number, so
     tags stay below 32 unless ``tags`` is larger and Extended Tag Field Enable is set.
@@ -612,6 +623,17 @@ class DmaReadEngine(wiring.Component):
         st_tag = Signal(8)
         st_err = Signal(3)
 
+        # Beats reach the client through a skid buffer, so that the drain waits on the
+        # buffer's registered `ready`, not on the client's (which comes through the DMA
+        # arbiters). A status must not be offered before its command's last beat is taken:
+        # `last_held` says that beat is still in the buffer. It is the only last beat there,
+        # since the next command's last beat waits for the status to be taken.
+        m.submodules.data_skid = data_skid = SkidBuffer(
+            stream.Signature(DmaData(self.data_width)))
+        wiring.connect(m, data_skid.o, wiring.flipped(self.data))
+        out = data_skid.i
+        last_held = Signal()
+
         # `last_beat` is `beat == (length - 1) // 8` (a zero length is one beat), kept in
         # registers: on the first beat the FIFO's `single` says it, on later ones `last_next`
         # was computed when the previous beat was taken. Only commands of more than one beat
@@ -634,12 +656,12 @@ class DmaReadEngine(wiring.Component):
             m.d.comb += keep.eq(Array(Const((1 << k) - 1 if k else 0xff, 8)
                                       for k in range(8))[info.length[:3]])
         m.d.comb += [
-            self.data.valid.eq(out_valid),
-            self.data.payload.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
-            self.data.payload.keep.eq(keep),
-            self.data.payload.last.eq(last_beat),
+            out.valid.eq(out_valid),
+            out.payload.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
+            out.payload.keep.eq(keep),
+            out.payload.last.eq(last_beat),
         ]
-        take = out_valid & self.data.ready
+        take = out_valid & out.ready
         load = s1_valid & (~prev_valid | (take & ~last_beat))
         m.d.comb += s1_take.eq(load | (take & last_beat & need_next))
 
@@ -668,12 +690,14 @@ class DmaReadEngine(wiring.Component):
                     prev_valid.eq(s1_valid),
                 ]
 
-        with m.If(self.status.ready):
+        with m.If(self.status.valid & self.status.ready):
             m.d.sync += st_valid.eq(0)
+        with m.If(self.data.valid & self.data.ready & self.data.payload.last):
+            m.d.sync += last_held.eq(0)
         with m.If(take & last_beat):
-            m.d.sync += st_valid.eq(1)
+            m.d.sync += [st_valid.eq(1), last_held.eq(1)]
         m.d.comb += [
-            self.status.valid.eq(st_valid),
+            self.status.valid.eq(st_valid & ~last_held),
             self.status.payload.tag.eq(st_tag),
             self.status.payload.error.eq(st_err),
         ]
