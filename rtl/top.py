@@ -82,7 +82,9 @@ class VirtioBlkEndpoint(wiring.Component):
         # valid and ready never chain through the link, the gate and the arbiter in one cycle.
         # None sits between a source and the arbiter: a source's TLPs are in the one ordered
         # stream to the link once the arbiter took them, which is what a DMA write's status
-        # and an MSI-X message behind it count on [PCIe-3.0 2.4.1].
+        # and an MSI-X message behind it count on [PCIe-3.0 2.4.1]. (The DMA engines register
+        # their TLP outputs themselves; the write engine reports a command done only once its
+        # last beat has left that register for the arbiter.)
         def skid(name):
             buf = SkidBuffer(TlpStreamSignature(w))
             m.submodules[name] = buf
