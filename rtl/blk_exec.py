@@ -34,6 +34,7 @@ from .dma_layouts import DmaCommand, DmaData, DmaError
 from .dma_arbiter import DmaReadClient, DmaWriteClient
 from .storage import StorageSignature, StorageOp, StorageStatus
 from .realign import ByteRealigner
+from .streams import SkidBuffer
 from .virtio_regs import QueueConfigLayout
 from .blk_notify import UsedReport
 from .blk_segwalk import SegmentWalker
@@ -307,11 +308,16 @@ class RequestExecutor(wiring.Component):
         storage_to_scatter = Signal()
         scatter_to_wr = Signal()
         fsm_rd_ready = Signal()
+        # The gather realigner takes its input through a skid buffer: its buffer's shifts are
+        # not to wait for the route's decision in the same cycle. Only beats of the current
+        # request's transfers go in, and every transfer runs to its end, so none is left there.
+        m.submodules.gather_skid = gather_skid = SkidBuffer(gather.i.signature.flip())
+        wiring.connect(m, gather_skid.o, gather.i)
         with m.If(rd_to_gather & cur_data):
             m.d.comb += [
-                gather.i.payload.eq(self.rd.data.payload),
-                gather.i.valid.eq(self.rd.data.valid),
-                self.rd.data.ready.eq(gather.i.ready),
+                gather_skid.i.payload.eq(self.rd.data.payload),
+                gather_skid.i.valid.eq(self.rd.data.valid),
+                self.rd.data.ready.eq(gather_skid.i.ready),
             ]
         with m.Else():
             m.d.comb += self.rd.data.ready.eq(fsm_rd_ready)
@@ -333,18 +339,22 @@ class RequestExecutor(wiring.Component):
 
         serial_valid = Signal()
         serial_beat = Signal(DmaData(w))
+        # The scatter realigner too takes its input through a skid buffer (the back-end's read
+        # data or the serial number, by the state).
+        m.submodules.scatter_skid = scatter_skid = SkidBuffer(scatter.i.signature.flip())
+        wiring.connect(m, scatter_skid.o, scatter.i)
         with m.If(storage_to_scatter):
             m.d.comb += [
-                scatter.i.payload.data.eq(self.storage.rdata.payload.data),
-                scatter.i.payload.keep.eq((1 << nbytes) - 1),
-                scatter.i.payload.last.eq(self.storage.rdata.payload.last),
-                scatter.i.valid.eq(self.storage.rdata.valid),
-                self.storage.rdata.ready.eq(scatter.i.ready),
+                scatter_skid.i.payload.data.eq(self.storage.rdata.payload.data),
+                scatter_skid.i.payload.keep.eq((1 << nbytes) - 1),
+                scatter_skid.i.payload.last.eq(self.storage.rdata.payload.last),
+                scatter_skid.i.valid.eq(self.storage.rdata.valid),
+                self.storage.rdata.ready.eq(scatter_skid.i.ready),
             ]
         with m.Else():
             m.d.comb += [
-                scatter.i.payload.eq(serial_beat),
-                scatter.i.valid.eq(serial_valid),
+                scatter_skid.i.payload.eq(serial_beat),
+                scatter_skid.i.valid.eq(serial_valid),
             ]
         with m.If(scatter_to_wr):
             m.d.comb += [
@@ -700,7 +710,7 @@ class RequestExecutor(wiring.Component):
                                                       for i in range(nbytes)]))
                 with m.If(sent < serial_n):
                     m.d.comb += serial_valid.eq(1)
-                    with m.If(scatter.i.ready):
+                    with m.If(scatter_skid.i.ready):
                         m.d.sync += serial_k.eq(serial_k + 1)
                 with m.Elif(~wk_busy & (wr_pending == 0) & ~scatter.o.valid):
                     m.d.comb += clear_wr_error.eq(1)
