@@ -201,6 +201,7 @@ class ChainWalker(wiring.Component):
         desc_lo    = Signal(64)
         chain_done = Signal()
         go_indirect = Signal()
+        desc_hit   = Signal()      # the descriptor arriving is the chain's next
         malformed  = Signal()
         failed     = Signal()       # the read's status was an error
         hdr_k      = Signal(2)
@@ -316,7 +317,14 @@ class ChainWalker(wiring.Component):
                 with m.If(self.rd.data.valid):
                     m.d.sync += beat_k.eq(beat_k + 1)
                     with m.If(~beat_k[0]):
-                        m.d.sync += desc_lo.eq(self.rd.data.payload.data)
+                        # Whether the descriptor these two beats carry is the chain's next,
+                        # decided on its first beat (`cur` and the flags were set on the last
+                        # beat of the one before) so that its second beat starts from it.
+                        m.d.sync += [
+                            desc_lo.eq(self.rd.data.payload.data),
+                            desc_hit.eq((c.fetch_base + beat_k[1:] == c.cur) & ~chain_done &
+                                        ~go_indirect & ~malformed),
+                        ]
                     with m.Else():
                         # [VIRTIO-1.2 2.7.5] struct virtq_desc: addr, len, flags, next.
                         desc = data.View(VirtqDesc, Cat(desc_lo, self.rd.data.payload.data))
@@ -324,8 +332,7 @@ class ChainWalker(wiring.Component):
                         f_next     = (desc.flags & rm.VIRTQ_DESC_F_NEXT).any()
                         f_write    = (desc.flags & rm.VIRTQ_DESC_F_WRITE).any()
                         f_indirect = (desc.flags & rm.VIRTQ_DESC_F_INDIRECT).any()
-                        index = c.fetch_base + beat_k[1:]
-                        with m.If((index == c.cur) & ~chain_done & ~go_indirect & ~malformed):
+                        with m.If(desc_hit):
                             m.d.sync += c.visited.eq(c.visited + 1)
                             with m.If(c.visited >= c.table_size):
                                 # [VIRTIO-1.2 2.7.5.1] a chain longer than the table loops.
