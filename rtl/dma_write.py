@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 from .tlp import Fmt, TlpType, TlpDw0, ReqDw1, TlpStreamSignature
 from .dma_layouts import DmaCommand, DmaData, DmaStatus, DmaError
 from .streams import SkidBuffer
+from .realign import ByteRing
 
 
 __all__ = ["DmaWriteEngine"]
@@ -48,9 +49,9 @@ class DmaWriteEngine(wiring.Component):
     beats and the beats its payload spans, with no idle cycle between TLPs. A command costs
     two cycles more (taking it and planning its first TLP): its status waits in a queue while
     the next command is taken. The data stream goes through a skid buffer (a cycle of latency)
-    into a 24-byte buffer that realigns the bytes for the TLP stream, which leaves through a
-    second skid buffer (another cycle); the data stream is taken at full rate as long as the
-    TLP stream is. A command's status is offered once its last beat has left the engine.
+    into a 32-byte ring (:class:`~rtl.realign.ByteRing`) that realigns the bytes for the TLP
+    stream, which leaves through a second skid buffer (another cycle); the data stream is taken
+    at full rate as long as the TLP stream is. A command's status is offered once its last beat has left the engine.
     There is no combinational path between ports.
 
     Parameters
@@ -85,8 +86,8 @@ class DmaWriteEngine(wiring.Component):
         If ``data_width`` is not 64.
     """
 
-    #: Realignment buffer size in bytes: two beats of slack above the one being sent.
-    BUFFER_BYTES = 24
+    #: Realignment ring size in bytes: three beats of slack above the one being sent.
+    BUFFER_BYTES = 32
 
     def __init__(self, data_width=64):
         if not isinstance(data_width, int) or data_width != 64:
@@ -172,9 +173,8 @@ class DmaWriteEngine(wiring.Component):
         in_left   = Signal(17)          # bytes still to take from the data stream
 
         # -- realignment buffer: bytes taken from `data`, not yet sent, packed from lane 0 -------
-        # Invariant: the bytes at and above `count` are zero, so appending is an OR.
-        buf   = Signal(8 * nbuf)
-        count = Signal(range(nbuf + 1))
+        m.submodules.ring = ring = ByteRing(8, nbuf)
+        count = ring.count
 
         # -- the TLP in progress -----------------------------------------------------------------
         hdr0      = Signal(TlpDw0)
@@ -221,6 +221,14 @@ class DmaWriteEngine(wiring.Component):
         # [PCIe-3.0 2.2.4.1] Addresses below 4 GB must use the 3 DW format.
         plan_four_dw = addr[32:] != 0
 
+        # The payload starts at the DW holding `addr`: right after the header, which leaves it
+        # in the upper half of a beat (3 DW) or at the start of one (4 DW). `lane` is set
+        # through `lane_next`, which the ring needs a cycle ahead.
+        plan_lane = Mux(plan_four_dw, 0, 4) + offset
+        lane_next = Signal(3)
+        m.d.comb += lane_next.eq(lane)
+        m.d.sync += lane.eq(lane_next)
+
         def plan():
             """Start the next TLP: latch its header, advance the command cursor."""
             return [
@@ -238,9 +246,6 @@ class DmaWriteEngine(wiring.Component):
                 addr_lo.eq(Cat(Const(0, 2), addr[2:32])),
                 four_dw.eq(plan_four_dw),
                 tlp_left.eq(tlp_len),
-                # The payload starts at the DW holding `addr`: right after the header, which
-                # leaves it in the upper half of a beat (3 DW) or at the start of one (4 DW).
-                lane.eq(Mux(plan_four_dw, 0, 4) + offset),
                 with_addr.eq(~plan_four_dw),
                 addr.eq(addr + tlp_len),
                 remaining.eq(remaining - tlp_len),
@@ -254,27 +259,18 @@ class DmaWriteEngine(wiring.Component):
         with m.If(data_in.valid & data_in.ready):
             m.d.sync += in_left.eq(in_left - in_avail)
             m.d.comb += in_n.eq(Mux(drop, 0, in_avail))
-        in_bytes = data_in.payload.data & byte_mask(in_n, 8)
-        # Bytes left after this cycle's beat: both cases from registers, the beat's handshake
-        # only picks one (`need`, below, is the beat's size whenever a payload beat goes out).
-        sending = Signal()
-        less_need = Signal(range(nbuf + 1))
-        kept = Signal(range(nbuf + 1))
-        m.d.comb += kept.eq(Mux(sending, less_need, count))
-        m.d.sync += [
-            buf.eq((buf >> Cat(Const(0, 3), out_n)) | (in_bytes << Cat(Const(0, 3), kept))),
-            count.eq(kept + in_n),
-        ]
+        m.d.comb += [ring.w_data.eq(data_in.payload.data), ring.w_n.eq(in_n),
+                     ring.r_n.eq(out_n), ring.next_offset.eq(lane_next)]
 
         # -- the next payload beat ---------------------------------------------------------------
         to_beat_end = 8 - lane
         need = Signal(4)                # payload bytes in the next beat
         m.d.comb += need.eq(Mux(tlp_left < to_beat_end, tlp_left, to_beat_end))
-        m.d.comb += less_need.eq(count - need)
         end = Signal(4)                 # byte lane after the last payload byte of the beat
         m.d.comb += end.eq(lane + need)
-        shifted = (buf[:64] << Cat(Const(0, 3), lane))[:64]
-        beat_data = (shifted & byte_mask(end, 8)) | Mux(with_addr, addr_lo, 0)
+        # The ring shows its bytes from lane `lane` on (below it: DW2 of a 3 DW header).
+        beat_data = ((ring.window & byte_mask(end, 8) & ~byte_mask(lane, 8)) |
+                     Mux(with_addr, addr_lo, 0))
 
         with m.FSM():
             with m.State("Accept-Command"):
@@ -313,6 +309,7 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Plan-TLP"):
                 m.d.sync += plan()
+                m.d.comb += lane_next.eq(plan_lane)
                 m.next = "Send-Header"
 
             with m.State("Send-Header"):
@@ -347,10 +344,9 @@ class DmaWriteEngine(wiring.Component):
                     tx.payload.beat.last.eq(last),
                 ]
                 with m.If(tx.valid & tx.ready):
-                    m.d.comb += [out_n.eq(need), sending.eq(1)]
+                    m.d.comb += [out_n.eq(need), lane_next.eq(0)]
                     m.d.sync += [
                         tlp_left.eq(tlp_left - need),
-                        lane.eq(0),
                         with_addr.eq(0),
                     ]
                     with m.If(last):
@@ -365,13 +361,13 @@ class DmaWriteEngine(wiring.Component):
                             m.d.sync += [
                                 drop.eq(1),
                                 error.eq(DmaError.BUS_MASTER_DISABLED),
-                                count.eq(0),
-                                buf.eq(0),
                             ]
+                            m.d.comb += ring.clear.eq(1)
                             m.next = "Drop-Data"
                         with m.Else():
                             # Plan the next TLP now, so there is no idle cycle between TLPs.
                             m.d.sync += plan()
+                            m.d.comb += lane_next.eq(plan_lane)
                             m.next = "Send-Header"
 
 

@@ -9,13 +9,110 @@ back-end moves whole sectors [VIRTIO-1.2 5.2.6] as one continuous stream of full
 """
 
 from amaranth.hdl import Module, Signal, Cat, Const, Mux, unsigned
+from amaranth.utils import exact_log2
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
 from .dma_layouts import DmaData
 
 
-__all__ = ["ByteRealigner"]
+__all__ = ["ByteRing", "ByteRealigner"]
+
+
+class ByteRing(wiring.Component):
+    """A ring of bytes: appended at one end a beat at a time, dropped at the other, and the
+    first bytes shown as one beat.
+
+    It is the buffer behind :class:`ByteRealigner` and :class:`~rtl.dma_write.DmaWriteEngine`,
+    built for the clock: every byte stays where it was written, so the wide multiplexers (the
+    input's rotation to the write position, the window's rotation from the read position) are
+    selected by pointer registers alone. The handshakes of the streams around it, which come
+    late in a cycle, reach only the byte write enables and the pointer and count updates; a
+    shift register (move every byte by what leaves each cycle) would put them on the select of
+    every byte's multiplexer.
+
+    Parameters
+    ----------
+    lanes : int
+        Bytes in a beat.
+    depth : int
+        Bytes in the ring, a power of two.
+
+    Attributes
+    ----------
+    w_data : Signal(8 * lanes), in; w_n : Signal, in
+        Append the first ``w_n`` bytes of ``w_data`` (0 appends nothing). The user keeps
+        ``count + w_n`` within ``depth``.
+    r_n : Signal, in
+        Drop the first ``r_n`` bytes (at most ``count``).
+    next_offset : Signal, in
+        From the next cycle on, show the window ``next_offset`` lanes up: byte ``k`` of the
+        ring in lane ``k + next_offset``. (Given a cycle ahead so that the window's select is a
+        register.)
+    clear : Signal(1), in
+        Drop every byte, those appended in the same cycle too.
+    window : Signal(8 * lanes), out
+        The first bytes, from registers through a multiplexer whose select is a register;
+        lanes below the offset and past ``count`` hold stale bytes.
+    count : Signal, out
+        Bytes in the ring, from a register.
+    """
+    def __init__(self, lanes=8, depth=32):
+        if depth & (depth - 1) or depth < 2 * lanes:
+            raise ValueError(f"ByteRing depth must be a power of two of at least two beats, "
+                             f"not {depth!r}")
+        self.lanes, self.depth = lanes, depth
+        super().__init__({
+            "w_data": In(8 * lanes),
+            "w_n":    In(range(lanes + 1)),
+            "r_n":    In(range(lanes + 1)),
+            "next_offset": In(range(lanes)),
+            "clear":  In(1),
+            "window": Out(8 * lanes),
+            "count":  Out(range(depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, depth = self.lanes, self.depth
+        bits = exact_log2(depth)
+        ring = [Signal(8, name=f"byte{k}") for k in range(depth)]
+        wptr = Signal(bits)
+        rptr = Signal(bits)
+        count = Signal(range(depth + 1))
+        m.d.comb += self.count.eq(count)
+        rptr_next = Signal(bits)
+        m.d.sync += [wptr.eq(wptr + self.w_n), rptr.eq(rptr_next)]
+        with m.If(self.clear):
+            m.d.comb += rptr_next.eq(wptr + self.w_n)
+            m.d.sync += count.eq(0)
+        with m.Else():
+            m.d.comb += rptr_next.eq(rptr + self.r_n)
+            m.d.sync += count.eq(count + self.w_n - self.r_n)
+
+        # Writes: the beat rotated so that its byte j lands in lane (wptr + j) % lanes, and
+        # ring byte k written when it is one of the w_n bytes from wptr on.
+        rotated = Signal(8 * lanes)
+        with m.Switch(wptr[:exact_log2(lanes)]):
+            for r in range(lanes):
+                with m.Case(r):
+                    m.d.comb += rotated.eq(Cat(self.w_data[8 * lanes - 8 * r:],
+                                               self.w_data[:8 * lanes - 8 * r]))
+        for k in range(depth):
+            ahead = Signal(bits, name=f"ahead{k}")      # (k - wptr) % depth
+            m.d.comb += ahead.eq(k - wptr)
+            with m.If(ahead < self.w_n):
+                m.d.sync += ring[k].eq(rotated.word_select(k % lanes, 8))
+
+        # The window: ring bytes from rptr on, `offset` lanes up.
+        sel = Signal(bits)          # rptr less the offset, kept a cycle ahead
+        m.d.sync += sel.eq(rptr_next - self.next_offset)
+        with m.Switch(sel):
+            for r in range(depth):
+                with m.Case(r):
+                    m.d.comb += self.window.eq(Cat(*(ring[(r + j) % depth]
+                                                     for j in range(lanes))))
+        return m
 
 
 class ByteRealigner(wiring.Component):
@@ -28,8 +125,8 @@ class ByteRealigner(wiring.Component):
     their total length out) and a scatterer (one continuous stream in, packets of the lengths
     of the buffers out).
 
-    Bytes taken from ``i`` wait in a 24-byte buffer. An input beat is taken while the buffer
-    holds at most 16 bytes, so there is always room for it; an output beat is offered once the
+    Bytes taken from ``i`` wait in a 32-byte :class:`ByteRing`. An input beat is taken while
+    the ring holds at most 24 bytes, so there is always room for it; an output beat is offered once the
     buffer holds a full beat, or the rest of the current packet if that is shorter. With full
     input beats and ``o.ready`` held high, ``o`` carries one beat per cycle in the steady
     state, whatever the packet lengths: a short last beat of one packet is followed at once by
@@ -71,8 +168,8 @@ class ByteRealigner(wiring.Component):
     """
 
     #: Buffer size in bytes: a full input beat always fits on top of a buffer that holds
-    #: 16 bytes, so there is always a full output beat behind a short one.
-    BUFFER_BYTES = 24
+    #: 24 bytes (more than the 16 that keep a full output beat behind a short one).
+    BUFFER_BYTES = 32
 
     def __init__(self, data_width=64):
         if not isinstance(data_width, int) or isinstance(data_width, bool) or data_width != 64:
@@ -100,10 +197,9 @@ class ByteRealigner(wiring.Component):
         pend      = Signal(32)          # the next packet's length, > 0 if pend_valid
         pend_valid = Signal()
 
-        # -- the buffer: bytes taken from `i`, not yet sent, packed from lane 0 ------------------
-        # Invariant: the bytes at and above `count` are zero, so appending is an OR.
-        buf   = Signal(8 * nbuf)
-        count = Signal(range(nbuf + 1))
+        # -- the buffer: bytes taken from `i`, not yet sent -----------------------------------------
+        m.submodules.ring = ring = ByteRing(lanes, nbuf)
+        count = ring.count
 
         # -- the next output beat ----------------------------------------------------------------
         # `rem` compared with a beat, kept in registers beside it (set with it, below): the
@@ -114,7 +210,7 @@ class ByteRealigner(wiring.Component):
         m.d.comb += need.eq(Mux(short, rem[:3], lanes))
         m.d.comb += [
             self.o.valid.eq(active & (count >= need)),
-            self.o.payload.data.eq(buf[:self.data_width] & byte_mask(need)),
+            self.o.payload.data.eq(ring.window & byte_mask(need)),
             self.o.payload.keep.eq(Cat(*[need > k for k in range(lanes)])),
             self.o.payload.last.eq(final),
         ]
@@ -128,20 +224,9 @@ class ByteRealigner(wiring.Component):
         keep  = self.i.payload.keep
         in_n  = Signal(range(lanes + 1))  # keep is contiguous from lane 0: count its ones
         m.d.comb += in_n.eq(Mux(taken, sum(keep[k] for k in range(lanes)), 0))
-        in_bytes = self.i.payload.data & Cat(*[keep[k].replicate(8) for k in range(lanes)])
         out_n = Signal(range(lanes + 1))
         m.d.comb += out_n.eq(Mux(sent, need, 0))
-        # Bytes left in the buffer after this beat is sent: both cases from registers, the
-        # output's `ready` only picks one (it comes late, from the block the beat goes to).
-        less_need = Signal(range(nbuf + 1))
-        m.d.comb += less_need.eq(count - need)
-        kept = Signal(range(nbuf + 1))
-        m.d.comb += kept.eq(Mux(sent, less_need, count))
-        m.d.sync += [
-            buf.eq((buf >> Cat(Const(0, 3), out_n)) |
-                   Mux(taken, in_bytes, 0) << Cat(Const(0, 3), kept)),
-            count.eq(kept + in_n),
-        ]
+        m.d.comb += [ring.w_data.eq(self.i.payload.data), ring.w_n.eq(in_n), ring.r_n.eq(out_n)]
 
         # -- lengths -----------------------------------------------------------------------------
         # A length is taken whenever the pending slot is empty. When the current packet ends
@@ -151,22 +236,29 @@ class ByteRealigner(wiring.Component):
         new_len = self.length.payload
         new = self.length.valid & ~pend_valid & (new_len != 0)
         advance = ~active | (sent & final)
-        rem_next = Signal(32)
-        m.d.comb += rem_next.eq(rem)
+        # `short` and `final` of each value `rem` may take, side by side, so that the late
+        # handshakes pick flags rather than feed a comparison: the pending length's were taken
+        # with it, a new length's are compared as it comes, and after a full beat (rem - 8) the
+        # rest is short when rem < 16.
+        pend_short = Signal()
+        pend_final = Signal()
+        new_short  = new_len < lanes
+        new_final  = new_len <= lanes
         with m.If(advance):
             with m.If(pend_valid):
-                m.d.comb += rem_next.eq(pend)
-                m.d.sync += [active.eq(1), pend_valid.eq(0)]
+                m.d.sync += [active.eq(1), pend_valid.eq(0),
+                             rem.eq(pend), short.eq(pend_short), final.eq(pend_final)]
             with m.Elif(new):
-                m.d.comb += rem_next.eq(new_len)
-                m.d.sync += active.eq(1)
+                m.d.sync += [active.eq(1),
+                             rem.eq(new_len), short.eq(new_short), final.eq(new_final)]
             with m.Else():
                 m.d.sync += active.eq(0)
         with m.Else():
             with m.If(sent):
-                m.d.comb += rem_next.eq(rem - lanes)
+                m.d.sync += [rem.eq(rem - lanes), short.eq(rem < 2 * lanes),
+                             final.eq(rem <= 2 * lanes)]
             with m.If(new):
-                m.d.sync += [pend.eq(new_len), pend_valid.eq(1)]
-        m.d.sync += [rem.eq(rem_next), short.eq(rem_next < lanes), final.eq(rem_next <= lanes)]
+                m.d.sync += [pend.eq(new_len), pend_valid.eq(1),
+                             pend_short.eq(new_short), pend_final.eq(new_final)]
 
         return m

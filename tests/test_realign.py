@@ -385,10 +385,10 @@ def test_no_combinational_paths():
     async def bench(ctx):
         await put(ctx, dut.length, 5)
         await put(ctx, dut.length, 3)
-        for beat in dma_data_beats(bytes(range(1, 20))):
+        for beat in dma_data_beats(bytes(range(1, 28))):
             await put(ctx, dut.i, beat)
         await ctx.tick()
-        # Now: 19 bytes buffered (no room for a beat), a 5-byte packet on offer, a 3-byte one
+        # Now: 27 bytes buffered (no room for a beat), a 5-byte packet on offer, a 3-byte one
         # pending (no room for a length).
         outputs = (dut.i.ready, dut.length.ready, dut.o.valid, dut.o.payload.as_value())
         for o_ready in (0, 1):
