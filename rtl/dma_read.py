@@ -25,7 +25,6 @@ from amaranth.utils import exact_log2
 
 from .tlp import Fmt, TlpType, CplStatus, TlpDw0, ReqDw1, CplDw1, CplDw2, TlpStreamSignature
 from .dma_layouts import DmaCommand, DmaData, DmaError, DmaStatus
-from .streams import SkidBuffer
 
 
 __all__ = ["DmaReadEngine", "DEFAULT_TIMEOUT"]
@@ -68,24 +67,6 @@ class DmaReadEngine(wiring.Component):
     The status of a command waits in a register until taken; the last data beat of the next
     command waits for that, so a client must take statuses as it takes data.
 
-    Both output streams are registered, so that neither the client's ``data.ready`` (which
-    comes through the DMA arbiters) nor the TLP arbiter's ``tx.ready`` reaches the drain, the
-    slots or the request FSM in the cycle it changes:
-
-    * ``data`` leaves through a :class:`~rtl.streams.SkidBuffer`: a beat reaches the client one
-      cycle after the drain made it, still one beat a cycle. A command's status is offered
-      only from the cycle after the client took the command's last beat, as without the
-      buffer, so that a client counting statuses knows the command's data is all in: the
-      status is held while that beat is in the buffer (it is the only last beat there, the
-      next command's waits for the status). From one command's last beat taken to the next
-      one's offered it is therefore three cycles at least, one more than without the buffer;
-      the beats before a last one do not wait.
-    * ``tx`` leaves through a :class:`~rtl.streams.SkidBuffer`: a request reaches the arbiter
-      a cycle later, its packet whole and in order. A read that goes out later breaks no
-      ordering rule here [PCIe-3.0 2.4.1]: a DMA write is reported done once the arbiter took
-      it, and a read issued after that status reaches the arbiter after it. The completion
-      timer of a request starts the cycle after the arbiter took its last beat.
-
     Up to ``tags`` requests are outstanding at once. The Tag of a request is its slot number, so
     tags stay below 32 unless ``tags`` is larger and Extended Tag Field Enable is set.
 
@@ -100,8 +81,7 @@ class DmaReadEngine(wiring.Component):
         Largest request the engine sends, in bytes (128 to 4096, a power of two); the
         programmed Max_Read_Request_Size is used when it is smaller.
     timeout : int
-        Completion timeout in cycles, counted from the cycle after the arbiter took the
-        request's last beat [PCIe-3.0 2.8].
+        Completion timeout in cycles, counted from the request's last beat [PCIe-3.0 2.8].
 
     Attributes
     ----------
@@ -305,26 +285,7 @@ class DmaReadEngine(wiring.Component):
         hdr_4dw = Signal()
         req_tag = Signal(range(tags))
         req_cmd_last = Signal()
-        handed = Signal()        # a request's last beat goes into `tx_skid` now
-
-        # Requests leave through a skid buffer: the FSM waits on the buffer's registered
-        # `ready`, not on the arbiter's. A read that goes out a cycle later is still in order:
-        # the reads and writes it must stay behind were handed to the arbiter before it was
-        # (rtl/top.py), and the buffer passes beats, and so packets, in order.
-        m.submodules.tx_skid = tx_skid = SkidBuffer(TlpStreamSignature(self.data_width))
-        wiring.connect(m, tx_skid.o, wiring.flipped(self.tx))
-        tx = tx_skid.i
-        # The slot's timer starts once the request has left the buffer, a cycle after the
-        # arbiter took its last beat: `sent` and `sent_tag` are registers, so that the
-        # arbiter's `ready` reaches no slot. The buffer holds at most one request's last beat
-        # (two beats, and a header between two last beats), so one `sent_tag` will do: it is
-        # loaded as that beat goes in and read a cycle after it went out, before the next
-        # request's last beat can go in.
-        sent_tag = Signal(range(tags))
         sent = Signal()
-        with m.If(handed):
-            m.d.sync += sent_tag.eq(req_tag)
-        m.d.sync += sent.eq(self.tx.valid & self.tx.ready & self.tx.payload.last)
 
         with m.FSM(name="request"):
             with m.State("Accept-Command"):
@@ -381,24 +342,24 @@ class DmaReadEngine(wiring.Component):
 
             with m.State("Send-Header"):
                 m.d.comb += [
-                    tx.valid.eq(1),
-                    tx.payload.data.eq(Cat(hdr_dw0, hdr_dw1)),
-                    tx.payload.keep.eq(0b11),
-                    tx.payload.first.eq(1),
+                    self.tx.valid.eq(1),
+                    self.tx.payload.data.eq(Cat(hdr_dw0, hdr_dw1)),
+                    self.tx.payload.keep.eq(0b11),
+                    self.tx.payload.first.eq(1),
                 ]
-                with m.If(tx.ready):
+                with m.If(self.tx.ready):
                     m.next = "Send-Address"
 
             with m.State("Send-Address"):
                 m.d.comb += [
-                    tx.valid.eq(1),
-                    tx.payload.data.eq(Mux(hdr_4dw, Cat(hdr_addr_hi, hdr_addr_lo),
-                                           hdr_addr_lo)),
-                    tx.payload.keep.eq(Mux(hdr_4dw, 0b11, 0b01)),
-                    tx.payload.last.eq(1),
+                    self.tx.valid.eq(1),
+                    self.tx.payload.data.eq(Mux(hdr_4dw, Cat(hdr_addr_hi, hdr_addr_lo),
+                                                hdr_addr_lo)),
+                    self.tx.payload.keep.eq(Mux(hdr_4dw, 0b11, 0b01)),
+                    self.tx.payload.last.eq(1),
                 ]
-                with m.If(tx.ready):
-                    m.d.comb += handed.eq(1)
+                with m.If(self.tx.ready):
+                    m.d.comb += sent.eq(1)
                     with m.If(req_cmd_last):
                         m.next = "Accept-Command"
                     with m.Else():
@@ -413,10 +374,9 @@ class DmaReadEngine(wiring.Component):
         #     from those registers alone, its payload is written and its slot updated.
         # The lookup of stage A is never stale: a completion's last beat is in stage B the
         # cycle after it arrives, and the next completion's beat 1 comes at least one header
-        # beat later; a slot only becomes `waiting` a cycle after its request left the engine,
-        # so before beat 1 of any of its completions can come (that takes a header beat after
-        # the request); and a slot that a completion in stage A names does not time out
-        # (below), so `waiting` it read still holds in stage B.
+        # beat later; a slot only becomes `waiting` once its request is sent, so before any of
+        # its completions can come; and a slot that a completion in stage A names does not time
+        # out (below), so `waiting` it read still holds in stage B.
         cpl = self.cpl
         m.d.comb += cpl.ready.eq(1)
 
@@ -625,7 +585,7 @@ class DmaReadEngine(wiring.Component):
                     m.d.sync += ready_off[t].eq(Mux(p_beat1, c_next_end, next_off[t]))
                 with m.If(commit_final):
                     m.d.sync += [waiting[t].eq(0), done[t].eq(1)]
-            with m.If(sent & (sent_tag == t)):
+            with m.If(sent & (req_tag == t)):
                 m.d.sync += [waiting[t].eq(1), timer[t].eq(self.timeout - 1)]
             with m.If(alloc & (tail == t)):
                 m.d.sync += [
@@ -652,17 +612,6 @@ class DmaReadEngine(wiring.Component):
         st_tag = Signal(8)
         st_err = Signal(3)
 
-        # Beats reach the client through a skid buffer, so that the drain waits on the
-        # buffer's registered `ready`, not on the client's (which comes through the DMA
-        # arbiters). A status must not be offered before its command's last beat is taken:
-        # `last_held` says that beat is still in the buffer. It is the only last beat there,
-        # since the next command's last beat waits for the status to be taken.
-        m.submodules.data_skid = data_skid = SkidBuffer(
-            stream.Signature(DmaData(self.data_width)))
-        wiring.connect(m, data_skid.o, wiring.flipped(self.data))
-        out = data_skid.i
-        last_held = Signal()
-
         # `last_beat` is `beat == (length - 1) // 8` (a zero length is one beat), kept in
         # registers: on the first beat the FIFO's `single` says it, on later ones `last_next`
         # was computed when the previous beat was taken. Only commands of more than one beat
@@ -685,12 +634,12 @@ class DmaReadEngine(wiring.Component):
             m.d.comb += keep.eq(Array(Const((1 << k) - 1 if k else 0xff, 8)
                                       for k in range(8))[info.length[:3]])
         m.d.comb += [
-            out.valid.eq(out_valid),
-            out.payload.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
-            out.payload.keep.eq(keep),
-            out.payload.last.eq(last_beat),
+            self.data.valid.eq(out_valid),
+            self.data.payload.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
+            self.data.payload.keep.eq(keep),
+            self.data.payload.last.eq(last_beat),
         ]
-        take = out_valid & out.ready
+        take = out_valid & self.data.ready
         load = s1_valid & (~prev_valid | (take & ~last_beat))
         m.d.comb += s1_take.eq(load | (take & last_beat & need_next))
 
@@ -719,14 +668,12 @@ class DmaReadEngine(wiring.Component):
                     prev_valid.eq(s1_valid),
                 ]
 
-        with m.If(self.status.valid & self.status.ready):
+        with m.If(self.status.ready):
             m.d.sync += st_valid.eq(0)
-        with m.If(self.data.valid & self.data.ready & self.data.payload.last):
-            m.d.sync += last_held.eq(0)
         with m.If(take & last_beat):
-            m.d.sync += [st_valid.eq(1), last_held.eq(1)]
+            m.d.sync += st_valid.eq(1)
         m.d.comb += [
-            self.status.valid.eq(st_valid & ~last_held),
+            self.status.valid.eq(st_valid),
             self.status.payload.tag.eq(st_tag),
             self.status.payload.error.eq(st_err),
         ]

@@ -7,8 +7,7 @@ random subset of those boundaries, returning the completions of different reques
 order after random delays [PCIe-3.0 2.3.1.1, 2.4.1]. Every request is checked on the way out
 (format, header size, byte enables, size, boundaries, the exact split of its command, tag rules)
 and the data and statuses are checked byte for byte against host memory at the end. Error
-injection answers a request with UR, CA, EP set, or not at all (completion timeout). On every
-cycle the bench checks that no status is offered before its command's last data beat was taken.
+injection answers a request with UR, CA, EP set, or not at all (completion timeout).
 """
 
 import collections
@@ -119,11 +118,10 @@ class Bench:
     """The DUT, the host model and the checks. ``fate(rng, index, request)`` says how the
     completer answers the ``index``-th request; ``split`` is "random" (a random subset of RCB
     boundaries), "rcb" (every boundary), "none" (one completion) or a number of bytes (split at
-    multiples of it, like a Max_Payload_Size). With ``hold_last`` the client looks at each beat
-    before it takes it and keeps a last beat waiting 1 to ``hold_last`` cycles."""
+    multiples of it, like a Max_Payload_Size)."""
     def __init__(self, commands, seed, *, tags=8, max_read_request=512, timeout=None,
                  mrrs_code=2, extended_tag=0, stalls=False, delay=30, split="random",
-                 fate=None, inject=0.0, in_order=False, hold_last=0):
+                 fate=None, inject=0.0, in_order=False):
         self.rng = random.Random(seed)
         kwargs = {} if timeout is None else {"timeout": timeout}
         self.dut = DmaReadEngine(tags=tags, max_read_request=max_read_request, **kwargs)
@@ -133,8 +131,6 @@ class Bench:
         self.mrrs = min(128 << mrrs_code, max_read_request)
         self.stall = self.idle = 0.3 if stalls else 0.0
         self.delay, self.split, self.inject, self.in_order = delay, split, inject, in_order
-        self.hold_last = hold_last
-        self.held_last = 0       # cycles a last beat was offered and not taken
         self.fate = fate or (lambda rng, index, request: "ok")
         self.mem = HostMemory(self.rng)
         self.expected = collections.deque(
@@ -314,11 +310,6 @@ class Bench:
             while True:
                 while rng.random() < self.stall:
                     await ctx.tick()
-                if self.hold_last:
-                    while not ctx.get(self.dut.data.valid):
-                        await ctx.tick()
-                    if ctx.get(self.dut.data.payload.last):
-                        await ctx.tick().repeat(rng.randint(1, self.hold_last))
                 beat = await stream_get(ctx, self.dut.data)
                 if c.first_data is None:
                     c.first_data = ctx.get(self.cycle)
@@ -348,21 +339,10 @@ class Bench:
 
     async def watch(self, ctx):
         dut = self.dut
-        lasts = statuses = 0     # last data beats and statuses taken before this cycle
         while True:
-            _, _, ready, unexpected, d_valid, d_ready, d_last, s_valid, s_ready = \
-                await ctx.tick().sample(dut.cpl.ready, dut.unexpected_cpl, dut.data.valid,
-                                        dut.data.ready, dut.data.payload.last,
-                                        dut.status.valid, dut.status.ready)
+            _, _, ready, unexpected = await ctx.tick().sample(dut.cpl.ready, dut.unexpected_cpl)
             assert ready, "the completion stream was back-pressured"
             self.unexpected += unexpected
-            # A client counts statuses to know a command's data is all in: a status must not
-            # be offered, taken or not, before its command's last beat was taken.
-            assert not s_valid or statuses < lasts, \
-                f"status {statuses} offered before the last data beat of command {statuses}"
-            self.held_last += d_valid & d_last & ~d_ready
-            lasts += d_valid & d_ready & d_last
-            statuses += s_valid & s_ready
 
     # -- running and checking -------------------------------------------------------------------
     def run(self, max_cycles=400_000):
@@ -537,20 +517,6 @@ def test_throughput():
         print(f"completions of {split}: 64 KiB in {cycles} cycles, {rate:.2f} bytes/cycle "
               f"(the completion stream allows {bound:.2f})")
         assert rate >= 0.95 * bound
-
-
-def test_status_waits_for_the_last_beat_taken():
-    """The client keeps each command's last data beat waiting while it is ready for statuses
-    all the time: no status is offered until the last beat of its command was taken (checked
-    on every cycle by ``Bench.watch``), none is lost, and the data is whole. Short commands,
-    some of a single beat, so that a last beat often waits while a status is due."""
-    s = seed_from_env()
-    rng = random.Random(s)
-    cmds = [Command(rng.randrange(1 << 40), rng.choice([rng.randint(1, 8), rng.randint(9, 40),
-                                                        rng.randint(1, 600)]), k)
-            for k in range(40)]
-    bench = Bench(cmds, s, delay=5, hold_last=6).run().check()
-    assert bench.held_last >= len(cmds)
 
 
 def test_data_streams_before_the_request_completes():
