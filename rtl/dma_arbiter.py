@@ -55,6 +55,9 @@ class DmaWriteClient(wiring.Signature):
 
 
 class _Arbiter(wiring.Component):
+    #: Route queues with registered outputs (see :meth:`_commands`).
+    _registered_routes = False
+
     def __init__(self, client_signature, clients, depth, registered):
         if not isinstance(clients, int) or not 2 <= clients <= 16:
             raise ValueError(f"clients must be from 2 to 16, not {clients!r}")
@@ -92,9 +95,14 @@ class _Arbiter(wiring.Component):
                 cmds.append(buf.o)
             else:
                 cmds.append(self.i[j].cmd)
-        m.submodules.data_route = data_route = fifo.SyncFIFO(
+        # The route queues of a read arbiter have registered outputs: a read's data comes back
+        # a host round trip after its command, so the cycle they add to a route is never seen,
+        # and its beats reach the client without a memory read on their way. A write's data
+        # may come with its command, so a write arbiter's routes answer in the next cycle.
+        route_fifo = fifo.SyncFIFOBuffered if self._registered_routes else fifo.SyncFIFO
+        m.submodules.data_route = data_route = route_fifo(
             width=(n - 1).bit_length(), depth=self.depth)
-        m.submodules.status_route = status_route = fifo.SyncFIFO(
+        m.submodules.status_route = status_route = route_fifo(
             width=(n - 1).bit_length(), depth=self.depth)
 
         last = Signal(range(n))          # the client granted last
@@ -166,6 +174,8 @@ class DmaReadArbiter(_Arbiter):
     o : DmaReadClient(data_width), out
         To the engine.
     """
+    _registered_routes = True
+
     def __init__(self, clients, data_width=64, depth=16, registered=True):
         super().__init__(DmaReadClient(data_width), clients, depth, registered)
 
