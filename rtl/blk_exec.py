@@ -295,10 +295,16 @@ class RequestExecutor(wiring.Component):
         data_out = Signal(16)
         rd_data_last = self.rd.data.valid & self.rd.data.ready & self.rd.data.payload.last
         m.d.sync += data_out.eq(data_out + rd_issue - rd_data_last)
-        with m.If(rd_issue & wk_ra):
-            m.d.sync += ra_cmds.eq(ra_cmds + 1)
+        # ra_cmds counts up here; the states below clear it through `ra_clear`.
+        ra_clear = Signal()
+        ra_cmds_next = Signal(16)
+        m.d.comb += ra_cmds_next.eq(Mux(ra_clear, 0, ra_cmds + (rd_issue & wk_ra)))
+        m.d.sync += ra_cmds.eq(ra_cmds_next)
         # The current request's data only: the gather never takes a byte of the next one.
-        cur_data = data_out != ra_cmds
+        # Kept in a register (from the counters' next values): the route it decides is on the
+        # way to the DMA engine's `ready`.
+        cur_data = Signal()
+        m.d.sync += cur_data.eq((data_out + rd_issue - rd_data_last)[:16] != ra_cmds_next)
 
         # -- data routes -----------------------------------------------------------------------
         # Read data goes to the FSM (ring and descriptor reads) or to the gather realigner;
@@ -503,9 +509,11 @@ class RequestExecutor(wiring.Component):
                     m.d.comb += self.idle.eq(0)
                     m.d.comb += fsm_rd_ready.eq(1)
                     with m.If(~wk_busy & (rd_pending == 0)):
-                        m.d.sync += [ra_valid.eq(0), ra_cmds.eq(0), wk_ra.eq(0)]
+                        m.d.sync += [ra_valid.eq(0), wk_ra.eq(0)]
+                        m.d.comb += ra_clear.eq(1)
                 with m.If(running & ~self.stop & self.slot.valid):
-                    m.d.sync += [ra_cur.eq(ra_valid), ra_valid.eq(0), ra_cmds.eq(0),
+                    m.d.comb += ra_clear.eq(1)
+                    m.d.sync += [ra_cur.eq(ra_valid), ra_valid.eq(0),
                                  wk_ra.eq(0)]
                     m.d.sync += [
                         slot.eq(s.table), q.eq(s.queue), head.eq(s.head), nseg.eq(s.nseg),
@@ -814,7 +822,8 @@ class RequestExecutor(wiring.Component):
                 with m.If((rd_pending == 0) & (wr_pending == 0) & ~st_pending & ~wk_busy &
                           ~rep_valid):
                     m.d.comb += [clear_rd_error.eq(1), clear_wr_error.eq(1)]
-                    m.d.sync += [ra_valid.eq(0), ra_cur.eq(0), ra_cmds.eq(0), wk_ra.eq(0)]
+                    m.d.sync += [ra_valid.eq(0), ra_cur.eq(0), wk_ra.eq(0)]
+                    m.d.comb += ra_clear.eq(1)
                     m.next = "Halted"
 
             with m.State("Halted"):
@@ -829,5 +838,6 @@ class RequestExecutor(wiring.Component):
             for i in range(nq):
                 m.d.sync += used_idx[i].eq(0)
         with m.If(reset_now):
-            m.d.sync += [ra_valid.eq(0), ra_cur.eq(0), ra_cmds.eq(0), wk_ra.eq(0)]
+            m.d.sync += [ra_valid.eq(0), ra_cur.eq(0), wk_ra.eq(0)]
+            m.d.comb += ra_clear.eq(1)
         return m
