@@ -202,6 +202,7 @@ class ChainWalker(wiring.Component):
         chain_done = Signal()
         go_indirect = Signal()
         desc_hit   = Signal()      # the descriptor arriving is the chain's next
+        data_done  = Signal()      # the read's last beat has been taken
         malformed  = Signal()
         failed     = Signal()       # the read's status was an error
         hdr_k      = Signal(2)
@@ -252,7 +253,7 @@ class ChainWalker(wiring.Component):
                     m.d.comb += expect.r_en.eq(1)
                     m.d.sync += [
                         c.eq(ctx_r.data), ctx.eq(next_read.ctx),
-                        beat_k.eq(0), hdr_k.eq(0), failed.eq(0), header.eq(0),
+                        beat_k.eq(0), hdr_k.eq(0), failed.eq(0), header.eq(0), data_done.eq(0),
                         chain_done.eq(0), go_indirect.eq(0), malformed.eq(0),
                     ]
                     with m.If(next_read.header):
@@ -309,12 +310,16 @@ class ChainWalker(wiring.Component):
                 m.next = "Idle"
 
             with m.State("Take-Descriptors"):
-                m.d.comb += [self.rd.data.ready.eq(1), self.rd.status.ready.eq(1)]
+                # A read's beats end with `last`: any after it are the next read's (the DMA
+                # engine may offer them as soon as its status), and wait for Idle.
+                m.d.comb += [self.rd.data.ready.eq(~data_done), self.rd.status.ready.eq(1)]
+                with m.If(self.rd.data.valid & ~data_done & self.rd.data.payload.last):
+                    m.d.sync += data_done.eq(1)
                 with m.If(self.rd.status.valid):
                     # The status comes after the read's last beat.
                     m.d.sync += failed.eq(~status_ok)
                     m.next = "Chain-Step"
-                with m.If(self.rd.data.valid):
+                with m.If(self.rd.data.valid & ~data_done):
                     m.d.sync += beat_k.eq(beat_k + 1)
                     with m.If(~beat_k[0]):
                         # Whether the descriptor these two beats carry is the chain's next,
@@ -421,11 +426,13 @@ class ChainWalker(wiring.Component):
 
             with m.State("Take-Header"):
                 # [VIRTIO-1.2 5.2.6] struct virtio_blk_req: type, reserved, sector.
-                m.d.comb += [self.rd.data.ready.eq(1), self.rd.status.ready.eq(1)]
+                m.d.comb += [self.rd.data.ready.eq(~data_done), self.rd.status.ready.eq(1)]
+                with m.If(self.rd.data.valid & ~data_done & self.rd.data.payload.last):
+                    m.d.sync += data_done.eq(1)
                 # Beat 0 holds type and reserved, beat 1 the sector: each seen through the
                 # layout at its place in the header.
                 beat = self.rd.data.payload.data
-                with m.If(self.rd.data.valid):
+                with m.If(self.rd.data.valid & ~data_done):
                     m.d.sync += hdr_k.eq(hdr_k + 1)
                     with m.If(hdr_k == 0):
                         m.d.sync += req_type.eq(data.View(BlkOutHdr, Cat(beat, Const(0, 64))).type)
