@@ -36,6 +36,14 @@ DEFAULT_TIMEOUT = 1 << 20
 
 _MRR_SIZES = (128, 256, 512, 1024, 2048, 4096)
 
+def _OutBeat(data_width):
+    """A beat on its way to the client, with its command's status (on the last beat)."""
+    return data.StructLayout({
+        "beat":  DmaData(data_width),
+        "tag":   8,
+        "error": 3,
+    })
+
 # The command as the drain needs it: passed from the request side in a FIFO.
 _CmdInfo = data.StructLayout({
     "length": 17,
@@ -66,6 +74,13 @@ class DmaReadEngine(wiring.Component):
 
     The status of a command waits in a register until taken; the last data beat of the next
     command waits for that, so a client must take statuses as it takes data.
+
+    Beats leave through a four-entry queue, each last one carrying its command's status: the
+    drain waits only on the queue's room (a register), not on the client's ``data.ready``,
+    which comes late through the DMA arbiters. The client sees the ports behave as described
+    above, a cycle or two later; but the next command's first beats may be offered in the
+    same cycle as a status, so a client that waits for a status must stop taking data at the
+    beat with ``last``.
 
     Up to ``tags`` requests are outstanding at once. The Tag of a request is its slot number, so
     tags stay below 32 unless ``tags`` is larger and Extended Tag Field Enable is set.
@@ -623,8 +638,7 @@ class DmaReadEngine(wiring.Component):
         # belongs to the command, bytes 0..shift-1 of word j + 1: every beat but the last
         # needs word j + 1 then; the last one only if it spills over.
         need_next = (info.shift != 0) & (~last_beat | info.spill)
-        out_valid = (cmd_fifo.r_rdy & prev_valid & (~need_next | s1_valid) &
-                     (~last_beat | ~st_valid))
+        out_valid = cmd_fifo.r_rdy & prev_valid & (~need_next | s1_valid)
         window = Cat(prev, s1_word)
         shifted = Array(window[8 * k:8 * k + 64] for k in range(8))[info.shift]
         keep = Signal(8)
@@ -633,13 +647,21 @@ class DmaReadEngine(wiring.Component):
         with m.Elif(~info.zero):
             m.d.comb += keep.eq(Array(Const((1 << k) - 1 if k else 0xff, 8)
                                       for k in range(8))[info.length[:3]])
+        # The beats, each last one with its command's status, go to the client through a
+        # queue whose `w_rdy` (from its level, a register) is all the drain waits on: the
+        # client's `data.ready`, which comes through the DMA arbiters, does not reach it.
+        out_fifo = m.submodules.out_fifo = fifo.SyncFIFOBuffered(
+            width=data.Layout.cast(_OutBeat(self.data_width)).size, depth=4)
+        out = data.View(_OutBeat(self.data_width), out_fifo.w_data)
         m.d.comb += [
-            self.data.valid.eq(out_valid),
-            self.data.payload.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
-            self.data.payload.keep.eq(keep),
-            self.data.payload.last.eq(last_beat),
+            out.beat.data.eq(shifted & Cat(keep[k].replicate(8) for k in range(8))),
+            out.beat.keep.eq(keep),
+            out.beat.last.eq(last_beat),
+            out.tag.eq(info.tag),
+            out.error.eq(first_error(cmd_err, Mux(need_next, s1_err, OK))),
+            out_fifo.w_en.eq(out_valid),
         ]
-        take = out_valid & self.data.ready
+        take = out_valid & out_fifo.w_rdy
         load = s1_valid & (~prev_valid | (take & ~last_beat))
         m.d.comb += s1_take.eq(load | (take & last_beat & need_next))
 
@@ -656,9 +678,6 @@ class DmaReadEngine(wiring.Component):
                     prev_valid.eq(0),
                     beat.eq(0),
                     at_first.eq(1),
-                    st_valid.eq(1),
-                    st_tag.eq(info.tag),
-                    st_err.eq(first_error(cmd_err, Mux(need_next, s1_err, OK))),
                 ]
             with m.Else():
                 m.d.sync += [
@@ -668,10 +687,18 @@ class DmaReadEngine(wiring.Component):
                     prev_valid.eq(s1_valid),
                 ]
 
+        # The client's side: a command's status is offered from the cycle after its last beat
+        # was taken, and the next command's last beat waits until that status is taken.
+        head = data.View(_OutBeat(self.data_width), out_fifo.r_data)
+        m.d.comb += [
+            self.data.valid.eq(out_fifo.r_rdy & ~(head.beat.last & st_valid)),
+            self.data.payload.eq(head.beat),
+            out_fifo.r_en.eq(self.data.valid & self.data.ready),
+        ]
         with m.If(self.status.ready):
             m.d.sync += st_valid.eq(0)
-        with m.If(take & last_beat):
-            m.d.sync += st_valid.eq(1)
+        with m.If(self.data.valid & self.data.ready & head.beat.last):
+            m.d.sync += [st_valid.eq(1), st_tag.eq(head.tag), st_err.eq(head.error)]
         m.d.comb += [
             self.status.valid.eq(st_valid),
             self.status.payload.tag.eq(st_tag),
