@@ -1,6 +1,7 @@
 """Host memory behind a DMA client port, for the Amaranth-simulator tests of the request
 engine's stages: reads answer with the memory's bytes as :class:`rtl.dma_read.DmaReadEngine`
-frames them (packed from lane 0, ``last`` on a command's final beat, then a status), writes
+frames them (packed from lane 0, ``last`` on a command's final beat, then a status, and
+the next read's first beats possibly beside that status), writes
 land in memory as :class:`rtl.dma_write.DmaWriteEngine` takes them. Every stream stalls at
 random from the seeded ``rng``, and every access is logged."""
 
@@ -72,7 +73,13 @@ class DmaHost:
                         self.in_flight.append(p.addr)
                         self.snapshots.append(tuple(self.in_flight))
 
-            async def answer_reads(ctx):
+            statuses = []   # (tag, error, addr) of reads whose last beat was taken
+
+            async def answer_data(ctx):
+                # As DmaReadEngine offers them: a read's beats as soon as they are there, the
+                # next read's first beats even while this one's status waits (a client that
+                # waits for a status must stop at `last`), but a last beat only once the
+                # status before it has been taken.
                 while True:
                     if not queue:
                         await ctx.tick()
@@ -81,23 +88,34 @@ class DmaHost:
                     error = 1 if addr in self.fail else 0
                     data = bytes(length) if error else bytes(self.mem[addr:addr + length])
                     for k in range(0, length, 8):
-                        while self.rng.random() < self.stall:
+                        last = k + 8 >= length
+                        while self.rng.random() < self.stall or (last and statuses):
                             await ctx.tick()
                         chunk = data[k:k + 8]
                         ctx.set(rd.data.valid, 1)
                         ctx.set(rd.data.payload, {
                             "data": int.from_bytes(chunk, "little"),
                             "keep": (1 << len(chunk)) - 1,
-                            "last": int(k + 8 >= length)})
+                            "last": int(last)})
                         await wait_handshake(ctx, rd.data)
                         ctx.set(rd.data.valid, 0)
+                    statuses.append((tag, error, addr))
+
+            async def answer_status(ctx):
+                # A read's status from the cycle after its last beat was taken.
+                while True:
+                    if not statuses:
+                        await ctx.tick()
+                        continue
+                    tag, error, addr = statuses[0]
                     ctx.set(rd.status.valid, 1)
                     ctx.set(rd.status.payload, {"tag": tag, "error": error})
                     await wait_handshake(ctx, rd.status)
                     ctx.set(rd.status.valid, 0)
+                    statuses.pop(0)
                     self.outstanding -= 1
                     self.in_flight.remove(addr)
-            procs += [take_reads, answer_reads]
+            procs += [take_reads, answer_data, answer_status]
         if wr is not None:
             wqueue = []
 
