@@ -152,37 +152,21 @@ class ConfigSpace(wiring.Component):
                     m.d.sync += r_data.eq(0)
 
         # Reads answer in the second cycle after `r_stb`: BAR0 answers the window's read then
-        # (its requests are registered, rtl/top.py), and every other read is held as long.
+        # (its requests are registered, rtl/top.py); `r_data` holds every other answer until
+        # the next read.
         # "store the first cap.length bytes in pci_cfg_data"
         window_data = Signal(32)
         window_ready = Signal()     # BAR0's answer to the window's read is here
-        r_data_late = Signal(32)
-        m.d.sync += [window_ready.eq(window_read), r_data_late.eq(r_data)]
+        m.d.sync += window_ready.eq(window_read)
         m.d.comb += window_data.eq((store[data_dw] & ~len_mask) |
                                    ((self.bar.r_data >> shift) & len_mask))
         with m.If(window_ready):
             m.d.sync += store[data_dw].eq(window_data)
             m.d.comb += self.bus.r_data.eq(window_data)
         with m.Else():
-            m.d.comb += self.bus.r_data.eq(r_data_late)
+            m.d.comb += self.bus.r_data.eq(r_data)
 
         # -- writes ----------------------------------------------------------------------------
-        # A write of pci_cfg_data reaches BAR0 in the next cycle, from registers: the
-        # configuration write's decoding and merging are not to reach into the BAR's
-        # registers. The port is free then: the completer answers the configuration write
-        # first, and BAR accesses of its own come from later TLPs.
-        win_w    = Signal()
-        win_addr = Signal.like(self.bar.addr)
-        win_be   = Signal(4)
-        win_data = Signal(32)
-        m.d.sync += win_w.eq(0)
-        with m.If(win_w):
-            m.d.comb += [
-                self.bar.w_stb.eq(1),
-                self.bar.addr.eq(win_addr),
-                self.bar.be.eq(win_be),
-                self.bar.w_data.eq(win_data),
-            ]
         mask = byte_mask(self.bus.be)
         w = self.bus.w_data
         with m.If(self.bus.w_stb):
@@ -201,11 +185,12 @@ class ConfigSpace(wiring.Component):
                         m.d.sync += store[dw].eq(merged & ~(w & mask & r.w1c))
                         if r.special == "pci_cfg_data":
                             with m.If(w_valid & (self.bus.be != 0)):
-                                m.d.sync += [
-                                    win_w.eq(1),
-                                    win_addr.eq(w_off[2:]),
-                                    win_be.eq(w_lanes),
-                                    win_data.eq((merged & len_mask) << shift),
+                                # BAR0 registers the request (rtl/top.py).
+                                m.d.comb += [
+                                    self.bar.w_stb.eq(1),
+                                    self.bar.addr.eq(w_off[2:]),
+                                    self.bar.be.eq(w_lanes),
+                                    self.bar.w_data.eq((merged & len_mask) << shift),
                                 ]
 
         # -- Function Level Reset [PCIe-3.0 6.6.2] --------------------------------------------
