@@ -251,7 +251,6 @@ class RequestExecutor(wiring.Component):
             walker.start.payload.off.eq(start_off),
             walker.start.payload.len.eq(start_len),
             walker.start.payload.write.eq(start_write),
-            walker.start.payload.ahead.eq(start_ra),
             self.seg_r_addr.eq(walker.seg_r_addr),
             walker.seg_r_data.eq(self.seg_r_data),
         ]

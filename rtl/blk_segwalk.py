@@ -36,7 +36,7 @@ __all__ = ["WalkLayout", "PieceLayout", "SegmentWalker"]
 
 class WalkLayout(data.StructLayout):
     """A byte range ``[off, off + len)`` of the stream of segments ``first`` to ``end - 1`` of
-    slot ``table``'s table; ``write`` and ``ahead`` are passed on with each piece."""
+    slot ``table``'s table; ``write`` is passed on with each piece."""
     def __init__(self, params):
         idx = seg_index_bits(params) + 1
         super().__init__({
@@ -46,17 +46,15 @@ class WalkLayout(data.StructLayout):
             "off":   48,
             "len":   48,
             "write": 1,
-            "ahead": 1,
         })
 
 
 class PieceLayout(data.StructLayout):
-    """One DMA command of a walk (its ``tag`` is 0), and the walk's ``write`` and ``ahead``."""
+    """One DMA command of a walk (its ``tag`` is 0), and the walk's ``write``."""
     def __init__(self):
         super().__init__({
             "cmd":   DmaCommand,
             "write": 1,
-            "ahead": 1,
         })
 
 
@@ -104,7 +102,6 @@ class SegmentWalker(wiring.Component):
         i        = Signal.like(walk.first)
         end      = Signal.like(walk.end)
         write    = Signal()
-        ahead    = Signal()
         into     = Signal(48)       # the range's next byte, past the start of segment i
         rem_all  = Signal(48)       # bytes of the range still to cover
         reach    = Signal(48)       # into + rem_all: the range's end, past segment i's start
@@ -136,7 +133,7 @@ class SegmentWalker(wiring.Component):
                 with m.If(self.start.valid & self.start.ready & (walk.len != 0)):
                     m.d.sync += [
                         table.eq(walk.table), i.eq(walk.first), end.eq(walk.end),
-                        write.eq(walk.write), ahead.eq(walk.ahead),
+                        write.eq(walk.write),
                         into.eq(walk.off), rem_all.eq(walk.len),
                         reach.eq(walk.off + walk.len),
                         into_max.eq(walk.off + DMA_MAX_LENGTH),
@@ -193,7 +190,6 @@ class SegmentWalker(wiring.Component):
                         self.piece.payload.cmd.addr.eq(ptr),
                         self.piece.payload.cmd.length.eq(length),
                         self.piece.payload.write.eq(write),
-                        self.piece.payload.ahead.eq(ahead),
                         ptr.eq(ptr + length),
                         rem_seg.eq(rem_seg - length),
                         rem_all.eq(rem_all - length),

@@ -80,8 +80,7 @@ def run(walks, rng, p_ready, seed):
             await ctx.tick()
             ctx.set(dut.start.valid, 1)
             ctx.set(dut.start.payload, {"table": table, "first": first, "end": end,
-                                        "off": off, "len": length, "write": write,
-                                        "ahead": k & 1})
+                                        "off": off, "len": length, "write": write})
             await ctx.tick().until(dut.start.ready)
             ctx.set(dut.start.valid, 0)
             got.append(("walk", k))
@@ -102,8 +101,7 @@ def run(walks, rng, p_ready, seed):
             if shown is not None:
                 assert valid and payload == shown, f"seed {seed}: a piece changed before taken"
             if valid and ready:
-                got.append((payload.cmd.addr, payload.cmd.length, payload.write,
-                            payload.ahead))
+                got.append((payload.cmd.addr, payload.cmd.length, payload.write))
                 shown = None
             elif valid:
                 shown = payload
@@ -123,8 +121,7 @@ def expected(walks):
     out = []
     for k, (tables, table, first, end, off, length, write) in enumerate(walks):
         out.append(("walk", k))
-        out += [(a, n, write, k & 1) for a, n in reference(tables[table], first, end, off,
-                                                            length)]
+        out += [(a, n, write) for a, n in reference(tables[table], first, end, off, length)]
     return out
 
 
@@ -180,7 +177,7 @@ def test_first_piece_latency_and_rate():
         ctx.set(dut.piece.ready, 1)
         ctx.set(dut.start.valid, 1)
         ctx.set(dut.start.payload, {"table": 1, "first": 0, "end": 4, "off": 0,
-                                    "len": 4 * 512, "write": 1, "ahead": 0})
+                                    "len": 4 * 512, "write": 1})
         await ctx.tick().until(dut.start.ready)
         ctx.set(dut.start.valid, 0)
         for cycle in range(1, 40):
