@@ -51,8 +51,8 @@ class DmaWriteEngine(wiring.Component):
     the next command is taken. The data stream goes through a skid buffer (a cycle of latency)
     into a 32-byte ring (:class:`~rtl.realign.ByteRing`) that realigns the bytes for the TLP
     stream, which leaves through a second skid buffer (another cycle); the data stream is taken
-    at full rate as long as the TLP stream is. A command's status is offered once its last beat has left the engine.
-    There is no combinational path between ports.
+    at full rate as long as the TLP stream is. A command's status is offered once its last
+    beat has left the engine. There is no combinational path between ports.
 
     Parameters
     ----------

@@ -104,7 +104,7 @@ class ByteRing(wiring.Component):
             with m.If(ahead < self.w_n):
                 m.d.sync += ring[k].eq(rotated.word_select(k % lanes, 8))
 
-        # The window: ring bytes from rptr on, `offset` lanes up.
+        # The window: ring bytes from rptr on, `next_offset` (as it was) lanes up.
         sel = Signal(bits)          # rptr less the offset, kept a cycle ahead
         m.d.sync += sel.eq(rptr_next - self.next_offset)
         with m.Switch(sel):
@@ -125,13 +125,13 @@ class ByteRealigner(wiring.Component):
     their total length out) and a scatterer (one continuous stream in, packets of the lengths
     of the buffers out).
 
-    Bytes taken from ``i`` wait in a 32-byte :class:`ByteRing`. An input beat is taken while
-    the ring holds at most 24 bytes, so there is always room for it; an output beat is offered once the
-    buffer holds a full beat, or the rest of the current packet if that is shorter. With full
-    input beats and ``o.ready`` held high, ``o`` carries one beat per cycle in the steady
-    state, whatever the packet lengths: a short last beat of one packet is followed at once by
-    a full first beat of the next. With short input beats the input is taken every cycle while
-    the output waits for bytes, so the output runs at the rate the input bytes come in.
+    Bytes taken from ``i`` wait in a 32-byte :class:`ByteRing`. An input beat is taken while the
+    ring holds at most 24 bytes, so there is always room for it; an output beat is offered once
+    the buffer holds a full beat, or the rest of the current packet if that is shorter. With
+    full input beats and ``o.ready`` held high, ``o`` carries one beat per cycle in the steady
+    state, whatever the packet lengths: a short last beat of one packet is followed at once by a
+    full first beat of the next. With short input beats the input is taken every cycle while the
+    output waits for bytes, so the output runs at the rate the input bytes come in.
 
     Bytes taken beyond the sum of the lengths stay in the buffer and start the next packet:
     the user keeps the two streams in balance.
@@ -197,7 +197,7 @@ class ByteRealigner(wiring.Component):
         pend      = Signal(32)          # the next packet's length, > 0 if pend_valid
         pend_valid = Signal()
 
-        # -- the buffer: bytes taken from `i`, not yet sent -----------------------------------------
+        # -- the buffer: bytes taken from `i`, not yet sent -------------------------------------
         m.submodules.ring = ring = ByteRing(lanes, nbuf)
         count = ring.count
 
