@@ -25,6 +25,7 @@ from amaranth.utils import exact_log2
 
 from .tlp import Fmt, TlpType, CplStatus, TlpDw0, ReqDw1, CplDw1, CplDw2, TlpStreamSignature
 from .dma_layouts import DmaCommand, DmaData, DmaError, DmaStatus
+from .streams import RegisterSlice
 
 
 __all__ = ["DmaReadEngine", "DEFAULT_TIMEOUT"]
@@ -226,6 +227,13 @@ class DmaReadEngine(wiring.Component):
         m.submodules.cmd_fifo = cmd_fifo = fifo.SyncFIFOBuffered(
             width=_CmdInfo.size, depth=max(tags, 2))
         cmd_w = data.View(_CmdInfo, cmd_fifo.w_data)
+        # Commands enter through a register: `cmd.ready` is a flip-flop, so the clients'
+        # arbitration (two DMA arbiters deep in the request engine) does not chain into the
+        # split logic below. Its half rate costs nothing, as a command takes at least a cycle
+        # in Allocate-Tag after it is accepted.
+        m.submodules.cmd_reg = cmd_reg = RegisterSlice(self.cmd.signature.flip())
+        wiring.connect(m, wiring.flipped(self.cmd), cmd_reg.i)
+        cmd = cmd_reg.o
 
         cur_addr = Signal(64)
         rem_len = Signal(17)
@@ -305,24 +313,24 @@ class DmaReadEngine(wiring.Component):
         with m.FSM(name="request"):
             with m.State("Accept-Command"):
                 m.d.comb += [
-                    self.cmd.ready.eq(cmd_fifo.w_rdy),
-                    cmd_fifo.w_en.eq(self.cmd.valid),
-                    cmd_w.length.eq(self.cmd.payload.length),
-                    cmd_w.shift.eq(self.cmd.payload.addr[:3]),
-                    cmd_w.tag.eq(self.cmd.payload.tag),
-                    cmd_w.zero.eq(self.cmd.payload.length == 0),
-                    cmd_w.single.eq(self.cmd.payload.length <= 8),
+                    cmd.ready.eq(cmd_fifo.w_rdy),
+                    cmd_fifo.w_en.eq(cmd.valid),
+                    cmd_w.length.eq(cmd.payload.length),
+                    cmd_w.shift.eq(cmd.payload.addr[:3]),
+                    cmd_w.tag.eq(cmd.payload.tag),
+                    cmd_w.zero.eq(cmd.payload.length == 0),
+                    cmd_w.single.eq(cmd.payload.length <= 8),
                     # The last beat starts at byte shift + 8 * (beats - 1) of the command's
                     # words and holds (length - 1) % 8 + 1 bytes: it ends past its word when
                     # shift + (length - 1) % 8 >= 8 (never for a zero length, read as one).
-                    cmd_w.spill.eq((self.cmd.payload.length != 0) &
-                                   (self.cmd.payload.addr[:3] +
-                                    (self.cmd.payload.length[:3] - 1)[:3] >= 8)),
+                    cmd_w.spill.eq((cmd.payload.length != 0) &
+                                   (cmd.payload.addr[:3] +
+                                    (cmd.payload.length[:3] - 1)[:3] >= 8)),
                 ]
-                with m.If(self.cmd.valid & cmd_fifo.w_rdy):
+                with m.If(cmd.valid & cmd_fifo.w_rdy):
                     m.d.sync += [
-                        cur_addr.eq(self.cmd.payload.addr),
-                        rem_len.eq(self.cmd.payload.length),
+                        cur_addr.eq(cmd.payload.addr),
+                        rem_len.eq(cmd.payload.length),
                     ]
                     m.next = "Allocate-Tag"
 
