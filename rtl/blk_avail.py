@@ -208,10 +208,9 @@ class AvailReader(wiring.Component):
         # [VIRTIO-1.2 2.7.5] A head past the descriptor table is a malformed ring: found here,
         # before the heads after it go to the walker, which would read their chains.
         bad_head = Signal()
-        with m.Switch(k_entry):
-            for k in range(per_read):
-                with m.Case(k):
-                    m.d.comb += head.eq(entries[16 * k:16 * k + 16])
+        # The entries shift down as their heads are dispatched: the next head is always in
+        # the low bits, with no multiplexer between the register and the checks behind it.
+        m.d.comb += head.eq(entries[:16])
         m.d.comb += [
             self.job.payload.queue.eq(q),
             self.job.payload.head.eq(head),
@@ -397,7 +396,7 @@ class AvailReader(wiring.Component):
                             m.next = "Halted"
                         with m.Else():
                             set_per_queue(last_avail, q_last_avail + 1)
-                            m.d.sync += k_entry.eq(k_entry + 1)
+                            m.d.sync += [k_entry.eq(k_entry + 1), entries.eq(entries >> 16)]
                             with m.If(k_entry + 1 == n_entries):
                                 m.next = "Idle"
 

@@ -116,8 +116,13 @@ class ChainFetcher(wiring.Component):
         m.d.sync += in_use.eq(in_use + dispatched - self.slot_done)
         m.d.comb += [avail.free_slot.eq(tail), avail.slot_free.eq(in_use < n_slots)]
 
-        # Each head to the walker.
-        wiring.connect(m, avail.job, walker.job)
+        # Each head to the walker, through a register: the job's `valid` comes from the slot
+        # count and the halt above, its `broken` from a compare of the ring entry, and the
+        # walker starts on it; the half rate costs nothing, as each job is a descriptor read.
+        m.submodules.job_reg = job_reg = ResetInserter(reset_now)(
+            RegisterSlice(avail.job.signature))
+        wiring.connect(m, avail.job, job_reg.i)
+        wiring.connect(m, job_reg.o, walker.job)
 
         # The order in which the slots go to the executor.
         m.submodules.order = order = ResetInserter(reset_now)(
@@ -172,7 +177,7 @@ class ChainFetcher(wiring.Component):
             m.d.comb += filled_clear.eq(1 << head)
         wiring.connect(m, slot_reg.o, wiring.flipped(self.slot))
 
-        m.d.comb += self.idle.eq(avail.idle & walker.idle)
+        m.d.comb += self.idle.eq(avail.idle & ~job_reg.o.valid & walker.idle)
         with m.If(reset_now):
             m.d.sync += [tail.eq(0), in_use.eq(0), filled.eq(0), broken.eq(0)]
         return m
