@@ -34,7 +34,7 @@ from .dma_layouts import DmaCommand, DmaData, DmaError
 from .dma_arbiter import DmaReadClient, DmaWriteClient
 from .storage import StorageSignature, StorageOp, StorageStatus
 from .realign import ByteRealigner
-from .streams import SkidBuffer
+from .streams import SkidBuffer, RegisterSlice
 from .virtio_regs import QueueConfigLayout
 from .blk_notify import UsedReport
 from .blk_segwalk import SegmentWalker
@@ -231,8 +231,13 @@ class RequestExecutor(wiring.Component):
         # wait for `walker.busy` to fall, or after a request with no walk of its own), so
         # `wk_start` is always taken.
         m.submodules.walker = walker = SegmentWalker(p)
+        # A walk goes to the walker through a register: the start's `valid` and its range come
+        # from this FSM's state decode and its multiplexers, and the walker adds the range up
+        # as it takes it. The walk in the register counts as busy.
+        m.submodules.start_reg = start_reg = RegisterSlice(walker.start.signature.flip())
+        wiring.connect(m, start_reg.o, walker.start)
         wk_start = Signal()
-        wk_busy  = walker.busy
+        wk_busy  = walker.busy | start_reg.o.valid
         start_write = Signal()
         start_off   = Signal(48)
         start_len   = Signal(48)
@@ -244,13 +249,13 @@ class RequestExecutor(wiring.Component):
         m.d.comb += [start_table.eq(slot), start_first_w.eq(first_w), start_nseg.eq(nseg)]
         wk_ra    = Signal()         # the walk reads the next request's OUT data ahead
         m.d.comb += [
-            walker.start.valid.eq(wk_start),
-            walker.start.payload.table.eq(start_table),
-            walker.start.payload.first.eq(Mux(start_write, start_first_w, 0)),
-            walker.start.payload.end.eq(Mux(start_write, start_nseg, start_first_w)),
-            walker.start.payload.off.eq(start_off),
-            walker.start.payload.len.eq(start_len),
-            walker.start.payload.write.eq(start_write),
+            start_reg.i.valid.eq(wk_start),
+            start_reg.i.payload.table.eq(start_table),
+            start_reg.i.payload.first.eq(Mux(start_write, start_first_w, 0)),
+            start_reg.i.payload.end.eq(Mux(start_write, start_nseg, start_first_w)),
+            start_reg.i.payload.off.eq(start_off),
+            start_reg.i.payload.len.eq(start_len),
+            start_reg.i.payload.write.eq(start_write),
             self.seg_r_addr.eq(walker.seg_r_addr),
             walker.seg_r_data.eq(self.seg_r_data),
         ]
@@ -300,10 +305,25 @@ class RequestExecutor(wiring.Component):
         m.d.comb += ra_cmds_next.eq(Mux(ra_clear, 0, ra_cmds + (rd_issue & wk_ra)))
         m.d.sync += ra_cmds.eq(ra_cmds_next)
         # The current request's data only: the gather never takes a byte of the next one.
-        # Kept in a register (from the counters' next values): the route it decides is on the
-        # way to the DMA engine's `ready`.
+        # Kept in a register: the route it decides is on the way to the DMA engine's `ready`.
+        # cur_cmds = data_out - ra_cmds, the current request's commands whose last beat is
+        # due, is a counter of its own, and whether its next value is zero is decided from
+        # its present value by the step it takes, so the late handshakes choose between
+        # comparisons of registers with constants instead of going through adders.
+        cur_cmds = Signal(16)
         cur_data = Signal()
-        m.d.sync += cur_data.eq((data_out + rd_issue - rd_data_last)[:16] != ra_cmds_next)
+
+        def nonzero_after(count, inc, dec):
+            return Mux(inc & ~dec, count != 0xffff,
+                       Mux(dec & ~inc, count != 1, count != 0))
+
+        cur_inc = rd_issue & ~wk_ra
+        m.d.sync += [
+            cur_cmds.eq(Mux(ra_clear, data_out + rd_issue - rd_data_last,
+                            cur_cmds + cur_inc - rd_data_last)),
+            cur_data.eq(Mux(ra_clear, nonzero_after(data_out, rd_issue, rd_data_last),
+                            nonzero_after(cur_cmds, cur_inc, rd_data_last))),
+        ]
 
         # -- data routes -----------------------------------------------------------------------
         # Read data goes to the FSM (ring and descriptor reads) or to the gather realigner;
