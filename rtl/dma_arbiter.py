@@ -18,7 +18,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dma_layouts import DmaCommand, DmaData, DmaStatus
-from .streams import RegisterSlice
+from .streams import RegisterSlice, SkidBuffer
 
 
 __all__ = ["DmaReadClient", "DmaWriteClient", "DmaReadArbiter", "DmaWriteArbiter"]
@@ -136,14 +136,19 @@ class _Arbiter(wiring.Component):
         ]
         return data_route, status_route
 
-    def _statuses(self, m, status_route):
+    def _statuses(self, m, status_route, gates=None):
+        """Route each status to its client; ``gates[j]``, when given and not None, holds
+        client ``j``'s status back while it is low."""
         with m.Switch(status_route.r_data):
             for j in range(self.clients):
+                ok = status_route.r_rdy
+                if gates is not None and gates[j] is not None:
+                    ok = ok & gates[j]
                 with m.Case(j):
                     m.d.comb += [
                         self.i[j].status.payload.eq(self.o.status.payload),
-                        self.i[j].status.valid.eq(self.o.status.valid & status_route.r_rdy),
-                        self.o.status.ready.eq(self.i[j].status.ready & status_route.r_rdy),
+                        self.i[j].status.valid.eq(self.o.status.valid & ok),
+                        self.o.status.ready.eq(self.i[j].status.ready & ok),
                     ]
         m.d.comb += status_route.r_en.eq(self.o.status.valid & self.o.status.ready)
 
@@ -164,8 +169,10 @@ class DmaReadArbiter(_Arbiter):
     registered : bool, or a bool per client
         Each client's commands through a :class:`~rtl.streams.RegisterSlice` (a cycle more per
         command, at most one command every other cycle, no combinational path from one
-        client's command to another's ``ready``); a client that is itself a registered
-        arbiter needs none.
+        client's command to another's ``ready``), and its data through a
+        :class:`~rtl.streams.SkidBuffer` (a cycle more per beat, at full rate, so that the
+        client's ``data.ready`` does not reach the engine); a client that is itself a
+        registered arbiter needs neither.
 
     Attributes
     ----------
@@ -182,17 +189,39 @@ class DmaReadArbiter(_Arbiter):
     def elaborate(self, platform):
         m = Module()
         data_route, status_route = self._commands(m)
+        # A registered client takes its data from a skid buffer: the route queue pops on the
+        # beat with `last`, and the client's `ready` (from its own state machine) is not to
+        # chain into that. Its status must still come after its last beat [the engine's
+        # contract]: `lasts[j]` counts the last beats client j has taken whose status it has
+        # not, and its status waits while that is zero.
+        beats_out = []
+        lasts = []
+        for j in range(self.clients):
+            if self.registered[j]:
+                skid = SkidBuffer(self.i[j].data.signature)
+                m.submodules[f"data_skid{j}"] = skid
+                wiring.connect(m, skid.o, wiring.flipped(self.i[j].data))
+                beats_out.append(skid.i)
+                count = Signal(range(self.depth + 1), name=f"lasts{j}")
+                got_last = (self.i[j].data.valid & self.i[j].data.ready &
+                            self.i[j].data.payload.last)
+                status_now = self.i[j].status.valid & self.i[j].status.ready
+                m.d.sync += count.eq(count + got_last - status_now)
+                lasts.append(count != 0)
+            else:
+                beats_out.append(self.i[j].data)
+                lasts.append(None)
         with m.Switch(data_route.r_data):
             for j in range(self.clients):
                 with m.Case(j):
                     m.d.comb += [
-                        self.i[j].data.payload.eq(self.o.data.payload),
-                        self.i[j].data.valid.eq(self.o.data.valid & data_route.r_rdy),
-                        self.o.data.ready.eq(self.i[j].data.ready & data_route.r_rdy),
+                        beats_out[j].payload.eq(self.o.data.payload),
+                        beats_out[j].valid.eq(self.o.data.valid & data_route.r_rdy),
+                        self.o.data.ready.eq(beats_out[j].ready & data_route.r_rdy),
                     ]
         m.d.comb += data_route.r_en.eq(self.o.data.valid & self.o.data.ready &
                                        self.o.data.payload.last)
-        self._statuses(m, status_route)
+        self._statuses(m, status_route, lasts)
         return m
 
 
@@ -204,7 +233,9 @@ class DmaWriteArbiter(_Arbiter):
     order, and its status goes back to that client. A client may offer its data before its
     command is taken: it waits until the command is.
 
-    Parameters and attributes as :class:`DmaReadArbiter`, with :class:`DmaWriteClient` ports.
+    Parameters and attributes as :class:`DmaReadArbiter`, with :class:`DmaWriteClient` ports;
+    a ``registered`` client's data enters through a :class:`~rtl.streams.SkidBuffer` (a cycle
+    more, at full rate).
     """
     def __init__(self, clients, data_width=64, depth=16, registered=True):
         super().__init__(DmaWriteClient(data_width), clients, depth, registered)
@@ -220,13 +251,26 @@ class DmaWriteArbiter(_Arbiter):
             beats.w_en.eq(taken),
         ]
         left = Signal(14)            # beats of the head command already passed
+        # A registered client's data enters through a skid buffer, as its commands through a
+        # register slice: the route below counts each beat off its command, and a client's
+        # `valid` (from its own state machine, often through its own routes) is not to chain
+        # into that count.
+        beats_in = []
+        for j in range(self.clients):
+            if self.registered[j]:
+                skid = SkidBuffer(self.i[j].data.signature.flip())
+                m.submodules[f"data_skid{j}"] = skid
+                wiring.connect(m, wiring.flipped(self.i[j].data), skid.i)
+                beats_in.append(skid.o)
+            else:
+                beats_in.append(self.i[j].data)
         with m.Switch(data_route.r_data):
             for j in range(self.clients):
                 with m.Case(j):
                     m.d.comb += [
-                        self.o.data.payload.eq(self.i[j].data.payload),
-                        self.o.data.valid.eq(self.i[j].data.valid & data_route.r_rdy),
-                        self.i[j].data.ready.eq(self.o.data.ready & data_route.r_rdy),
+                        self.o.data.payload.eq(beats_in[j].payload),
+                        self.o.data.valid.eq(beats_in[j].valid & data_route.r_rdy),
+                        beats_in[j].ready.eq(self.o.data.ready & data_route.r_rdy),
                     ]
         beat = self.o.data.valid & self.o.data.ready
         end = beat & (left + 1 >= beats.r_data)

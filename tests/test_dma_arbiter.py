@@ -80,6 +80,12 @@ def run(arbiter_cls, seed, n_cmds=40, registered=True):
                     dut.i[c].data.valid, dut.i[c].data.ready, dut.i[c].data.payload)
                 if sv and sr:
                     got_status[c].append(sp.tag)
+                    if not write:
+                        # [DmaReadEngine's contract] a status comes after its last beat.
+                        k = len(got_status[c]) - 1
+                        beats = sum(len(beats_of(cmd)) for cmd in cmds[c][:k + 1])
+                        assert len(got_data[c]) >= beats, (
+                            f"client {c}: status of command {k} before its last data beat")
                 if not write and dv and dr:
                     got_data[c].append(dp.data)
         return proc
