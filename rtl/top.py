@@ -80,11 +80,13 @@ class VirtioBlkEndpoint(wiring.Component):
         # completions, read requests, write requests and MSI-X messages, packet by packet.
         # Skid buffers register the handshakes at the link and behind the arbiter, so that
         # valid and ready never chain through the link, the gate and the arbiter in one cycle.
-        # None sits between a source and the arbiter: a source's TLPs are in the one ordered
-        # stream to the link once the arbiter took them, which is what a DMA write's status
-        # and an MSI-X message behind it count on [PCIe-3.0 2.4.1]. (The DMA engines register
-        # their TLP outputs themselves; the write engine reports a command done only once its
-        # last beat has left that register for the arbiter.)
+        # Between a source and the arbiter only the read requests' one: a source's TLPs are in
+        # the one ordered stream to the link once the arbiter took them, which is what a DMA
+        # write's status and an MSI-X message behind it count on [PCIe-3.0 2.4.1]. (The write
+        # engine registers its TLP output itself and reports a command done only once its last
+        # beat has left that register for the arbiter.) A read request has nothing behind it
+        # to order: its clients wait for its data, and a read that must follow a write is
+        # issued only once the write's status came back.
         def skid(name):
             buf = SkidBuffer(TlpStreamSignature(w))
             m.submodules[name] = buf
@@ -94,7 +96,9 @@ class VirtioBlkEndpoint(wiring.Component):
         wiring.connect(m, rx_skid.o, router.i)
         wiring.connect(m, router.requests, completer.rx)
         wiring.connect(m, router.completions, dma_read.cpl)
-        for k, source in enumerate((completer.tx, dma_read.tx, dma_write.tx, irq.tx)):
+        rd_skid = skid("dma_read_skid")
+        wiring.connect(m, dma_read.tx, rd_skid.i)
+        for k, source in enumerate((completer.tx, rd_skid.o, dma_write.tx, irq.tx)):
             wiring.connect(m, source, arbiter.i[k])
         # [PCIe-3.0 7.5.1.1] Nothing but completions reaches the link with Bus Master Enable
         # clear, whatever was queued when it went clear.
