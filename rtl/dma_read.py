@@ -206,11 +206,13 @@ class DmaReadEngine(wiring.Component):
         used = Signal(range(tags + 1))
         alloc = Signal()
         free = Signal()
+        head_reset = Signal()
         if tags > 32:
             # [PCIe-3.0 2.2.6.2] Without Extended Tag Field Enable only tags 0 to 31 may be
             # used. The ring size changes only while the ring is empty.
             ring_last = Signal(range(tags), init=31)
             with m.If((used == 0) & ~alloc):
+                m.d.comb += head_reset.eq(1)
                 m.d.sync += [
                     ring_last.eq(Mux(self.extended_tag, tags - 1, 31)),
                     head.eq(0),
@@ -552,31 +554,71 @@ class DmaReadEngine(wiring.Component):
         c_next_end = c_next + c_bytes    # the slot's `next_off` after this completion
 
         # -- drain: read the slots in ring order, a word a cycle --------------------------------
-        s1_valid = Signal()      # the read ports hold a word of the stream
+        # The read ports' output is one register of the stream and `hold` a second behind it:
+        # a word the output stage does not take moves there, so that the next read goes out
+        # whether or not it is taken. Reads depend only on these two being not both full (a
+        # register), not on `s1_take`, which the output stage decides late.
+        port_valid = Signal()    # the read ports hold a word not yet taken (nor moved)
+        port_err = Signal(3)
+        hold_valid = Signal()    # `hold` holds a word, older than the ports' one
+        hold = Signal(64)
+        hold_err = Signal(3)
+        s1_valid = Signal()      # the oldest word: in `hold`, else at the read ports
         s1_err = Signal(3)
         s1_take = Signal()
         s1_word = Signal(64)
-        advance = ~s1_valid | s1_take
+        advance = ~hold_valid | ~port_valid
         at_start = Signal(init=1)
         widx = Signal(word_bits)
-        cur_w = Mux(at_start, first_word[head], widx)
+        # The head slot's state as it was in the last cycle, in registers: the drain decides
+        # from these, not through the slots' multiplexers. While a slot is at the head its
+        # state only moves forward (done and ready_off rise, its range stays), so a decision on
+        # the last cycle's state is one the present state allows too; but in the cycle after
+        # the head moves they describe the slot before it, and nothing is read.
+        h_fresh = Signal()
+        h_done = Signal()
+        h_waiting = Signal()
+        h_err = Signal(3)
+        h_first = Signal(word_bits)
+        h_last = Signal(word_bits)
+        h_ready = Signal(word_bits)
+        m.d.sync += [
+            h_fresh.eq(~free & ~head_reset),
+            h_done.eq(done[head]),
+            h_waiting.eq(waiting[head]),
+            h_err.eq(error[head]),
+            h_first.eq(first_word[head]),
+            h_last.eq(last_word[head]),
+            h_ready.eq(ready_off[head][3:]),
+        ]
+        cur_w = Mux(at_start, h_first, widx)
         # [PCIe-3.0 2.3.1.1] The completions of one request come in address order, so the
         # words before the last completion's end are final: they drain while the rest of the
         # request is still on the way.
-        streamable = waiting[head] & (cur_w < ready_off[head][3:])
-        fetch = advance & (done[head] | streamable)
+        streamable = h_waiting & (cur_w < h_ready)
+        fetch = advance & h_fresh & (h_done | streamable)
         m.d.comb += [
             even_r.addr.eq(Cat(cur_w, head)),
             odd_r.addr.eq(Cat(cur_w, head)),
             even_r.en.eq(advance),
             odd_r.en.eq(advance),
+            s1_valid.eq(hold_valid | port_valid),
+            s1_err.eq(Mux(hold_valid, hold_err, port_err)),
             # A failed request reads as zeros.
-            s1_word.eq(Mux(s1_err == OK, Cat(even_r.data, odd_r.data), 0)),
+            s1_word.eq(Mux(s1_err == OK, Mux(hold_valid, hold, Cat(even_r.data, odd_r.data)),
+                           0)),
         ]
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(fetch), s1_err.eq(error[head])]
         with m.If(fetch):
-            with m.If(cur_w == last_word[head]):
+            m.d.sync += port_err.eq(h_err)
+        m.d.sync += port_valid.eq(fetch | (port_valid & hold_valid))
+        with m.If(hold_valid):
+            with m.If(s1_take):
+                m.d.sync += hold_valid.eq(0)
+        with m.Elif(port_valid & ~s1_take):
+            m.d.sync += [hold.eq(Cat(even_r.data, odd_r.data)), hold_err.eq(port_err),
+                         hold_valid.eq(1)]
+        with m.If(fetch):
+            with m.If(cur_w == h_last):
                 m.d.comb += free.eq(1)
                 m.d.sync += [head.eq(ring_next(head)), at_start.eq(1)]
             with m.Else():
