@@ -263,9 +263,17 @@ class DmaWriteEngine(wiring.Component):
                      ring.r_n.eq(out_n), ring.next_offset.eq(lane_next)]
 
         # -- the next payload beat ---------------------------------------------------------------
-        to_beat_end = 8 - lane
+        # Its size and whether it ends the TLP are registers: worked out while the header goes
+        # (from the planned `tlp_left` and `lane`), then after each beat for the next one
+        # (which starts at lane 0), so the beat's `valid` and the status behind the TLP's last
+        # one wait on no subtraction or comparison of their own.
         need = Signal(4)                # payload bytes in the next beat
-        m.d.comb += need.eq(Mux(tlp_left < to_beat_end, tlp_left, to_beat_end))
+        last = Signal()                 # the next beat is the TLP's last
+        to_beat_end = 8 - lane
+        after = Signal(13)              # tlp_left after the next beat
+        m.d.comb += after.eq(tlp_left - need)
+        first_need = Mux(tlp_left < to_beat_end, tlp_left, to_beat_end)
+        first_last = tlp_left <= to_beat_end
         end = Signal(4)                 # byte lane after the last payload byte of the beat
         m.d.comb += end.eq(lane + need)
         # The ring shows its bytes from lane `lane` on (below it: DW2 of a 3 DW header).
@@ -313,6 +321,7 @@ class DmaWriteEngine(wiring.Component):
                 m.next = "Send-Header"
 
             with m.State("Send-Header"):
+                m.d.sync += [need.eq(first_need), last.eq(first_last)]
                 m.d.comb += [
                     tx.valid.eq(1),
                     tx.payload.beat.data.eq(Cat(hdr0, hdr1)),
@@ -327,6 +336,7 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Send-Address"):
                 # [PCIe-3.0 2.2.4.1 Figure 2-14] 64-bit address: bits 63:32 in DW2, 31:2 in DW3.
+                m.d.sync += [need.eq(first_need), last.eq(first_last)]
                 m.d.comb += [
                     tx.valid.eq(1),
                     tx.payload.beat.data.eq(Cat(addr_hi, addr_lo)),
@@ -336,7 +346,6 @@ class DmaWriteEngine(wiring.Component):
                     m.next = "Send-Data"
 
             with m.State("Send-Data"):
-                last = tlp_left <= to_beat_end
                 m.d.comb += [
                     tx.valid.eq(count >= need),
                     tx.payload.beat.data.eq(beat_data),
@@ -346,8 +355,10 @@ class DmaWriteEngine(wiring.Component):
                 with m.If(tx.valid & tx.ready):
                     m.d.comb += [out_n.eq(need), lane_next.eq(0)]
                     m.d.sync += [
-                        tlp_left.eq(tlp_left - need),
+                        tlp_left.eq(after),
                         with_addr.eq(0),
+                        need.eq(Mux(after < 8, after, 8)),
+                        last.eq(after <= 8),
                     ]
                     with m.If(last):
                         with m.If(remaining == 0):
