@@ -118,10 +118,12 @@ class SegmentWalker(wiring.Component):
         # The table address: the walk's first segment while a walk is taken (its payload does
         # not depend on `valid`), so that its entry is there in the next cycle, else `i`.
         # Leaving a segment for the next, the next: its entry is there as the walk looks.
+        # `i_inc` is always i + 1, kept beside it, so the address needs no adder.
         idle = Signal()
         step = Signal()
+        i_inc = Signal.like(i)
         m.d.comb += self.seg_r_addr.eq(Mux(idle, Cat(walk.first[:self.seg_bits], walk.table),
-                                           Cat((i + step)[:self.seg_bits], table)))
+                                           Cat(Mux(step, i_inc, i)[:self.seg_bits], table)))
 
         m.d.comb += self.busy.eq(~idle | self.piece.valid)
         with m.If(self.piece.valid & self.piece.ready):
@@ -132,7 +134,8 @@ class SegmentWalker(wiring.Component):
                 m.d.comb += [idle.eq(1), self.start.ready.eq(~self.piece.valid)]
                 with m.If(self.start.valid & self.start.ready & (walk.len != 0)):
                     m.d.sync += [
-                        table.eq(walk.table), i.eq(walk.first), end.eq(walk.end),
+                        table.eq(walk.table), i.eq(walk.first), i_inc.eq(walk.first + 1),
+                        end.eq(walk.end),
                         write.eq(walk.write),
                         into.eq(walk.off), rem_all.eq(walk.len),
                         reach.eq(walk.off + walk.len),
@@ -153,7 +156,7 @@ class SegmentWalker(wiring.Component):
                     # The range starts past this segment.
                     m.d.sync += [
                         into.eq(into - seg.len), reach.eq(reach - seg.len),
-                        into_max.eq(into_max - seg.len), i.eq(i + 1),
+                        into_max.eq(into_max - seg.len), i.eq(i_inc), i_inc.eq(i_inc + 1),
                     ]
                     m.next = "Read"
                 with m.Else():
@@ -200,7 +203,8 @@ class SegmentWalker(wiring.Component):
                         # The next segment, from its first byte.
                         m.d.comb += step.eq(1)
                         m.d.sync += [
-                            i.eq(i + 1), into.eq(0), reach.eq(rem_all - length),
+                            i.eq(i_inc), i_inc.eq(i_inc + 1), into.eq(0),
+                            reach.eq(rem_all - length),
                             into_max.eq(DMA_MAX_LENGTH),
                         ]
                         m.next = "Look"
