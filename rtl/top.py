@@ -80,13 +80,15 @@ class VirtioBlkEndpoint(wiring.Component):
         # completions, read requests, write requests and MSI-X messages, packet by packet.
         # Skid buffers register the handshakes at the link and behind the arbiter, so that
         # valid and ready never chain through the link, the gate and the arbiter in one cycle.
-        # Between a source and the arbiter only the read requests' one: a source's TLPs are in
-        # the one ordered stream to the link once the arbiter took them, which is what a DMA
-        # write's status and an MSI-X message behind it count on [PCIe-3.0 2.4.1]. (The write
-        # engine registers its TLP output itself and reports a command done only once its last
-        # beat has left that register for the arbiter.) A read request has nothing behind it
-        # to order: its clients wait for its data, and a read that must follow a write is
-        # issued only once the write's status came back.
+        # Each source reaches the arbiter through a skid buffer too, so the arbiter decides
+        # from registers. Ordering holds [PCIe-3.0 2.4.1]: a source's TLPs are in the one
+        # ordered stream to the link once the arbiter took them, and what must follow them
+        # waits for that. The write engine registers its TLP output itself and reports a
+        # command done only once its last beat has left that register for the arbiter; so an
+        # MSI-X message, a read that must not pass a write, or a completion of a register
+        # read that a write's status led to, goes into its own buffer behind it. A read request
+        # or a completion has nothing behind it to order; an MSI-X message in its buffer is
+        # still on its way, and the reset and the notifier wait for it (`irq_idle`).
         def skid(name):
             buf = SkidBuffer(TlpStreamSignature(w))
             m.submodules[name] = buf
@@ -96,10 +98,15 @@ class VirtioBlkEndpoint(wiring.Component):
         wiring.connect(m, rx_skid.o, router.i)
         wiring.connect(m, router.requests, completer.rx)
         wiring.connect(m, router.completions, dma_read.cpl)
+        cpl_skid = skid("completer_skid")
         rd_skid = skid("dma_read_skid")
+        irq_skid = skid("irq_skid")
+        wiring.connect(m, completer.tx, cpl_skid.i)
         wiring.connect(m, dma_read.tx, rd_skid.i)
-        for k, source in enumerate((completer.tx, rd_skid.o, dma_write.tx, irq.tx)):
+        wiring.connect(m, irq.tx, irq_skid.i)
+        for k, source in enumerate((cpl_skid.o, rd_skid.o, dma_write.tx, irq_skid.o)):
             wiring.connect(m, source, arbiter.i[k])
+        irq_idle = irq.idle & ~irq_skid.o.valid   # (a skid buffer fills only behind its output)
         # [PCIe-3.0 7.5.1.1] Nothing but completions reaches the link with Bus Master Enable
         # clear, whatever was queued when it went clear.
         m.submodules.bm_gate = bm_gate = BusMasterGate(w)
@@ -174,7 +181,7 @@ class VirtioBlkEndpoint(wiring.Component):
             # [VIRTIO-1.2 4.1.4.3.1] A reset finishes (device_status reads 0) once the engine
             # has drained and no interrupt is on its way.
             engine.reset_req.eq(regs.reset_req),
-            regs.reset_ack.eq(engine.idle & irq.idle),
+            regs.reset_ack.eq(engine.idle & irq_idle),
             regs.flr.eq(config.flr),
             irq.flr.eq(config.flr),
             irq.clear_pending.eq(regs.reset_done),
@@ -182,7 +189,7 @@ class VirtioBlkEndpoint(wiring.Component):
 
         # -- interrupts --------------------------------------------------------------------------
         wiring.connect(m, engine.irq, irq.request)
-        m.d.comb += engine.irq_idle.eq(irq.idle)
+        m.d.comb += engine.irq_idle.eq(irq_idle)
         if p.msix:
             m.d.comb += engine.msix_enable.eq(config.msix_enable)
         m.d.comb += [
