@@ -174,14 +174,25 @@ class VirtioBlkEndpoint(wiring.Component):
         for i in range(p.num_queues):
             m.d.comb += engine.queues[i].eq(regs.queues[i])
             m.d.comb += irq.queue_vectors[i].eq(regs.queues[i].msix_vector)
+        # [VIRTIO-1.2 4.1.4.3.1] A reset finishes (device_status reads 0) once the engine has
+        # drained and no interrupt is on its way. The stages' idle flags gather from all over
+        # the engine and the reset goes back to all of the registers, so the flags are
+        # registered: sampled only while the reset is requested, when nothing starts, so
+        # that idle in that cycle is idle in the next. A device that has not had DRIVER_OK
+        # since its last reset has nothing to drain (the engine starts only with it, and the
+        # last reset cleared the pending interrupts): its reset finishes at once, as before.
+        drained = Signal()
+        ran = Signal()          # DRIVER_OK was set since the last reset
+        m.d.sync += [
+            drained.eq(engine.idle & irq_idle & regs.reset_req),
+            ran.eq((ran | (regs.device_status & rm.STATUS_DRIVER_OK).any()) & ~regs.reset_done),
+        ]
+        m.d.comb += regs.reset_ack.eq(drained | ~ran)
         m.d.comb += [
             engine.driver_features.eq(regs.driver_features),
             engine.device_status.eq(regs.device_status),
             regs.needs_reset.eq(engine.needs_reset),
-            # [VIRTIO-1.2 4.1.4.3.1] A reset finishes (device_status reads 0) once the engine
-            # has drained and no interrupt is on its way.
             engine.reset_req.eq(regs.reset_req),
-            regs.reset_ack.eq(engine.idle & irq_idle),
             regs.flr.eq(config.flr),
             irq.flr.eq(config.flr),
             irq.clear_pending.eq(regs.reset_done),
