@@ -116,15 +116,16 @@ class BlkEngine(wiring.Component):
         m.submodules.fetch = fetch = ChainFetcher(p)
         m.submodules.execute = execute = RequestExecutor(p)
         m.submodules.notify = notify = Notifier(p)
-        # The fetcher's commands come out of its own registered arbiter: one registered hop
-        # per walker read, not two (each hop costs the walkers' dependent round trips a cycle).
-        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(3, w, registered=(False, True, True))
+        # One read arbiter for all four readers: the avail reader, the chain walker, the
+        # executor and the notifier, each through its registers (one hop per read).
+        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(4, w)
         m.submodules.wr_arbiter = wr_arb = DmaWriteArbiter(2, w)
 
         # -- the DMA engines: the fetcher's ring reads beside the executor's data -------------
-        wiring.connect(m, fetch.rd, rd_arb.i[0])
-        wiring.connect(m, execute.rd, rd_arb.i[1])
-        wiring.connect(m, notify.rd, rd_arb.i[2])
+        wiring.connect(m, fetch.rd[0], rd_arb.i[0])
+        wiring.connect(m, fetch.rd[1], rd_arb.i[1])
+        wiring.connect(m, execute.rd, rd_arb.i[2])
+        wiring.connect(m, notify.rd, rd_arb.i[3])
         wiring.connect(m, fetch.wr, wr_arb.i[0])
         wiring.connect(m, execute.wr, wr_arb.i[1])
         m.d.comb += [

@@ -22,7 +22,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from model.params import DeviceParams
-from .dma_arbiter import DmaReadArbiter, DmaReadClient, DmaWriteClient
+from .dma_arbiter import DmaReadClient, DmaWriteClient
 from .virtio_regs import QueueConfigLayout
 from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
 from .blk_avail import AvailReader
@@ -50,8 +50,13 @@ class ChainFetcher(wiring.Component):
         Chains are fetched only with DRIVER_OK set and DEVICE_NEEDS_RESET clear.
     reset_req : Signal(1), in
         A device reset is under way: stop at the next safe point and drain.
-    rd, wr : DmaReadClient, DmaWriteClient, out
-        Ring and descriptor reads; the ``avail_event`` write [VIRTIO-1.2 2.7.10].
+    rd : array of 2 DmaReadClient, out
+        The avail reader's ring reads (``rd[0]``) and the chain walker's descriptor, table and
+        header reads (``rd[1]``), each a client of the engine's read arbiter: one arbiter
+        between them and the DMA engine, not two (each level costs a registered hop, and the
+        fetch's reads are dependent round trips).
+    wr : DmaWriteClient, out
+        The ``avail_event`` write [VIRTIO-1.2 2.7.10].
     slot : stream.Signature(RequestSlot(params)), out
         Fetched chains, in dispatch order (ring order per queue); ``table`` names the slot.
     stop : Signal(1), in
@@ -75,7 +80,7 @@ class ChainFetcher(wiring.Component):
             "driver_features": In(64),
             "device_status":   In(8),
             "reset_req":       In(1),
-            "rd":              Out(DmaReadClient(w)),
+            "rd":              Out(DmaReadClient(w)).array(2),
             "wr":              Out(DmaWriteClient(w)),
             "slot":            Out(stream.Signature(RequestSlot(params))),
             "slot_done":       In(1),
@@ -94,10 +99,8 @@ class ChainFetcher(wiring.Component):
 
         m.submodules.avail = avail = AvailReader(p)
         m.submodules.walker = walker = ChainWalker(p)
-        m.submodules.rd_arbiter = rd_arb = DmaReadArbiter(2, p.data_width)
-        wiring.connect(m, avail.rd, rd_arb.i[0])
-        wiring.connect(m, walker.rd, rd_arb.i[1])
-        wiring.connect(m, rd_arb.o, wiring.flipped(self.rd))
+        wiring.connect(m, avail.rd, wiring.flipped(self.rd[0]))
+        wiring.connect(m, walker.rd, wiring.flipped(self.rd[1]))
         wiring.connect(m, avail.wr, wiring.flipped(self.wr))
         wiring.connect(m, wiring.flipped(self.notify), avail.notify)
         for stage in (avail, walker):

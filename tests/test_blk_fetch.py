@@ -11,11 +11,14 @@ import random
 import struct
 
 import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from model import regmap as rm
 from model.params import DeviceParams
 from rtl.blk_fetch import ChainFetcher
+from rtl.dma_arbiter import DmaReadArbiter
 from rtl.blk_slots import SlotKind, seg_index_bits
 from tb.seed import seed_from_env
 from .dma_host import DmaHost, wait_handshake
@@ -163,9 +166,15 @@ def run_fetcher(dut, params, host, queues, *, features, kicks, slots_wanted, hol
             if len(got) >= slots_wanted and idle_for > 100:
                 break
 
-    sim = Simulator(dut)
+    # The fetcher's two readers share the host through a read arbiter, as in BlkEngine.
+    top = Module()
+    top.submodules.fetch = dut
+    top.submodules.rd_arbiter = rd_arb = DmaReadArbiter(2, params.data_width)
+    for k in range(2):
+        wiring.connect(top, dut.rd[k], rd_arb.i[k])
+    sim = Simulator(top)
     sim.add_clock(1e-6)
-    host.add_to(sim, rd=dut.rd, wr=dut.wr)
+    host.add_to(sim, rd=rd_arb.o, wr=dut.wr)
     sim.add_testbench(testbench)
     sim.run()
     assert not violations, violations[:3]
