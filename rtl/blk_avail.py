@@ -121,7 +121,6 @@ class AvailReader(wiring.Component):
                         m.d.sync += regs[i].eq(value)
 
         q_last_avail = per_queue(last_avail)
-        q_avail_seen = per_queue(avail_seen)
         onehot_q = Signal(nq)
         m.d.comb += onehot_q.eq(Cat(q == i for i in range(nq)))
         size_mask = Signal(16)
@@ -218,6 +217,11 @@ class AvailReader(wiring.Component):
             self.job.payload.broken.eq(broken_job | bad_head),
         ]
 
+        # avail->idx - last_avail_idx of the queue served, set as Check-Avail is entered.
+        ahead_r  = Signal(16)
+        ent_n    = Signal(range(per_read + 1))   # the next entries read, set in Check-Avail
+        ent_all  = Signal()                      # it covers all avail->idx showed
+        ent_addr = Signal(64)
         avail_hdr   = qcfg.driver
         avail_entry = qcfg.driver + 4 + Cat(Const(0, 1), q_last_avail & size_mask)
         avail_event_addr = qcfg.device + 4 + Cat(Const(0, 3), qcfg.size)
@@ -264,6 +268,7 @@ class AvailReader(wiring.Component):
                     # Entries the last read of avail->idx showed are still to be fetched, or
                     # no doorbell came since that read: no need to read it again first.
                     with m.If((ahead_nxt != 0) | ~(kicked >> nxt)[0]):
+                        m.d.sync += ahead_r.eq(ahead_nxt)
                         m.next = "Check-Avail"
                     with m.Else():
                         m.next = "Read-Avail-Idx"
@@ -282,11 +287,23 @@ class AvailReader(wiring.Component):
                 m.d.comb += self.rd.data.ready.eq(1)
                 with m.If(self.rd.data.valid):
                     set_per_queue(avail_seen, self.rd.data.payload.data[16:32])
+                    m.d.sync += ahead_r.eq(self.rd.data.payload.data[16:32] - q_last_avail)
                     m.next = "Check-Avail"
 
             with state("Check-Avail"):
-                ahead = Signal(16)
-                m.d.comb += ahead.eq(q_avail_seen - q_last_avail)
+                ahead = ahead_r
+                # The entries read of Read-Avail-Entries, sized here into registers: as many
+                # entries as were published, up to avail_prefetch and not past the ring's end
+                # (the ring wraps at the queue size).
+                to_end = Signal(17)
+                n_max = Signal(range(per_read + 1))
+                n = Signal(range(per_read + 1))
+                m.d.comb += [
+                    to_end.eq(qcfg.size - (q_last_avail & size_mask)),
+                    n_max.eq(Mux(ahead < per_read, ahead, per_read)),
+                    n.eq(Mux(to_end < n_max, to_end, n_max)),
+                ]
+                m.d.sync += [ent_n.eq(n), ent_all.eq(n == ahead), ent_addr.eq(avail_entry)]
                 m.d.sync += broken_job.eq(1)
                 with m.If(rd_pending != 0):
                     pass     # the read's status
@@ -322,22 +339,10 @@ class AvailReader(wiring.Component):
                     m.next = "Take-Avail-Idx"
 
             with state("Read-Avail-Entries"):
-                # As many entries as were published, up to avail_prefetch and not past the
-                # ring's end (the ring wraps at the queue size).
-                ahead = Signal(16)
-                to_end = Signal(17)
-                n_max = Signal(range(per_read + 1))
-                n = Signal(range(per_read + 1))
-                m.d.comb += [
-                    ahead.eq(q_avail_seen - q_last_avail),
-                    to_end.eq(qcfg.size - (q_last_avail & size_mask)),
-                    n_max.eq(Mux(ahead < per_read, ahead, per_read)),
-                    n.eq(Mux(to_end < n_max, to_end, n_max)),
-                ]
-                with m.If(read(avail_entry, Cat(Const(0, 1), n))):
-                    m.d.sync += [event_written.eq(0), n_entries.eq(n), k_entry.eq(0),
+                with m.If(read(ent_addr, Cat(Const(0, 1), ent_n))):
+                    m.d.sync += [event_written.eq(0), n_entries.eq(ent_n), k_entry.eq(0),
                                  idx_ahead.eq(0), e_beat.eq(0)]
-                    with m.If(n == ahead):
+                    with m.If(ent_all):
                         m.next = "Read-Avail-Idx-Ahead"
                     with m.Else():
                         m.next = "Take-Avail-Entries"
