@@ -209,7 +209,13 @@ class AvailReader(wiring.Component):
         bad_head = Signal()
         # The entries shift down as their heads are dispatched: the next head is always in
         # the low bits, with no multiplexer between the register and the checks behind it.
+        # Its range check is a register too, kept for the head after this cycle's shift (both
+        # candidates compared, the shift choosing), so the dispatch, whose handshake shifts
+        # all the entries, does not wait on a comparison.
+        shift = Signal()
         m.d.comb += head.eq(entries[:16])
+        m.d.sync += bad_head.eq(Mux(shift, entries[16:32] >= qcfg.size,
+                                    entries[:16] >= qcfg.size))
         m.d.comb += [
             self.job.payload.queue.eq(q),
             self.job.payload.head.eq(head),
@@ -391,7 +397,6 @@ class AvailReader(wiring.Component):
 
             with state("Dispatch", abortable=~offered):
                 # Each head to a walker, with a free slot; a broken job once, then stop.
-                m.d.comb += bad_head.eq(head >= qcfg.size)
                 with m.If(self.halt & ~offered):
                     m.next = "Halted"
                 with m.Else():
@@ -401,6 +406,7 @@ class AvailReader(wiring.Component):
                             m.next = "Halted"
                         with m.Else():
                             set_per_queue(last_avail, q_last_avail + 1)
+                            m.d.comb += shift.eq(1)
                             m.d.sync += [k_entry.eq(k_entry + 1), entries.eq(entries >> 16)]
                             with m.If(k_entry + 1 == n_entries):
                                 m.next = "Idle"
