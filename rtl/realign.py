@@ -104,14 +104,19 @@ class ByteRing(wiring.Component):
             with m.If(ahead < self.w_n):
                 m.d.sync += ring[k].eq(rotated.word_select(k % lanes, 8))
 
-        # The window: ring bytes from rptr on, `next_offset` (as it was) lanes up.
-        sel = Signal(bits)          # rptr less the offset, kept a cycle ahead
-        m.d.sync += sel.eq(rptr_next - self.next_offset)
-        with m.Switch(sel):
-            for r in range(depth):
-                with m.Case(r):
-                    m.d.comb += self.window.eq(Cat(*(ring[(r + j) % depth]
-                                                     for j in range(lanes))))
+        # The window: ring bytes from rptr on, `next_offset` (as it was) lanes up. The select,
+        # rptr less the offset, is kept a cycle ahead, in a copy per output lane: one register
+        # would drive the multiplexers of every bit of the window (8 * lanes of them), a net
+        # whose routing alone set the engine's Fmax.
+        sel_next = Signal(bits)
+        m.d.comb += sel_next.eq(rptr_next - self.next_offset)
+        for j in range(lanes):
+            sel = Signal(bits, name=f"sel{j}", attrs={"keep": 1})
+            m.d.sync += sel.eq(sel_next)
+            with m.Switch(sel):
+                for r in range(depth):
+                    with m.Case(r):
+                        m.d.comb += self.window.word_select(j, 8).eq(ring[(r + j) % depth])
         return m
 
 
