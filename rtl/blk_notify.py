@@ -193,6 +193,7 @@ class Notifier(wiring.Component):
                 m.d.sync += used_event.eq(self.rd.data.payload.data[:16])
         irq_valid = Signal()
         irq_config = Signal()
+        want = Signal()             # the decision covering `new` announces it
         m.d.comb += [
             self.irq.valid.eq(irq_valid),
             self.irq.payload.queue.eq(q),
@@ -273,15 +274,17 @@ class Notifier(wiring.Component):
                     m.next = "Take"
 
             with m.State("Take"):
+                # [VIRTIO-1.2 2.7.7] VIRTQ_AVAIL_F_NO_INTERRUPT in avail->flags. Nothing to
+                # announce if all of it was visible before the last interrupt. Weighed here
+                # into a register, from the answers as they stand (final in the cycle that
+                # leaves), so that Decide's handshakes do not wait on the subtractions.
+                no_interrupt = (flags & rm.VIRTQ_AVAIL_F_NO_INTERRUPT).any()
+                m.d.sync += want.eq(Mux(event_idx, need_event(used_event, new, old),
+                                        ~no_interrupt) & (new != seen))
                 with m.If(answers == Mux(event_idx, 2, 1)):
                     m.next = "Decide"
 
             with state("Decide"):
-                # [VIRTIO-1.2 2.7.7] VIRTQ_AVAIL_F_NO_INTERRUPT in avail->flags. Nothing to
-                # announce if all of it was visible before the last interrupt.
-                no_interrupt = (flags & rm.VIRTQ_AVAIL_F_NO_INTERRUPT).any()
-                want = Mux(event_idx, need_event(used_event, new, old), ~no_interrupt) & \
-                    (new != seen)
                 with m.If(rd_pending == 0):
                     m.d.comb += clear_rd_error.eq(1)
                     with m.If(rd_error):
