@@ -117,7 +117,17 @@ class _Arbiter(wiring.Component):
                 with m.If((last == j) & cmds[cand].valid):
                     m.d.comb += [pick.eq(cand), any_valid.eq(1)]
         m.d.comb += grant.eq(Mux(held, last, pick))
-        room = data_route.w_rdy & status_route.w_rdy
+        if self._registered_routes:
+            # A read's route is written a cycle after its command was taken, from registers
+            # (its data comes a round trip later): the grant's round robin does not run into
+            # the queues' write ports. Room counts that write already, so that a command
+            # offered keeps its room until taken.
+            route_en = Signal()
+            route_to = Signal(range(n))
+            limit = Mux(route_en, self.depth - 1, self.depth)
+            room = (data_route.w_level < limit) & (status_route.w_level < limit)
+        else:
+            room = data_route.w_rdy & status_route.w_rdy
         with m.Switch(grant):
             for j in range(n):
                 with m.Case(j):
@@ -130,9 +140,13 @@ class _Arbiter(wiring.Component):
         with m.If(any_valid | held):
             m.d.sync += last.eq(grant)
         m.d.sync += held.eq(self.o.cmd.valid & ~self.o.cmd.ready)
+        if self._registered_routes:
+            m.d.sync += [route_en.eq(taken), route_to.eq(grant)]
+        else:
+            route_en, route_to = taken, grant
         m.d.comb += [
-            data_route.w_data.eq(grant), data_route.w_en.eq(taken),
-            status_route.w_data.eq(grant), status_route.w_en.eq(taken),
+            data_route.w_data.eq(route_to), data_route.w_en.eq(route_en),
+            status_route.w_data.eq(route_to), status_route.w_en.eq(route_en),
         ]
         return data_route, status_route
 
