@@ -198,8 +198,14 @@ class DmaWriteEngine(wiring.Component):
         # [PCIe-3.0 2.2.2] A TLP's payload must not exceed Max_Payload_Size, and [PCIe-3.0
         # 2.2.7] a request must not cross a 4 KB boundary: stop at the next MPS-aligned
         # address, which is at or before the next 4 KB boundary.
+        # `room` is a register, worked out from `addr` in the cycle after it moves (a TLP takes
+        # at least two cycles, so it is ready for the next plan), and from the command's own
+        # address as it is taken, so that planning a TLP starts from it.
         room = Signal(13)
-        m.d.comb += room.eq(mps_mask - (addr[:12] & mps_mask) + 1)
+
+        def room_at(a):
+            return mps_mask - (a[:12] & mps_mask) + 1
+        m.d.sync += room.eq(room_at(addr))
         tlp_len = Signal(13)
         m.d.comb += tlp_len.eq(Mux(remaining < room, remaining, room))
         offset = addr[:2]
@@ -287,6 +293,7 @@ class DmaWriteEngine(wiring.Component):
                     p = self.cmd.payload
                     m.d.sync += [
                         addr.eq(p.addr),
+                        room.eq(room_at(p.addr)),
                         remaining.eq(p.length),
                         in_left.eq(p.length),
                         tag.eq(p.tag),
