@@ -230,8 +230,8 @@ class DmaReadEngine(wiring.Component):
             width=_CmdInfo.size, depth=max(tags, 2))
         cmd_w = data.View(_CmdInfo, cmd_fifo.w_data)
         # Commands enter through a register: `cmd.ready` is a flip-flop, so the clients'
-        # arbitration (two DMA arbiters deep in the request engine) does not chain into the
-        # split logic below. Its half rate costs nothing, as a command takes at least a cycle
+        # arbitration (the request engine's DMA read arbiter) does not chain into the split
+        # logic below. Its half rate costs nothing, as a command takes at least a cycle
         # in Allocate-Tag after it is accepted.
         m.submodules.cmd_reg = cmd_reg = RegisterSlice(self.cmd.signature.flip())
         wiring.connect(m, wiring.flipped(self.cmd), cmd_reg.i)
