@@ -301,9 +301,7 @@ class RequestExecutor(wiring.Component):
         m.d.sync += data_out.eq(data_out + rd_issue - rd_data_last)
         # ra_cmds counts up here; the states below clear it through `ra_clear`.
         ra_clear = Signal()
-        ra_cmds_next = Signal(16)
-        m.d.comb += ra_cmds_next.eq(Mux(ra_clear, 0, ra_cmds + (rd_issue & wk_ra)))
-        m.d.sync += ra_cmds.eq(ra_cmds_next)
+        m.d.sync += ra_cmds.eq(Mux(ra_clear, 0, ra_cmds + (rd_issue & wk_ra)))
         # The current request's data only: the gather never takes a byte of the next one.
         # Kept in a register: the route it decides is on the way to the DMA engine's `ready`.
         # cur_cmds = data_out - ra_cmds, the current request's commands whose last beat is
