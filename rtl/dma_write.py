@@ -275,11 +275,14 @@ class DmaWriteEngine(wiring.Component):
         # one wait on no subtraction or comparison of their own.
         need = Signal(4)                # payload bytes in the next beat
         last = Signal()                 # the next beat is the TLP's last
-        to_beat_end = 8 - lane
         after = Signal(13)              # tlp_left after the next beat
         m.d.comb += after.eq(tlp_left - need)
-        first_need = Mux(tlp_left < to_beat_end, tlp_left, to_beat_end)
-        first_last = tlp_left <= to_beat_end
+
+        def plan_beat(left, to_beat_end):
+            """Set `need` and `last` for a beat with `left` payload bytes still to send and
+            room for `to_beat_end` of them."""
+            return [need.eq(Mux(left < to_beat_end, left, to_beat_end)),
+                    last.eq(left <= to_beat_end)]
         end = Signal(4)                 # byte lane after the last payload byte of the beat
         m.d.comb += end.eq(lane + need)
         # The ring shows its bytes from lane `lane` on (below it: DW2 of a 3 DW header).
@@ -328,7 +331,7 @@ class DmaWriteEngine(wiring.Component):
                 m.next = "Send-Header"
 
             with m.State("Send-Header"):
-                m.d.sync += [need.eq(first_need), last.eq(first_last)]
+                m.d.sync += plan_beat(tlp_left, 8 - lane)
                 m.d.comb += [
                     tx.valid.eq(1),
                     tx.payload.beat.data.eq(Cat(hdr0, hdr1)),
@@ -343,7 +346,7 @@ class DmaWriteEngine(wiring.Component):
 
             with m.State("Send-Address"):
                 # [PCIe-3.0 2.2.4.1 Figure 2-14] 64-bit address: bits 63:32 in DW2, 31:2 in DW3.
-                m.d.sync += [need.eq(first_need), last.eq(first_last)]
+                m.d.sync += plan_beat(tlp_left, 8 - lane)
                 m.d.comb += [
                     tx.valid.eq(1),
                     tx.payload.beat.data.eq(Cat(addr_hi, addr_lo)),
@@ -364,8 +367,7 @@ class DmaWriteEngine(wiring.Component):
                     m.d.sync += [
                         tlp_left.eq(after),
                         with_addr.eq(0),
-                        need.eq(Mux(after < 8, after, 8)),
-                        last.eq(after <= 8),
+                        *plan_beat(after, 8),
                     ]
                     with m.If(last):
                         with m.If(remaining == 0):
