@@ -4,8 +4,14 @@
 A TLP travels as a packet on a :class:`TlpStreamSignature` stream: the header first, in PCIe
 order (DW0 in bits 31:0 of the first beat, DW1 in bits 63:32, and so on), then the payload, with
 no gap between them. Each header DW is the 32-bit value of the spec's figure (Fmt in bits 31:29 of
-DW0); payload DWs carry bytes in address order, the lowest address in bits 7:0. This is the
-convention of the Xilinx and Intel hard IP streams, so a PHY adapter only reframes beats.
+DW0); payload DWs carry bytes in address order, the lowest address in bits 7:0.
+
+A hard block's stream is not always this. The Xilinx 7-series block (pcie_7x, PG054) has the
+same beats and header DWs, but each of its payload DWs holds the lowest-addressed byte in bits
+31:24 (Xilinx's PIO example for it, ``PIO_EP_MEM_ACCESS.v``: "TLP Payload format: data[31:0] =
+{ byte[0] (lowest addr), ... }"; litepcie's ``S7PCIEPHY``, ``endianness = "big"``), and at 128
+bits it packs two TLPs into a beat; :mod:`rtl.phy.s7_axis` reverses the payload bytes and
+reframes the beats.
 """
 
 import enum as py_enum
