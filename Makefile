@@ -31,6 +31,7 @@ help:  ## list the targets
 	@echo "  SIM=verilator|icarus  run the cocotb tests on one simulator only"
 	@echo "  SEED=<n>              replay a random test with the seed it printed"
 	@echo "  WAVES=1               write waves (FST) under build/sim/<sim>/<variant>/"
+	@echo "  TLP_TRACE=<file>      log every TLP of a cocotb run with its cycle (rx, tx, rc)"
 	@echo "  N_ACCESSES=<n>        length of the randomized access tests"
 	@echo "  N_REQUESTS=<n>        length of the random block workload (default 300)"
 	@echo "  SIM_BYTES=<n>         bytes make sim writes and reads back (default 2 MiB)"

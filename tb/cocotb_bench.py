@@ -351,6 +351,12 @@ async def bench(dut):
     rng = random.Random(f"bench {seed}")      # not the TB's own stream (stalls, back-end)
     drv = await bt.start()
     bt.ordering.now = bt.cycles       # the timelines of the per-request breakdown
+    trace = bt.shim.trace
+    if trace is not None:             # TLP_TRACE: the driver's side of each request too
+        drv.on_submit.append(lambda r: trace.note(f"submit q{r.q} head {r.head} {r.op_name} "
+                                                  f"sector {r.sector}"))
+        drv.on_complete.append(lambda r: trace.note(f"reaped q{r.q} head {r.head} latency "
+                                                    f"{r.completed_at - r.submitted_at}"))
     # Buffers as Linux has them: data in page-aligned pages, header and status kmalloc'd.
     drv.core.page_aligned = True
     p = bt.params

@@ -22,6 +22,7 @@ import cocotb
 from cocotb.triggers import Event, Timer
 from cocotb.utils import get_sim_steps, get_sim_time
 from cocotbext.pcie.core import Device
+from cocotbext.pcie.core.dllp import Dllp
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 from amaranth.lib import data
@@ -30,7 +31,7 @@ from rtl.tlp import TlpBeat
 from .transactors import Feeder, Collector
 
 
-__all__ = ["TlpShim", "tlp_to_dws", "dws_to_tlp"]
+__all__ = ["TlpShim", "TlpTrace", "tlp_to_dws", "dws_to_tlp", "describe_tlp"]
 
 
 def tlp_to_dws(tlp):
@@ -118,6 +119,12 @@ class TlpShim(Device):
         the order the RootComplex sent them in; requests to the DUT are not held (posted
         requests may pass completions [PCIe-3.0 2.4.1]). A parameter of the testbench (``make
         bench`` sets it per point), not of the device.
+    trace : callable or None
+        ``trace(direction, tlp)`` for every TLP: ``"rx"`` as it is handed to the DUT's ``rx``
+        feeder (its first beat goes in a cycle or two later), ``"tx"`` as the DUT's last beat
+        of it is collected. None (the default) traces nothing; ``TLP_TRACE=<file>`` makes the
+        testbench set a :class:`TlpTrace` here (which also logs, as ``rc``, each of the DUT's
+        TLPs reaching the RootComplex: :meth:`TlpTrace.watch`).
     """
     def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
                  on_request=None, on_completion=None):
@@ -137,6 +144,7 @@ class TlpShim(Device):
         self.faults = []
         self._poison = set()
         self.host_latency_ns = 0
+        self.trace = None
         self._read_sent = {}        # (requester ID, tag) -> when the read left the DUT (steps)
         self._held = deque()        # (due, Tlp): completions waiting for the host latency
 
@@ -170,6 +178,8 @@ class TlpShim(Device):
         self._deliver(tlp)
 
     def _deliver(self, tlp):
+        if self.trace is not None:
+            self.trace("rx", tlp)
         self.on_request(tlp)
         self.rx_count += 1
         self._enqueue(tlp_to_dws(tlp))
@@ -224,6 +234,8 @@ class TlpShim(Device):
         if tlp is None:
             raise AssertionError("the DUT sent a malformed TLP (see the TLP checker's error)")
         self.log.debug("From DUT: %r", tlp)
+        if self.trace is not None:
+            self.trace("tx", tlp)
         slot = self._local.pop((int(tlp.requester_id), tlp.tag), None) \
             if tlp.is_completion() else None
         if slot is not None:
@@ -257,3 +269,57 @@ class TlpShim(Device):
             cocotb.start_soon(self.send(tlp))
         elif fault != "timeout":
             raise ValueError(f"unknown DMA fault {fault!r}")
+
+
+def describe_tlp(tlp):
+    """One line about ``tlp``: its type, address or completion fields, length, tag, and the
+    first bytes of a short payload (a ring index, an MSI-X message)."""
+    name = tlp.fmt_type.name
+    if tlp.is_completion():
+        text = (f"{name:<10} tag {tlp.tag:<3} {tlp.length * 4 if tlp.has_data() else 0:>4} B "
+                f"bc {tlp.byte_count} la {tlp.lower_address:#x} {tlp.status.name}")
+    elif tlp.fmt_type in (TlpType.MEM_READ, TlpType.MEM_READ_64):
+        text = f"{name:<10} tag {tlp.tag:<3} {(tlp.length or 1024) * 4:>4} B @ {tlp.address:#x}"
+    elif tlp.fmt_type in (TlpType.MEM_WRITE, TlpType.MEM_WRITE_64):
+        text = f"{name:<10}         {(tlp.length or 1024) * 4:>4} B @ {tlp.address:#x}"
+    else:
+        text = f"{name:<10} tag {tlp.tag}"
+    data = tlp.get_data() if tlp.has_data() else b""
+    if data and len(data) <= 16:
+        text += f" [{data.hex()}]"
+    return text
+
+
+class TlpTrace:
+    """A log of the link, one line per TLP (see :attr:`TlpShim.trace`) and per :meth:`note`:
+    the cycle, ``rx`` (to the DUT), ``tx`` (from it) or ``rc`` (a TLP of the DUT's reaching
+    the RootComplex, see :meth:`watch`) and :func:`describe_tlp`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file written (line-buffered).
+    now : callable
+        The current cycle.
+    """
+    def __init__(self, path, now):
+        self.now = now
+        self.file = open(path, "w", buffering=1)
+
+    def __call__(self, direction, tlp):
+        self.file.write(f"{self.now():>9} {direction} {describe_tlp(tlp)}\n")
+
+    def watch(self, port):
+        """Also log, as ``rc``, each TLP ``port`` (the RootComplex's end of the link) receives:
+        when the DUT's TLP has crossed the link model (its wire time and the link delay)."""
+        recv = port.ext_recv
+
+        async def ext_recv(pkt):
+            if not isinstance(pkt, Dllp):
+                self("rc", pkt)
+            await recv(pkt)
+        port.ext_recv = ext_recv
+
+    def note(self, text):
+        """A line of the testbench's own (a submission, a completion reaped)."""
+        self.file.write(f"{self.now():>9} -- {text}\n")

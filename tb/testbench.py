@@ -11,6 +11,7 @@ Tests build one :class:`TB` and read like a driver session::
 """
 
 import logging
+import os
 import random
 import time
 
@@ -24,7 +25,7 @@ from cocotbext.pcie.core.utils import PcieId
 
 from model.params import VARIANTS
 from model.device import VirtioBlkModel
-from .shim import TlpShim
+from .shim import TlpShim, TlpTrace
 from .scoreboard import Scoreboard
 from .driver import VirtioPciDriver
 from .seed import seed_from_env
@@ -123,10 +124,16 @@ class TB:
                             rng=random.Random(self.rng.randrange(1 << 32)),
                             on_request=self.scoreboard.request,
                             on_completion=self.scoreboard.completion)
+        # TLP_TRACE=<file>: a line per TLP on the link, with its cycle (off by default).
+        if os.environ.get("TLP_TRACE"):
+            self.shim.trace = TlpTrace(os.environ["TLP_TRACE"], self.cycles)
         # The link the Litefury's hard IP would train: 5.0 GT/s x4 (matches Link Capabilities).
         self.shim.upstream_port.max_link_speed = 2
         self.shim.upstream_port.max_link_width = 4
-        self.rc.make_port().connect(self.shim)
+        port = self.rc.make_port()
+        port.connect(self.shim)
+        if self.shim.trace is not None:
+            self.shim.trace.watch(port.downstream_port)
         self.pci = None
         self._peer_tag = 0
         self.clock_origin = start_clock(dut)
