@@ -135,6 +135,21 @@ class Completer(wiring.Component):
                                          last_end(last_be))
         rd_lower_address = Cat(Mux(first_be == 0, 0, first_set(first_be))[:2], addr[2:7])
 
+        # -- the request classified, a cycle after its last beat ---------------------------------
+        # The decode above (a 64-bit BAR compare, the Byte Count arithmetic) is registered in
+        # Classify, so that Dispatch chooses the next state and builds the completion header from
+        # registers: together they were the completer's critical path (issue 12).
+        k_cfg      = Signal()       # a Type 0 configuration request this function takes
+        k_mrd_hit  = Signal()       # a memory read of BAR0
+        k_mwr_hit  = Signal()       # a memory write to BAR0
+        k_len_ok   = Signal()       # ... of a register's width
+        k_discard  = Signal()       # a completion, or a message that needs no action
+        k_posted   = Signal()
+        k_lock     = Signal()
+        k_rd       = Signal()       # a memory read, locked or not (Byte Count from its BEs)
+        k_byte_count    = Signal(12)
+        k_lower_address = Signal(7)
+
         # -- completion being built --------------------------------------------------------------
         cpl_dw0 = Signal(TlpDw0)
         cpl_dw1 = Signal(CplDw1)
@@ -177,43 +192,58 @@ class Completer(wiring.Component):
                     m.d.sync += beat.eq(Mux(n == 3, 3, n + 1))
                     with m.If(self.rx.payload.last):
                         m.d.sync += beat.eq(0)
-                        m.next = "Decode"
+                        m.next = "Classify"
 
-            with m.State("Decode"):
+            with m.State("Classify"):
                 # [PCIe-3.0 2.7.2.2] A Poisoned TLP received (data with EP set) is logged
                 # whatever happens to it next.
                 m.d.comb += self.poisoned_received.eq(has_data & dw0.ep)
-                m.d.sync += idx.eq(0)
-                with m.If(is_cfg0 & (cfg_dw2.function == 0) & ~(has_data & dw0.ep)):
+                m.d.sync += [
+                    k_cfg.eq(is_cfg0 & (cfg_dw2.function == 0) & ~(has_data & dw0.ep)),
+                    k_mrd_hit.eq(is_mrd & bar_hit),
+                    k_mwr_hit.eq(is_mwr & bar_hit),
+                    k_len_ok.eq(len_ok),
+                    k_discard.eq(is_cpl | msg_accepted),
+                    k_posted.eq(posted),
+                    k_lock.eq(is_lock),
+                    k_rd.eq(is_mrd | is_lock),
+                    k_byte_count.eq(rd_byte_count),
+                    k_lower_address.eq(rd_lower_address),
+                    idx.eq(0),
+                ]
+                m.next = "Dispatch"
+
+            with m.State("Dispatch"):
+                with m.If(k_cfg):
                     with m.If(has_data):
                         m.d.sync += start_completion(CplStatus.SC, 0, 4, 0)
                         m.next = "Config-Write"
                     with m.Else():
                         m.d.sync += start_completion(CplStatus.SC, 1, 4, 0)
                         m.next = "Config-Read"
-                with m.Elif(is_mrd & bar_hit):
-                    with m.If(len_ok):
-                        m.d.sync += start_completion(CplStatus.SC, 1, rd_byte_count,
-                                                     rd_lower_address)
+                with m.Elif(k_mrd_hit):
+                    with m.If(k_len_ok):
+                        m.d.sync += start_completion(CplStatus.SC, 1, k_byte_count,
+                                                     k_lower_address)
                         m.next = "BAR-Read"
                     with m.Else():
                         m.d.comb += self.target_abort.eq(1)
-                        m.d.sync += start_completion(CplStatus.CA, 0, rd_byte_count,
-                                                     rd_lower_address)
+                        m.d.sync += start_completion(CplStatus.CA, 0, k_byte_count,
+                                                     k_lower_address)
                         m.next = "Send-Completion"
-                with m.Elif(is_mwr & bar_hit):
+                with m.Elif(k_mwr_hit):
                     with m.If(dw0.ep):
                         # [PCIe-3.0 2.7.2.2] Poisoned write data must not be used.
                         m.next = "Receive"
-                    with m.Elif(len_ok):
+                    with m.Elif(k_len_ok):
                         m.next = "BAR-Write"
                     with m.Else():
                         m.d.comb += self.target_abort.eq(1)
                         m.next = "Receive"
-                with m.Elif(is_cpl | msg_accepted):
+                with m.Elif(k_discard):
                     # Unexpected Completion, or a message that needs no action: discard.
                     m.next = "Receive"
-                with m.Elif(posted):
+                with m.Elif(k_posted):
                     m.d.comb += self.ur_detected.eq(1)
                     m.next = "Receive"
                 with m.Else():
@@ -222,9 +252,9 @@ class Completer(wiring.Component):
                     # memory reads that miss BAR0 or arrive with Memory Space disabled.
                     m.d.comb += self.ur_detected.eq(1)
                     m.d.sync += start_completion(
-                        CplStatus.UR, 0, Mux(is_mrd | is_lock, rd_byte_count, 4),
-                        Mux(is_mrd | is_lock, rd_lower_address, 0))
-                    with m.If(is_lock):
+                        CplStatus.UR, 0, Mux(k_rd, k_byte_count, 4),
+                        Mux(k_rd, k_lower_address, 0))
+                    with m.If(k_lock):
                         m.d.sync += cpl_dw0.type.eq(TlpType.CPL_LOCKED)
                     m.next = "Send-Completion"
 
