@@ -170,6 +170,12 @@ class RequestExecutor(wiring.Component):
         running = ((self.device_status & rm.STATUS_DRIVER_OK).any() &
                    ~(self.device_status & rm.STATUS_DEVICE_NEEDS_RESET).any() & ~self.reset_req)
         reset_now = self.device_status == 0
+        # Whether a new request may start. `running` registered, as it reaches the slot
+        # handshake and the read-ahead: a request taken in the cycle a reset is requested stops
+        # in its first state, which is abortable. `stop` (a failed ring read) acts at once.
+        running_r = Signal()
+        m.d.sync += running_r.eq(running)
+        go = running_r & ~self.stop
 
         # -- DMA bookkeeping -------------------------------------------------------------------
         rd_pending = Signal(16)
@@ -379,11 +385,17 @@ class RequestExecutor(wiring.Component):
                 scatter_skid.i.payload.eq(serial_beat),
                 scatter_skid.i.valid.eq(serial_valid),
             ]
+        # ... and gives its output through one: the ring window's multiplexers are the deepest
+        # logic of the data path, and the write arbiter's skid buffer that takes the beats sits
+        # by the DMA write engine, a long route away (issue 12: the critical path at 87.9 MHz).
+        m.submodules.scatter_out = scatter_out = SkidBuffer(scatter.o.signature)
+        wiring.connect(m, scatter.o, scatter_out.i)
+        scatter_busy = scatter.o.valid | scatter_out.o.valid
         with m.If(scatter_to_wr):
             m.d.comb += [
-                self.wr.data.payload.eq(scatter.o.payload),
-                self.wr.data.valid.eq(scatter.o.valid),
-                scatter.o.ready.eq(self.wr.data.ready),
+                self.wr.data.payload.eq(scatter_out.o.payload),
+                self.wr.data.valid.eq(scatter_out.o.valid),
+                scatter_out.o.ready.eq(self.wr.data.ready),
             ]
         with m.Else():
             m.d.comb += [
@@ -518,9 +530,9 @@ class RequestExecutor(wiring.Component):
                 m.d.comb += self.idle.eq((rd_pending == 0) & (wr_pending == 0) & ~st_pending &
                                          ~rep_valid)
                 s = self.slot.payload
-                with m.If(running & ~self.stop):
+                with m.If(go):
                     m.d.comb += self.slot.ready.eq(1)
-                with m.If(ra_valid & ~(running & ~self.stop)):
+                with m.If(ra_valid & ~go):
                     # The read-ahead's slot will not run (a reset or a broken ring): drop
                     # its data.
                     m.d.comb += self.idle.eq(0)
@@ -528,7 +540,7 @@ class RequestExecutor(wiring.Component):
                     with m.If(~wk_busy & (rd_pending == 0)):
                         m.d.sync += [ra_valid.eq(0), wk_ra.eq(0)]
                         m.d.comb += ra_clear.eq(1)
-                with m.If(running & ~self.stop & self.slot.valid):
+                with m.If(go & self.slot.valid):
                     m.d.comb += ra_clear.eq(1)
                     m.d.sync += [ra_cur.eq(ra_valid), ra_valid.eq(0),
                                  wk_ra.eq(0)]
@@ -659,7 +671,7 @@ class RequestExecutor(wiring.Component):
 
             with m.State("Data-In"):
                 m.d.comb += [storage_to_scatter.eq(1), scatter_to_wr.eq(1)]
-                with m.If(~wk_busy & ~st_pending & (wr_pending == 0) & ~scatter.o.valid):
+                with m.If(~wk_busy & ~st_pending & (wr_pending == 0) & ~scatter_busy):
                     m.d.comb += clear_wr_error.eq(1)
                     m.d.sync += status.eq(Mux(st_error | wr_error, rm.VIRTIO_BLK_S_IOERR,
                                               rm.VIRTIO_BLK_S_OK))
@@ -686,7 +698,7 @@ class RequestExecutor(wiring.Component):
                     start_len.eq(nxt_len), start_table.eq(nxt.table),
                     start_first_w.eq(nxt.first_w), start_nseg.eq(nxt.nseg), start_ra.eq(1),
                 ]
-                with m.If(running & ~self.stop & ~wk_busy & ~ra_valid & nxt_out_r):
+                with m.If(go & ~wk_busy & ~ra_valid & nxt_out_r):
                     m.d.comb += wk_start.eq(1)
                     m.d.sync += ra_valid.eq(1)
                 with m.If((~wk_busy | wk_ra) & ~st_pending & (rd_pending == ra_cmds)):
@@ -737,7 +749,7 @@ class RequestExecutor(wiring.Component):
                     m.d.comb += serial_valid.eq(1)
                     with m.If(scatter_skid.i.ready):
                         m.d.sync += serial_k.eq(serial_k + 1)
-                with m.Elif(~wk_busy & (wr_pending == 0) & ~scatter.o.valid):
+                with m.Elif(~wk_busy & (wr_pending == 0) & ~scatter_busy):
                     m.d.comb += clear_wr_error.eq(1)
                     m.d.sync += status.eq(Mux(wr_error, rm.VIRTIO_BLK_S_IOERR,
                                               rm.VIRTIO_BLK_S_OK))
