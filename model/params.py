@@ -35,7 +35,11 @@ DEFAULT_FEATURES = (
     # platform's IOMMU, and its accesses need the platform's memory ordering, so the driver
     # must use the DMA API and real barriers.
     (1 << rm.VIRTIO_F_ACCESS_PLATFORM) |
-    (1 << rm.VIRTIO_F_ORDER_PLATFORM)
+    (1 << rm.VIRTIO_F_ORDER_PLATFORM) |
+    # [VIRTIO-1.2 2.9, 4.1.5.2] The driver's notification carries the avail index (bits
+    # 31:16 for a split ring; Linux vring_notification_data sends avail_idx_shadow << 16 |
+    # vq->index), so a notified queue's entries are fetched without reading avail->idx first.
+    (1 << rm.VIRTIO_F_NOTIFICATION_DATA)
 )
 
 
@@ -173,6 +177,12 @@ class DeviceParams:
         check(self.notify_off_multiplier in (0, 2, 4, 8, 16, 32, 64, 128, 256, 512),
               "notify_off_multiplier must be 0 or an even power of two up to 512 "
               "[VIRTIO-1.2 4.1.4.4]")
+        check(not self.features >> rm.VIRTIO_F_NOTIFICATION_DATA & 1 or
+              self.notify_off_multiplier % 4 == 0,
+              "features with VIRTIO_F_NOTIFICATION_DATA need notify_off_multiplier 0 or a "
+              "multiple of 4: the driver writes 32 bits [VIRTIO-1.2 4.1.4.4]")
+        check(not self.features >> rm.VIRTIO_F_RING_PACKED & 1,
+              "VIRTIO_F_RING_PACKED is not implemented")
         check(self.notify_off_multiplier * (self.num_queues - 1) + 2 <= rm.REGION_SIZE,
               "the notify region does not fit its 4 KiB window")
         check(isinstance(self.completion_timeout, int) and self.completion_timeout >= 1,

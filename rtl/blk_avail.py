@@ -1,5 +1,6 @@
 # Ref: OASIS virtio 1.2, sections 2.7.6 (available ring), 2.7.10 (EVENT_IDX), 2.7.13
-#      (supplying buffers), 2.1.2 (DEVICE_NEEDS_RESET)
+#      (supplying buffers), 2.1.2 (DEVICE_NEEDS_RESET), 2.9 (driver notifications:
+#      VIRTIO_F_NOTIFICATION_DATA)
 """The avail reader: doorbells in, chain heads out to the chain walkers.
 
 For each queue with work, round robin, the reader reads ``avail->idx`` (only when the entries
@@ -11,6 +12,18 @@ behind the read of the entries, so the next batch needs one round trip, not two 
 read covers only entries published before the index it was sized by, so the two reads may be
 answered in any order [VIRTIO-1.2 2.7.13.3]).
 With EVENT_IDX a drained queue gets ``avail_event`` [VIRTIO-1.2 2.7.10].
+
+With VIRTIO_F_NOTIFICATION_DATA a doorbell carries the driver's avail index
+[VIRTIO-1.2 2.9]. One that runs ahead of everything known of the queue, by at most the queue
+size, becomes the queue's *hint*, and the queue's entries up to it are read with no read of
+``avail->idx`` before them. The data is the driver's, and Linux sends it unlocked
+(``virtqueue_notify`` after the queue lock is dropped, ``vring_notification_data`` reading
+``avail_idx_shadow``), so doorbells may arrive out of order and a stale index is not an error:
+an index at or behind what is known is a repeat and changes nothing; one more than the queue
+size ahead of ``last_avail_idx`` (a stale one behind it looks the same modulo 2**16) is taken as
+a doorbell without data, and ``avail->idx`` is read, which decides as without the feature. For
+the same reason, with the feature a read of ``avail->idx`` behind the known index (by at most
+the queue size) is not malformed: the known index stays.
 
 ``avail->idx`` more than the queue size ahead, a head index past the descriptor table, or a
 failed read of the ring, is a malformed ring [VIRTIO-1.2 2.1.2, 2.7.5, 2.7.13.3]: the reader
@@ -28,7 +41,7 @@ from model import regmap as rm
 from model.params import DeviceParams
 from .dma_layouts import DmaError
 from .dma_arbiter import DmaReadClient, DmaWriteClient
-from .virtio_regs import QueueConfigLayout
+from .virtio_regs import QueueConfigLayout, DoorbellLayout
 from .blk_walk import WalkJob
 
 
@@ -44,8 +57,9 @@ class AvailReader(wiring.Component):
 
     Attributes
     ----------
-    notify : stream.Signature(16), in
-        Doorbells: the index of a queue with new available buffers.
+    notify : stream.Signature(DoorbellLayout()), in
+        Doorbells: the index of a queue with new available buffers, and the avail index when
+        the driver sent one.
     queues : array of QueueConfigLayout, in
     driver_features : Signal(64), in
     device_status : Signal(8), in
@@ -69,7 +83,7 @@ class AvailReader(wiring.Component):
         self.params = params
         w = params.data_width
         super().__init__({
-            "notify":          In(stream.Signature(16)),
+            "notify":          In(stream.Signature(DoorbellLayout())),
             "queues":          In(QueueConfigLayout()).array(params.num_queues),
             "driver_features": In(64),
             "device_status":   In(8),
@@ -90,13 +104,19 @@ class AvailReader(wiring.Component):
         nbytes = p.data_width // 8
 
         event_idx = self.driver_features[rm.VIRTIO_RING_F_EVENT_IDX]
+        notification_data = self.driver_features[rm.VIRTIO_F_NOTIFICATION_DATA]
         # -- per-queue state -------------------------------------------------------------------
         last_avail = [Signal(16, name=f"q{i}_last_avail") for i in range(nq)]
         avail_seen = [Signal(16, name=f"q{i}_avail_seen") for i in range(nq)]  # last avail->idx
         active     = Signal(nq)   # the queue may have work
         kicked     = Signal(nq)   # a doorbell came since avail->idx was last read
+        # [VIRTIO-1.2 2.9] The newest avail index a doorbell brought, ahead of avail_seen when
+        # it came; taken into avail_seen when the queue is next served.
+        hint       = [Signal(16, name=f"q{i}_hint") for i in range(nq)]
+        hinted     = Signal(nq)
         active_clear = Signal(nq)
         kicked_clear = Signal(nq)
+        hinted_clear = Signal(nq)
         event_written = Signal()  # avail_event written since the queue was last found empty
 
         q = Signal(range(nq))
@@ -121,6 +141,8 @@ class AvailReader(wiring.Component):
                         m.d.sync += regs[i].eq(value)
 
         q_last_avail = per_queue(last_avail)
+        q_avail_seen = per_queue(avail_seen)
+        q_hint = per_queue(hint)
         onehot_q = Signal(nq)
         m.d.comb += onehot_q.eq(Cat(q == i for i in range(nq)))
         size_mask = Signal(16)
@@ -131,13 +153,58 @@ class AvailReader(wiring.Component):
         reset_now = self.device_status == 0
 
         # -- doorbells -------------------------------------------------------------------------
+        # Registered first: the avail index is compared with the queue's state a cycle later.
         m.d.comb += self.notify.ready.eq(1)
-        doorbell = Signal(nq)
-        with m.If(self.notify.valid & running):
-            m.d.comb += doorbell.eq(Cat(self.notify.payload == i for i in range(nq)))
+        db_valid = Signal()
+        db = Signal(DoorbellLayout())
+        m.d.sync += db_valid.eq(self.notify.valid & running)
+        with m.If(self.notify.valid):
+            m.d.sync += db.eq(self.notify.payload)
+        db_last = Signal(16)
+        db_seen = Signal(16)
+        db_hint = Signal(16)
+        db_hinted = Signal()
+        db_size = Signal(16)
+        db_enable = Signal()
+        with m.Switch(db.queue):
+            for i in range(nq):
+                with m.Case(i):
+                    m.d.comb += [db_last.eq(last_avail[i]), db_seen.eq(avail_seen[i]),
+                                 db_hint.eq(hint[i]), db_hinted.eq(hinted[i]),
+                                 db_size.eq(self.queues[i].size),
+                                 db_enable.eq(self.queues[i].enable)]
+        # How far ahead of last_avail_idx: the doorbell's index, and what is known already.
+        db_ahead = Signal(16)
+        known_seen = Signal(16)
+        known_hint = Signal(16)
+        known = Signal(16)
+        m.d.comb += [
+            db_ahead.eq(db.avail_idx - db_last),
+            known_seen.eq(db_seen - db_last),
+            known_hint.eq(Mux(db_hinted & (db_hint - db_last <= db_size),
+                              db_hint - db_last, 0)),
+            known.eq(Mux(known_hint > known_seen, known_hint, known_seen)),
+        ]
+        # (A queue not enabled is left to Read-Avail-Idx, which finds it so.)
+        usable = db.has_idx & notification_data & db_enable
+        db_new = usable & (db_ahead <= db_size) & (db_ahead > known)
+        db_repeat = usable & (db_ahead <= known)
+        doorbell = Signal(nq)       # the queue has work (maybe)
+        db_kick = Signal(nq)        # ... and avail->idx is to be read
+        db_hint_set = Signal(nq)    # ... or the doorbell's index is the queue's hint
+        with m.If(db_valid):
+            for i in range(nq):
+                with m.If(db.queue == i):
+                    with m.If(db_new):
+                        m.d.comb += [doorbell[i].eq(1), db_hint_set[i].eq(1)]
+                        m.d.sync += hint[i].eq(db.avail_idx)
+                    with m.Elif(~db_repeat):
+                        # No index, or one more than the queue size ahead: read avail->idx.
+                        m.d.comb += [doorbell[i].eq(1), db_kick[i].eq(1)]
         m.d.sync += [
             active.eq(active & ~active_clear | doorbell),
-            kicked.eq(kicked & ~kicked_clear | doorbell),
+            kicked.eq(kicked & ~kicked_clear | db_kick),
+            hinted.eq(hinted & ~hinted_clear | db_hint_set),
         ]
 
         # -- DMA bookkeeping -------------------------------------------------------------------
@@ -225,6 +292,29 @@ class AvailReader(wiring.Component):
 
         # avail->idx - last_avail_idx of the queue served, set as Check-Avail is entered.
         ahead_r  = Signal(16)
+
+        def taken_index(read_idx):
+            """What an avail->idx read of ``read_idx`` makes the queue's known index, and how
+            far ahead of last_avail_idx that is. Without NOTIFICATION_DATA it is the index read.
+            With it a doorbell may have brought a newer index than the read: the newer stays,
+            and a read behind the known index (by at most the queue size) is not malformed."""
+            d_read = Signal(16, name="d_read")
+            d_seen = Signal(16, name="d_seen")
+            behind = Signal(16, name="behind")
+            new_idx = Signal(16, name="new_idx")
+            new_ahead = Signal(16, name="new_ahead")
+            m.d.comb += [
+                d_read.eq(read_idx - q_last_avail),
+                d_seen.eq(q_avail_seen - q_last_avail),
+                behind.eq(q_avail_seen - read_idx),
+                new_idx.eq(read_idx),
+                new_ahead.eq(d_read),
+            ]
+            with m.If(notification_data & (d_seen <= qcfg.size) &
+                      (((d_read <= qcfg.size) & (d_read < d_seen)) |
+                       ((d_read > qcfg.size) & (behind <= qcfg.size)))):
+                m.d.comb += [new_idx.eq(q_avail_seen), new_ahead.eq(d_seen)]
+            return new_idx, new_ahead
         ent_n    = Signal(range(per_read + 1))   # the next entries read, set in Check-Avail
         ent_all  = Signal()                      # it covers all avail->idx showed
         ent_addr = Signal(64)
@@ -273,11 +363,29 @@ class AvailReader(wiring.Component):
                     m.d.sync += [q.eq(nxt), event_written.eq(0)]
                     # Entries the last read of avail->idx showed are still to be fetched, or
                     # no doorbell came since that read: no need to read it again first.
-                    with m.If((ahead_nxt != 0) | ~(kicked >> nxt)[0]):
+                    with m.If((hinted >> nxt)[0]):
+                        m.next = "Take-Hint"
+                    with m.Elif((ahead_nxt != 0) | ~(kicked >> nxt)[0]):
                         m.d.sync += ahead_r.eq(ahead_nxt)
                         m.next = "Check-Avail"
                     with m.Else():
                         m.next = "Read-Avail-Idx"
+
+            with state("Take-Hint"):
+                # [VIRTIO-1.2 2.9] The doorbell's avail index, if it is still ahead of what
+                # avail->idx showed (a read since may have overtaken it), is the known index.
+                d_seen = q_avail_seen - q_last_avail
+                d_hint = q_hint - q_last_avail
+                use = (d_hint <= qcfg.size) & (d_hint > d_seen)
+                ahead_h = Mux(use, d_hint, d_seen)
+                m.d.comb += hinted_clear.eq(onehot_q)
+                with m.If(use):
+                    set_per_queue(avail_seen, q_hint)
+                m.d.sync += ahead_r.eq(ahead_h)
+                with m.If((ahead_h != 0) | ~(kicked >> q)[0]):
+                    m.next = "Check-Avail"
+                with m.Else():
+                    m.next = "Read-Avail-Idx"
 
             with state("Read-Avail-Idx"):
                 # [VIRTIO-1.2 2.7.6] avail->flags and avail->idx, one 4-byte read.
@@ -291,9 +399,10 @@ class AvailReader(wiring.Component):
 
             with state("Take-Avail-Idx"):
                 m.d.comb += self.rd.data.ready.eq(1)
+                taken, taken_ahead = taken_index(self.rd.data.payload.data[16:32])
                 with m.If(self.rd.data.valid):
-                    set_per_queue(avail_seen, self.rd.data.payload.data[16:32])
-                    m.d.sync += ahead_r.eq(self.rd.data.payload.data[16:32] - q_last_avail)
+                    set_per_queue(avail_seen, taken)
+                    m.d.sync += ahead_r.eq(taken_ahead)
                     m.next = "Check-Avail"
 
             with state("Check-Avail"):
@@ -333,7 +442,7 @@ class AvailReader(wiring.Component):
                         m.next = "Recheck-Avail"
                 with m.Else():
                     # A doorbell since the last read of avail->idx keeps the queue active.
-                    m.d.comb += active_clear.eq(onehot_q & ~kicked)
+                    m.d.comb += active_clear.eq(onehot_q & ~kicked & ~hinted)
                     m.next = "Idle"
 
             with state("Recheck-Avail"):
@@ -385,6 +494,7 @@ class AvailReader(wiring.Component):
                     m.next = "Check-Entries"
 
             with state("Check-Entries"):
+                taken_a, _ = taken_index(seen_ahead)
                 with m.If(rd_pending == 0):
                     m.d.comb += clear_rd_error.eq(1)
                     with m.If(rd_error):
@@ -392,7 +502,7 @@ class AvailReader(wiring.Component):
                         m.d.sync += broken_job.eq(1)
                     with m.Elif(idx_ahead):
                         # Checked against the queue size when the queue is next served.
-                        set_per_queue(avail_seen, seen_ahead)
+                        set_per_queue(avail_seen, taken_a)
                     m.next = "Dispatch"
 
             with state("Dispatch", abortable=~offered):
@@ -424,7 +534,7 @@ class AvailReader(wiring.Component):
                     m.next = "Idle"
 
         with m.If(reset_now):
-            m.d.sync += [active.eq(0), kicked.eq(0)]
+            m.d.sync += [active.eq(0), kicked.eq(0), hinted.eq(0)]
             for i in range(nq):
                 m.d.sync += [last_avail[i].eq(0), avail_seen[i].eq(0)]
         return m

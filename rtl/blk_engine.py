@@ -29,7 +29,7 @@ from model.params import DeviceParams
 from .dma_layouts import DmaCommand, DmaData
 from .dma_arbiter import DmaReadArbiter, DmaWriteArbiter
 from .storage import StorageSignature
-from .virtio_regs import QueueConfigLayout
+from .virtio_regs import QueueConfigLayout, DoorbellLayout
 from .interrupts import IrqRequest
 from .blk_slots import SegmentLayout, seg_index_bits
 from .blk_fetch import ChainFetcher
@@ -49,8 +49,9 @@ class BlkEngine(wiring.Component):
 
     Attributes
     ----------
-    notify : stream.Signature(16), in
-        Doorbells: the index of a queue with new available buffers.
+    notify : stream.Signature(DoorbellLayout()), in
+        Doorbells: the index of a queue with new available buffers, with the avail index when
+        the driver sent one (VIRTIO_F_NOTIFICATION_DATA).
     queues : array of QueueConfigLayout, in
         The driver's queue configuration.
     driver_features : Signal(64), in
@@ -89,7 +90,7 @@ class BlkEngine(wiring.Component):
         self.seg_depth = params.seg_max + 2
         w = params.data_width
         super().__init__({
-            "notify":          In(stream.Signature(16)),
+            "notify":          In(stream.Signature(DoorbellLayout())),
             "queues":          In(QueueConfigLayout()).array(params.num_queues),
             "driver_features": In(64),
             "device_status":   In(8),

@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.params import DeviceParams
 from .dma_arbiter import DmaReadClient, DmaWriteClient
-from .virtio_regs import QueueConfigLayout
+from .virtio_regs import QueueConfigLayout, DoorbellLayout
 from .blk_slots import SegmentLayout, SlotKind, RequestSlot, seg_index_bits
 from .blk_avail import AvailReader
 from .blk_walk import ChainWalker
@@ -42,8 +42,9 @@ class ChainFetcher(wiring.Component):
 
     Attributes
     ----------
-    notify : stream.Signature(16), in
-        Doorbells: the index of a queue with new available buffers.
+    notify : stream.Signature(DoorbellLayout()), in
+        Doorbells: the index of a queue with new available buffers, with the avail index when
+        the driver sent one (VIRTIO_F_NOTIFICATION_DATA).
     queues : array of QueueConfigLayout, in
     driver_features : Signal(64), in
     device_status : Signal(8), in
@@ -75,7 +76,7 @@ class ChainFetcher(wiring.Component):
         self.seg_bits = seg_index_bits(params)
         w = params.data_width
         super().__init__({
-            "notify":          In(stream.Signature(16)),
+            "notify":          In(stream.Signature(DoorbellLayout())),
             "queues":          In(QueueConfigLayout()).array(params.num_queues),
             "driver_features": In(64),
             "device_status":   In(8),

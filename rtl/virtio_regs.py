@@ -18,7 +18,7 @@ from model.regmap import merge
 from .regport import RegisterSignature, byte_mask
 
 
-__all__ = ["VirtioRegisters", "QueueConfigLayout", "MsixEntryLayout"]
+__all__ = ["VirtioRegisters", "QueueConfigLayout", "MsixEntryLayout", "DoorbellLayout"]
 
 
 # [VIRTIO-1.2 2.1] device_status bits by name.
@@ -37,6 +37,17 @@ class QueueConfigLayout(data.StructLayout):
             "driver":      64,
             "device":      64,
         })
+
+
+class DoorbellLayout(data.StructLayout):
+    """An available buffer notification, as the notify stream carries it.
+
+    ``queue`` is the index written (vqn); with VIRTIO_F_NOTIFICATION_DATA negotiated and a
+    32-bit write, ``has_idx`` is set and ``avail_idx`` is the avail index the driver sent in
+    bits 31:16 (next_off and next_wrap: all 16 bits of it for a split ring) [VIRTIO-1.2 2.9].
+    """
+    def __init__(self):
+        super().__init__({"queue": 16, "avail_idx": 16, "has_idx": 1})
 
 
 class MsixEntryLayout(data.StructLayout):
@@ -61,9 +72,11 @@ class VirtioRegisters(wiring.Component):
     ----------
     bus : RegisterSignature, in
         BAR0 accesses by DW offset.
-    notify : stream.Signature(16), out
-        Queue indices written to the notify region [VIRTIO-1.2 4.1.5.2]. Notifications for a
-        queue whose previous one has not been taken yet merge with it; none is lost.
+    notify : stream.Signature(DoorbellLayout()), out
+        Queue indices written to the notify region [VIRTIO-1.2 4.1.5.2], with the avail index
+        when the driver sent one (VIRTIO_F_NOTIFICATION_DATA and a 32-bit write). Notifications
+        for a queue whose previous one has not been taken yet merge with it; none is lost (two
+        that carry different avail indices merge into one without an index).
     device_status : Signal(8), out
     driver_features : Signal(64), out
     queues : Array of QueueConfigLayout, out
@@ -109,7 +122,7 @@ class VirtioRegisters(wiring.Component):
         nv = params.msix_table_size
         ports = {
             "bus":             In(RegisterSignature(self.addr_width)),
-            "notify":          Out(stream.Signature(16)),
+            "notify":          Out(stream.Signature(DoorbellLayout())),
             "device_status":   Out(8),
             "driver_features": Out(64),
             "queues":          Out(QueueConfigLayout()).array(params.num_queues),
@@ -205,10 +218,13 @@ class VirtioRegisters(wiring.Component):
         # cache, as QEMU makes it. With both, the driver's choice.
         neg_flush = Signal()
         neg_config_wce = Signal()
+        neg_notification_data = Signal()
         writeback = Signal()
         m.d.comb += [
             neg_flush.eq(features_ok & driver_features[rm.VIRTIO_BLK_F_FLUSH]),
             neg_config_wce.eq(features_ok & driver_features[rm.VIRTIO_BLK_F_CONFIG_WCE]),
+            neg_notification_data.eq(features_ok &
+                                     driver_features[rm.VIRTIO_F_NOTIFICATION_DATA]),
             writeback.eq(neg_flush & (wce | ~neg_config_wce)),
             self.writeback.eq(writeback),
         ]
@@ -304,6 +320,8 @@ class VirtioRegisters(wiring.Component):
         virtio_reset = Signal()     # it finishes in this cycle
         notify_write = Signal()
         notify_index = Signal(16)
+        notify_avail = Signal(16)
+        notify_has = Signal()
         bad_enable = Signal()       # queue_enable with an illegal size or misaligned rings
 
         with m.If(bus.w_stb):
@@ -399,11 +417,19 @@ class VirtioRegisters(wiring.Component):
                 with m.Case(3):
                     # [VIRTIO-1.2 4.1.5.2] Available buffer notification: the 16-bit queue
                     # index, in lanes 2-3 when the notify address is 2 mod 4 (multiplier 2).
+                    # With VIRTIO_F_NOTIFICATION_DATA the driver writes 32 bits: vqn in 15:0,
+                    # next_off in 30:16 and next_wrap in 31, for a split ring the whole avail
+                    # index [VIRTIO-1.2 2.9] (Linux vp_notify_with_data: iowrite32 of
+                    # avail_idx_shadow << 16 | vq->index). A narrower write then carries no
+                    # index: it is taken as a notification without data, its queue index from
+                    # the lanes as above.
                     with m.If((local < p.notify_length) & mask.any()):
                         m.d.comb += [
                             notify_write.eq(1),
                             notify_index.eq(Mux(mask[:16].any(), w[:16] & mask[:16],
                                                 w[16:] & mask[16:])),
+                            notify_avail.eq(w[16:]),
+                            notify_has.eq(neg_notification_data & (bus.be == 0xf)),
                         ]
                 if nv:
                     with m.Case(4):
@@ -423,21 +449,43 @@ class VirtioRegisters(wiring.Component):
                                                                         mask[0]))
 
         # Doorbells wait in a per-queue pending bitmap, so none is lost while the queue engine
-        # is busy and repeats for one queue merge (the engine reads avail->idx anyway). The
-        # stream's payload holds still until taken; the lowest pending queue goes next. An
-        # index at or beyond num_queues names no queue and is dropped.
+        # is busy and repeats for one queue merge (the engine reads avail->idx anyway); with
+        # each its avail index, kept only while the repeats agree on it. The stream's payload
+        # holds still until taken; the lowest pending queue goes next. An index at or beyond
+        # num_queues names no queue and is dropped.
         pending = Signal(nq)
         pending_all = Signal(nq)
-        m.d.comb += pending_all.eq(pending)
+        pend_idx = [Signal(16, name=f"pend{i}_avail_idx") for i in range(nq)]
+        pend_has = Signal(nq)
+        idx_all = [Signal(16, name=f"pend{i}_avail_idx_all") for i in range(nq)]
+        has_all = Signal(nq)
+        m.d.comb += [pending_all.eq(pending), has_all.eq(pend_has)]
+        for i in range(nq):
+            m.d.comb += idx_all[i].eq(pend_idx[i])
         waiting = self.notify.valid & ~self.notify.ready      # presented, not taken yet
-        with m.If(notify_write & ~(waiting & (self.notify.payload == notify_index))):
+        same_as_waiting = (waiting & (self.notify.payload.queue == notify_index) &
+                           (self.notify.payload.has_idx == notify_has) &
+                           (~notify_has | (self.notify.payload.avail_idx == notify_avail)))
+        with m.If(notify_write & ~same_as_waiting):
             m.d.comb += pending_all.eq(pending | Cat(notify_index == q for q in range(nq)))
-        m.d.sync += pending.eq(pending_all)
+            for i in range(nq):
+                with m.If(notify_index == i):
+                    m.d.comb += [
+                        idx_all[i].eq(notify_avail),
+                        # Merged with a pending one: the index only if both sent the same.
+                        has_all[i].eq(notify_has & (~pending[i] | pend_has[i] &
+                                                    (pend_idx[i] == notify_avail))),
+                    ]
+        m.d.sync += [pending.eq(pending_all), pend_has.eq(has_all)]
+        for i in range(nq):
+            m.d.sync += pend_idx[i].eq(idx_all[i])
         with m.If(~self.notify.valid | self.notify.ready):
             m.d.sync += self.notify.valid.eq(pending_all.any())
             for q in reversed(range(nq)):
                 with m.If(pending_all[q]):
-                    m.d.sync += self.notify.payload.eq(q)
+                    m.d.sync += [self.notify.payload.queue.eq(q),
+                                 self.notify.payload.avail_idx.eq(idx_all[q]),
+                                 self.notify.payload.has_idx.eq(has_all[q])]
             with m.If(pending_all.any()):
                 # Lowest set bit cleared: x & (x - 1).
                 m.d.sync += pending.eq(pending_all & (pending_all - 1))

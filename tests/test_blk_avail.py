@@ -57,7 +57,7 @@ def configure(ctx, dut, features):
 async def kick(ctx, dut, q):
     """A doorbell for queue ``q``."""
     ctx.set(dut.notify.valid, 1)
-    ctx.set(dut.notify.payload, q)
+    ctx.set(dut.notify.payload, {"queue": q})
     await wait_handshake(ctx, dut.notify)
     ctx.set(dut.notify.valid, 0)
 

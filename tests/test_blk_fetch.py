@@ -126,7 +126,7 @@ def run_fetcher(dut, params, host, queues, *, features, kicks, slots_wanted, hol
         ctx.set(dut.device_status, DRIVER_OK)
         for qi in kicks:
             ctx.set(dut.notify.valid, 1)
-            ctx.set(dut.notify.payload, qi)
+            ctx.set(dut.notify.payload, {"queue": qi})
             await ctx.tick()
             ctx.set(dut.notify.valid, 0)
             for _ in range(rng.randrange(4)):

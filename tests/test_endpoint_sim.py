@@ -245,7 +245,9 @@ RANDOM_PARAMS = {
     **VARIANTS,
     "one_queue": DeviceParams(num_queues=1,
                               features=DEFAULT_FEATURES & ~(1 << rm.VIRTIO_BLK_F_MQ)),
-    "many_queues": DeviceParams(num_queues=16, notify_off_multiplier=2, bar0_size=0x10000),
+    "many_queues": DeviceParams(num_queues=16, notify_off_multiplier=2, bar0_size=0x10000,
+                                features=DEFAULT_FEATURES &
+                                ~(1 << rm.VIRTIO_F_NOTIFICATION_DATA)),
 }
 
 

@@ -285,6 +285,11 @@ NO_MQ = DEFAULT_FEATURES & ~bit(F_MQ)
      "notify_off_multiplier must be 0 or an even power of two up to 512 [VIRTIO-1.2 4.1.4.4]"),
     (dict(notify_off_multiplier=1024),
      "notify_off_multiplier must be 0 or an even power of two up to 512 [VIRTIO-1.2 4.1.4.4]"),
+    (dict(notify_off_multiplier=2),
+     "features with VIRTIO_F_NOTIFICATION_DATA need notify_off_multiplier 0 or a multiple of "
+     "4: the driver writes 32 bits [VIRTIO-1.2 4.1.4.4]"),
+    (dict(features=DEFAULT_FEATURES | bit(rm.VIRTIO_F_RING_PACKED)),
+     "VIRTIO_F_RING_PACKED is not implemented"),
     (dict(num_queues=16, notify_off_multiplier=512),
      "the notify region does not fit its 4 KiB window"),
     (dict(features=DEFAULT_FEATURES & ~bit(F_FLUSH)),
