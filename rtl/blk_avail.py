@@ -21,9 +21,9 @@ size, becomes the queue's *hint*, and the queue's entries up to it are read with
 ``avail_idx_shadow``), so doorbells may arrive out of order and a stale index is not an error:
 an index at or behind what is known is a repeat and changes nothing; one more than the queue
 size ahead of ``last_avail_idx`` (a stale one behind it looks the same modulo 2**16) is taken as
-a doorbell without data, and ``avail->idx`` is read, which decides as without the feature. For
-the same reason, with the feature a read of ``avail->idx`` behind the known index (by at most
-the queue size) is not malformed: the known index stays.
+a doorbell without data, and ``avail->idx`` is read, which decides as without the feature
+(more than the queue size ahead there is malformed). A read of ``avail->idx`` that shows less
+than a doorbell's index already did leaves the known index where it is.
 
 ``avail->idx`` more than the queue size ahead, a head index past the descriptor table, or a
 failed read of the ring, is a malformed ring [VIRTIO-1.2 2.1.2, 2.7.5, 2.7.13.3]: the reader
@@ -296,25 +296,23 @@ class AvailReader(wiring.Component):
         def taken_index(read_idx):
             """What an avail->idx read of ``read_idx`` makes the queue's known index, and how
             far ahead of last_avail_idx that is. Without NOTIFICATION_DATA it is the index read.
-            With it a doorbell may have brought a newer index than the read: the newer stays,
-            and a read behind the known index (by at most the queue size) is not malformed."""
+            With it a doorbell may have brought a newer index than the read showed: that one
+            stays. An index read more than the queue size ahead is malformed either way."""
             d_read = Signal(16, name="d_read")
             d_seen = Signal(16, name="d_seen")
-            behind = Signal(16, name="behind")
             new_idx = Signal(16, name="new_idx")
             new_ahead = Signal(16, name="new_ahead")
             m.d.comb += [
                 d_read.eq(read_idx - q_last_avail),
                 d_seen.eq(q_avail_seen - q_last_avail),
-                behind.eq(q_avail_seen - read_idx),
                 new_idx.eq(read_idx),
                 new_ahead.eq(d_read),
             ]
-            with m.If(notification_data & (d_seen <= qcfg.size) &
-                      (((d_read <= qcfg.size) & (d_read < d_seen)) |
-                       ((d_read > qcfg.size) & (behind <= qcfg.size)))):
+            with m.If(notification_data & (d_seen <= qcfg.size) & (d_read <= qcfg.size) &
+                      (d_read < d_seen)):
                 m.d.comb += [new_idx.eq(q_avail_seen), new_ahead.eq(d_seen)]
             return new_idx, new_ahead
+
         ent_n    = Signal(range(per_read + 1))   # the next entries read, set in Check-Avail
         ent_all  = Signal()                      # it covers all avail->idx showed
         ent_addr = Signal(64)

@@ -50,21 +50,23 @@ OP_NAMES = {
 
 # The features this driver can use: Linux virtio_blk's feature table (without SCSI, zoned,
 # secure erase, lifetime) plus the transport features of vring_transport_features that the
-# split ring here implements (no packed ring, no notification data, no in-order).
+# split ring here implements (no packed ring, no in-order).
 DRIVER_FEATURES = sum(1 << b for b in (
     rm.VIRTIO_BLK_F_SIZE_MAX, rm.VIRTIO_BLK_F_SEG_MAX, rm.VIRTIO_BLK_F_GEOMETRY,
     rm.VIRTIO_BLK_F_RO, rm.VIRTIO_BLK_F_BLK_SIZE, rm.VIRTIO_BLK_F_FLUSH,
     rm.VIRTIO_BLK_F_TOPOLOGY, rm.VIRTIO_BLK_F_CONFIG_WCE, rm.VIRTIO_BLK_F_MQ,
     rm.VIRTIO_BLK_F_DISCARD, rm.VIRTIO_BLK_F_WRITE_ZEROES,
     rm.VIRTIO_RING_F_INDIRECT_DESC, rm.VIRTIO_RING_F_EVENT_IDX, rm.VIRTIO_F_VERSION_1,
-    rm.VIRTIO_F_ACCESS_PLATFORM, rm.VIRTIO_F_ORDER_PLATFORM))
+    rm.VIRTIO_F_ACCESS_PLATFORM, rm.VIRTIO_F_ORDER_PLATFORM, rm.VIRTIO_F_NOTIFICATION_DATA))
 
 
-def driver_features(features=None, indirect=True, event_idx=False):
+def driver_features(features=None, indirect=True, event_idx=False, notification_data=True):
     """The feature bits the driver is willing to accept: ``features`` (default
-    :data:`DRIVER_FEATURES`), without INDIRECT_DESC / EVENT_IDX unless asked for. The device's
-    offer is ANDed in by :meth:`VirtioPciDriver.negotiate`."""
+    :data:`DRIVER_FEATURES`), without INDIRECT_DESC / EVENT_IDX / NOTIFICATION_DATA unless
+    asked for. The device's offer is ANDed in by :meth:`VirtioPciDriver.negotiate`."""
     f = DRIVER_FEATURES if features is None else features
+    if not notification_data:
+        f &= ~(1 << rm.VIRTIO_F_NOTIFICATION_DATA)
     if not indirect:
         f &= ~(1 << rm.VIRTIO_RING_F_INDIRECT_DESC)
     if not event_idx:
@@ -639,7 +641,7 @@ class BlkDriver:
         return cfg
 
     async def setup(self, features=None, queues=None, indirect=True, event_idx=False,
-                    use_msix=True, queue_size=None):
+                    use_msix=True, queue_size=None, notification_data=True):
         """Everything :meth:`init` does before it starts the interrupt tasks and sets
         DRIVER_OK: negotiation, configuration, MSI-X, queues. Needs no simulator (only the
         transport's awaitables), so the pure-Python tests run it against the golden model.
@@ -649,7 +651,8 @@ class BlkDriver:
         drv = self.transport
         if not drv.caps:
             await drv.find_capabilities()
-        if not await drv.negotiate(driver_features(features, indirect, event_idx)):
+        if not await drv.negotiate(driver_features(features, indirect, event_idx,
+                                                   notification_data)):
             raise DriverError(f"device refused features "
                               f"{rm.feature_names(drv.driver_features)}")
         self.features = drv.driver_features
@@ -689,6 +692,11 @@ class BlkDriver:
 
         await drv.find_vqs(nq, make_ring, vectors=vectors,
                            config_vector=0 if self.msix else None)
+        # [VIRTIO-1.2 2.9] What a notification carries with NOTIFICATION_DATA: the avail
+        # index the driver last published (Linux: avail_idx_shadow, which it writes to
+        # avail->idx); read from the ring, so a test that publishes by hand sends its index.
+        vqs = self.vqs
+        drv.avail_index = lambda q: mem.read16(vqs[q].rings[1] + 2)
         self.core = BlkCore(mem, self.vqs, self.features, self.config, self.log,
                             on_submit=self.on_submit, on_complete=self.on_complete,
                             on_abandon=self.on_abandon)
@@ -696,7 +704,7 @@ class BlkDriver:
         return vectors
 
     async def init(self, features=None, queues=None, indirect=True, event_idx=False,
-                   use_msix=True, queue_size=None):
+                   use_msix=True, queue_size=None, notification_data=True):
         """Bring the device to DRIVER_OK and set up the request queues.
 
         Order (Linux ``virtio_dev_probe`` + ``virtblk_probe`` + ``vp_find_vqs``): reset,
@@ -710,8 +718,10 @@ class BlkDriver:
             :data:`DRIVER_FEATURES`.
         queues : int or None
             Request queues to use; default all the device has (``num_queues`` with MQ, else 1).
-        indirect, event_idx : bool
-            Accept VIRTIO_RING_F_INDIRECT_DESC / VIRTIO_RING_F_EVENT_IDX if offered.
+        indirect, event_idx, notification_data : bool
+            Accept VIRTIO_RING_F_INDIRECT_DESC / VIRTIO_RING_F_EVENT_IDX /
+            VIRTIO_F_NOTIFICATION_DATA if offered. With notification data each notification
+            carries the queue's avail index as Linux sends it.
         use_msix : bool
             Enable MSI-X if the function has it; otherwise INTx.
         queue_size : int or None
@@ -730,7 +740,8 @@ class BlkDriver:
         import cocotb
         from cocotb.triggers import Event
 
-        vectors = await self.setup(features, queues, indirect, event_idx, use_msix, queue_size)
+        vectors = await self.setup(features, queues, indirect, event_idx, use_msix, queue_size,
+                                   notification_data)
         nq = len(self.vqs)
         self._slot = [Event() for _ in range(nq)]
         if self.config_event is None:

@@ -284,8 +284,23 @@ class VirtioPciDriver:
             await self.common_write("queue_enable", 1)
         return self.queues
 
-    async def notify(self, q):
-        """[VIRTIO-1.2 4.1.5.2] Available buffer notification: write the queue index."""
+    # ``avail_index(q)``: the avail index a notification of queue ``q`` carries when
+    # VIRTIO_F_NOTIFICATION_DATA is negotiated (set by the block driver); None: no data.
+    avail_index = None
+
+    async def notify(self, q, avail_idx=None):
+        """[VIRTIO-1.2 4.1.5.2] Available buffer notification: write the queue index, 16 bits.
+        With VIRTIO_F_NOTIFICATION_DATA, 32 bits: the avail index (``avail_idx``, else
+        :attr:`avail_index`) in bits 31:16 above the queue index [VIRTIO-1.2 2.9], as Linux's
+        ``vp_notify_with_data`` writes ``vring_notification_data`` (``avail_idx_shadow << 16 |
+        vq->index`` for a split ring)."""
+        if self.driver_features and self.driver_features >> rm.VIRTIO_F_NOTIFICATION_DATA & 1:
+            if avail_idx is None and self.avail_index is not None:
+                avail_idx = self.avail_index(q)
+            if avail_idx is not None:
+                await self.write(rm.VIRTIO_PCI_CAP_NOTIFY_CFG, self.queues[q]["notify"], 4,
+                                 (avail_idx & 0xffff) << 16 | q)
+                return
         await self.write(rm.VIRTIO_PCI_CAP_NOTIFY_CFG, self.queues[q]["notify"], 2, q)
 
     async def init(self, wanted, rings):
