@@ -5,10 +5,11 @@ A stream that crosses from one block to another carries ``valid`` and the payloa
 transmit path: DMA write engine, arbiter, Bus Master gate, link, and back). A
 :class:`SkidBuffer` between two blocks registers all three, at full throughput; a
 :class:`RegisterSlice` registers them at half the throughput and without the skid buffer's
-multiplexer (one LUT a payload bit), for streams that never carry a beat every cycle.
+second register and multiplexer (one LUT a payload bit), for streams that never carry a beat
+every cycle.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Signal, Mux
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -28,13 +29,18 @@ class _RegisterStage(wiring.Component):
 
 
 class SkidBuffer(_RegisterStage):
-    """A two-entry register slice: ``o.valid``, ``o.payload`` and ``i.ready`` come straight
-    from flip-flops, and one transfer can pass per cycle.
+    """A two-entry register stage: ``o.valid`` and ``i.ready`` come straight from flip-flops,
+    ``o.payload`` from two registers through one 2:1 multiplexer whose select is a flip-flop,
+    and one transfer can pass per cycle.
 
-    The output register holds the beat shown downstream. ``i.ready`` is "the skid register is
-    empty": a beat taken in the cycle the output stalls lands there, and goes out next, before
-    any new one. Beats leave in the order they came, none is lost or repeated, and ``o.valid``
-    falls only after a transfer (the stream contract of ``amaranth.lib.stream``).
+    Beats are written into two registers in turn and read out of them in turn (a two-entry
+    FIFO). The write side's clock enables depend only on ``i.valid`` and a pointer, never on
+    ``o.ready``: the consumer's ``ready``, often the latest signal of its block's cycle, reaches
+    the read pointer and the fill count (three flip-flops) and not the clock enables of every
+    payload bit, which a shift-style skid buffer (an output register loaded when the consumer
+    takes a beat) puts it on. A beat taken goes out in the next cycle; ``i.ready`` is "not
+    both entries full". Beats leave in the order they came, none is lost or repeated, and
+    ``o.valid`` falls only after a transfer (the stream contract of ``amaranth.lib.stream``).
 
     Parameters
     ----------
@@ -48,19 +54,29 @@ class SkidBuffer(_RegisterStage):
     """
     def elaborate(self, platform):
         m = Module()
-        skid_valid = Signal()
-        skid = Signal.like(self.i.payload)
+        entries = [Signal.like(self.i.payload, name=f"entry{k}") for k in range(2)]
+        w_ptr = Signal()
+        r_ptr = Signal()
+        full = Signal()                 # both entries hold a beat
+        taken = self.i.valid & self.i.ready
+        given = self.o.valid & self.o.ready
 
-        m.d.comb += self.i.ready.eq(~skid_valid)
-        with m.If(self.o.ready | ~self.o.valid):
-            # The output register is free (or frees now): the oldest beat moves into it.
-            with m.If(skid_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload)]
-        with m.Elif(self.i.valid & self.i.ready):
-            # The output stalls: the beat taken now waits in the skid register.
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        m.d.comb += [
+            self.i.ready.eq(~full),
+            self.o.payload.eq(Mux(r_ptr, entries[1], entries[0])),
+        ]
+        with m.If(taken):
+            m.d.sync += w_ptr.eq(~w_ptr)
+            for k in range(2):
+                with m.If(w_ptr == k):
+                    m.d.sync += entries[k].eq(self.i.payload)
+        with m.If(given):
+            m.d.sync += r_ptr.eq(~r_ptr)
+        # o.valid is "at least one entry holds a beat", full "both do".
+        with m.If(taken & ~given):
+            m.d.sync += [self.o.valid.eq(1), full.eq(self.o.valid)]
+        with m.Elif(given & ~taken):
+            m.d.sync += [full.eq(0), self.o.valid.eq(full)]
         return m
 
 
