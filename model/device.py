@@ -58,7 +58,7 @@ from .blk import BlkProcessor, Batch
 from .regmap import merge
 
 
-__all__ = ["VirtioBlkModel", "QueueState", "SC", "UR", "CA"]
+__all__ = ["VirtioBlkModel", "QueueState", "HostConfig", "SC", "UR", "CA"]
 
 SC, UR, CA = "SC", "UR", "CA"
 
@@ -66,6 +66,22 @@ SC, UR, CA = "SC", "UR", "CA"
 def be_mask(be):
     """Byte enables (4 bits) -> 32-bit mask."""
     return sum(0xff << 8 * i for i in range(4) if be >> i & 1)
+
+
+@dataclass
+class HostConfig:
+    """What a hard block that owns the configuration header tells the function behind it
+    (``params.hard_ip``): its ``cfg_*`` outputs, and where its BAR0 is. The testbench's model of
+    the block keeps it up to date; without a hard block it is unused."""
+    command: int = 0
+    devctl: int = 0x2810          # [PCIe-3.0 7.8.4] Device Control's reset value
+    bus: int = 0
+    device: int = 0
+    function: int = 0
+    power_state: int = 0
+    msix_enable: bool = False
+    msix_mask: bool = False
+    bar0_base: int = 0
 
 
 @dataclass
@@ -108,6 +124,9 @@ class VirtioBlkModel:
         """Fundamental reset: configuration space, MSI-X table and virtio state."""
         self.cfg = {dw: r.reset for dw, r in self.regs.items()}
         self.bus, self.dev = 0, 0
+        # Behind a hard block: its state, as the block's model sets it (a fundamental reset
+        # resets the block too).
+        self.host = HostConfig()
         self.msix_table = [MsixEntry() for _ in range(self.p.msix_table_size)]
         self.msix_pba = 0
         self.virtio_reset()
@@ -191,6 +210,8 @@ class VirtioBlkModel:
 
     @property
     def command(self):
+        if self.p.hard_ip:
+            return self.host.command
         return self._cfg_value(1) & 0xffff
 
     @property
@@ -199,6 +220,8 @@ class VirtioBlkModel:
 
     @property
     def bar0_base(self):
+        if self.p.hard_ip:
+            return self.host.bar0_base & ~(self.p.bar0_size - 1)
         base = self._cfg_value(4) & ~0xf
         if self.p.bar0_64bit:
             base |= self._cfg_value(5) << 32
@@ -206,11 +229,17 @@ class VirtioBlkModel:
 
     @property
     def completer_id(self):
-        """[PCIe-3.0 2.2.6.2] Bus and Device Numbers captured from Type 0 Configuration Writes."""
+        """[PCIe-3.0 2.2.6.2] Bus and Device Numbers captured from Type 0 Configuration Writes;
+        behind a hard block, the block's (``cfg_bus_number`` and so on)."""
+        if self.p.hard_ip:
+            h = self.host
+            return h.bus << 8 | h.device << 3 | h.function
         return self.bus << 8 | self.dev << 3
 
     @property
     def devctl(self):
+        if self.p.hard_ip:
+            return self.host.devctl & 0xffff
         return self._cfg_value(self._reg_dw("pcie_devctl_devsta")) & 0xffff
 
     @property
@@ -242,6 +271,10 @@ class VirtioBlkModel:
         return 1
 
     def _set_event(self, name, bits):
+        if self.p.hard_ip:
+            # The status registers are the hard block's; the function reports nothing to them
+            # (its cfg_err_* inputs are not driven yet).
+            return
         dw = self._reg_dw(name)
         self.cfg[dw] |= bits
 
@@ -334,6 +367,8 @@ class VirtioBlkModel:
     @property
     def power_state(self):
         """PMCSR PowerState: 0 = D0, 3 = D3hot."""
+        if self.p.hard_ip:
+            return self.host.power_state
         return self._cfg_value(self._reg_dw("pm_csr")) & 3
 
     def _bar_hit(self, addr):
@@ -404,6 +439,8 @@ class VirtioBlkModel:
     def _msix_enabled(self):
         if not self.p.msix:
             return False
+        if self.p.hard_ip:
+            return self.host.msix_enable
         return bool(self._cfg_value(self._reg_dw("msix_cap")) >> 31)
 
     def _selected_queue(self):

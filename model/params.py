@@ -97,6 +97,14 @@ class DeviceParams:
     chain_walkers : int
         Descriptor chains the request engine reads at the same time (1 to 32): the chain
         walker's contexts.
+    hard_ip : str
+        ``""`` (the default): the function owns its whole configuration space. ``"s7"``: the
+        function sits behind the 7-series PCIe hard block (``pcie_7x``), which owns the type-0
+        header, the BARs, PM, MSI, the PCI Express and the MSI-X capability structures and
+        hands the function only the window of :data:`regmap.S7_WINDOW` (0xA8 to 0xFF), where
+        the five virtio capabilities are; Command, Device Control, the function's number, PM
+        state and MSI-X Enable/Function Mask come from the block's ``cfg_*`` outputs
+        (:class:`rtl.phy.s7_cfg.S7ConfigSignature`). Needs ``msix``.
     """
     capacity: int = 2048                 # 1 MiB
     num_queues: int = 2
@@ -139,6 +147,7 @@ class DeviceParams:
     avail_prefetch: int = 16
     request_slots: int = 16
     chain_walkers: int = 16
+    hard_ip: str = ""
 
     def __post_init__(self):
         def check(cond, msg):
@@ -205,6 +214,12 @@ class DeviceParams:
         check(isinstance(self.avail_prefetch, int) and not isinstance(self.avail_prefetch, bool)
               and 1 <= self.avail_prefetch <= 32,
               f"avail_prefetch must be from 1 to 32 entries, not {self.avail_prefetch!r}")
+        check(self.hard_ip in ("", "s7"),
+              f"hard_ip must be \"\" (the function owns its configuration space) or \"s7\" "
+              f"(behind the 7-series PCIe hard block), not {self.hard_ip!r}")
+        check(self.hard_ip != "s7" or self.msix,
+              "hard_ip=\"s7\" needs msix: the hard block's MSI-X structure is the last of its "
+              "capabilities, the one that links to the virtio window")
         check(isinstance(self.serial, str) and self.serial.isascii() and
               len(self.serial) <= rm.VIRTIO_BLK_ID_BYTES,
               f"serial must be an ASCII string of at most {rm.VIRTIO_BLK_ID_BYTES} bytes "
@@ -290,4 +305,8 @@ VARIANTS = {
     # one descriptor and one avail entry per read, four reads outstanding, one request.
     "virtio_blk_ep_ro":   DeviceParams(read_only=True, desc_prefetch=1, avail_prefetch=1,
                                        dma_read_tags=4, request_slots=1, chain_walkers=1),
+    # Behind the 7-series PCIe hard block (the Litefury's pcie_7x): the function answers only
+    # the configuration window the block leaves it, and takes Command, Device Control, its
+    # number and MSI-X Enable from the block's cfg_* outputs (rtl/phy/s7_cfg.py).
+    "virtio_blk_ep_s7":   DeviceParams(hard_ip="s7"),
 }

@@ -215,6 +215,23 @@ FLR_KEEPS = {"pcie_devctl_devsta": DEVCTL_MPS, "pcie_linkctl_linksta": 0xfffffff
              "pcie_linkctl2": 0xffffffff}
 
 
+# -- The 7-series PCIe hard block (pcie_7x) --------------------------------------------------------
+# [PG054] The "7 Series FPGAs Integrated Block for PCI Express" implements the type-0 header, the
+# BARs and these capability structures itself, at the offsets of its attributes as Vivado
+# generates them (``PM_BASE_PTR = 8'h40``, ``MSI_BASE_PTR = 8'h48``, ``PCIE_BASE_PTR = 8'h60``,
+# ``MSIX_BASE_PTR = 8'h9C`` in the core's ``pcie_7x_v3_3`` top, and ``CAPABILITIES_PTR = 8'h40``),
+# linked in this order (``PM_CAP_NEXTPTR = 8'h48``, ``MSI_CAP_NEXTPTR = 8'h60``,
+# ``PCIE_CAP_NEXTPTR = 8'h9C`` with MSI-X on): (name, offset, bytes).
+S7_CAPS = (("pm", 0x40, 8), ("msi", 0x48, 0x18), ("pcie", 0x60, 0x3c), ("msix", 0x9c, 12))
+# Configuration requests from ``EXT_CFG_CAP_PTR`` (``PCI_CFG_SPACE_ADDR``, a DW index; legal from
+# 0x2A, just past the MSI-X structure) to 0x3F are handed to the user logic as CfgRd0/CfgWr0 TLPs
+# on the receive stream and completed by it; the extended space is not (``EXT_CFG_XP_CAP_PTR``
+# left at 0x3FF). The block's last capability must point into the window: ``MSIX_CAP_NEXTPTR =
+# 8'hA8``. The window is bytes 0xA8 to 0xFF, exactly the five virtio capabilities (88 bytes).
+S7_WINDOW = (0xa8, 0x100)
+S7_EXT_CFG_CAP_PTR = S7_WINDOW[0] // 4
+
+
 def merge(old, value, mask):
     """``old`` with the bits set in ``mask`` taken from ``value``: a register write with byte
     enables. Works on ints (the model) and Amaranth values (the RTL) alike."""
@@ -238,18 +255,22 @@ def capability_layout(p):
     """Place the capabilities for parameters ``p``; returns a list of :class:`Cap` in list order.
 
     [PCI-3.0 6.7] The list starts at the Capabilities Pointer (0x34); each entry is DW-aligned.
+    Behind a hard block (``p.hard_ip``) only the virtio capabilities are the function's, from
+    the start of the block's window (:data:`S7_WINDOW`), the first linked from the block's own
+    last capability.
     """
     caps = []
-    off = 0x40
+    off = S7_WINDOW[0] if p.hard_ip else 0x40
 
     def add(name, cap_id, length, **kw):
         nonlocal off
         caps.append(Cap(name, off, cap_id, length, **kw))
         off += (length + 3) & ~3
-    add("pm", PCI_CAP_ID_PM, 8)
-    if p.msix:
-        add("msix", PCI_CAP_ID_MSIX, 12)
-    add("pcie", PCI_CAP_ID_EXP, 0x3c)
+    if not p.hard_ip:
+        add("pm", PCI_CAP_ID_PM, 8)
+        if p.msix:
+            add("msix", PCI_CAP_ID_MSIX, 12)
+        add("pcie", PCI_CAP_ID_EXP, 0x3c)
     # [VIRTIO-1.2 4.1.4] struct virtio_pci_cap, 16 bytes; the notify one adds the multiplier and
     # the PCI_CFG one adds pci_cfg_data.
     add("virtio-common", PCI_CAP_ID_VNDR, 16, cfg_type=VIRTIO_PCI_CAP_COMMON_CFG,
@@ -261,7 +282,7 @@ def capability_layout(p):
     add("virtio-device", PCI_CAP_ID_VNDR, 16, cfg_type=VIRTIO_PCI_CAP_DEVICE_CFG,
         bar_offset=DEVICE_OFFSET, bar_length=BLK_CONFIG_LENGTH)
     add("virtio-pci-cfg", PCI_CAP_ID_VNDR, 20, cfg_type=VIRTIO_PCI_CAP_PCI_CFG)
-    assert off <= CFG_SPACE_SIZE
+    assert off <= (S7_WINDOW[1] if p.hard_ip else CFG_SPACE_SIZE)
     return caps
 
 
@@ -292,7 +313,9 @@ class Reg:
 def config_registers(p):
     """The type-0 configuration header and capabilities as ``{dw_index: Reg}``.
 
-    DWs not in the table (and the whole extended space) read 0 and ignore writes.
+    DWs not in the table (and the whole extended space) read 0 and ignore writes. Behind a hard
+    block (``p.hard_ip``) the table holds only the window's capabilities: the header and the
+    other capabilities are the block's.
     """
     regs = {}
 
@@ -303,6 +326,13 @@ def config_registers(p):
     caps = capability_layout(p)
     nexts = {c.offset: (caps[i + 1].offset if i + 1 < len(caps) else 0) for i, c in enumerate(caps)}
 
+    if not p.hard_ip:
+        _header_registers(p, reg, caps)
+    _capability_registers(p, reg, caps, nexts)
+    return regs
+
+
+def _header_registers(p, reg, caps):
     # [PCI-3.0 6.2] Type-0 header.
     reg(0x00, "id", DEVICE_ID << 16 | VENDOR_ID)
     # Command: Memory Space, Bus Master, Parity Error Response, SERR#, INTx Disable are RW; there
@@ -326,6 +356,8 @@ def config_registers(p):
     # Interrupt Line is RW scratch for software; Interrupt Pin = INTA#.
     reg(0x3c, "interrupt", 0x01 << 8, wmask=0x000000ff)
 
+
+def _capability_registers(p, reg, caps, nexts):
     for c in caps:
         hdr = nexts[c.offset] << 8 | c.cap_id
         o = c.offset
@@ -385,7 +417,6 @@ def config_registers(p):
             reg(o + 0xc, c.name + "_length", c.bar_length)
             if c.cfg_type == VIRTIO_PCI_CAP_NOTIFY_CFG:
                 reg(o + 0x10, c.name + "_multiplier", p.notify_off_multiplier)
-    return regs
 
 
 # [VIRTIO-1.2 4.1.4.3] struct virtio_pci_common_cfg, for the documentation: (offset, size,

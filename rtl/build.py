@@ -7,7 +7,7 @@ import re
 from amaranth.back import verilog
 
 from model.params import VARIANTS
-from .top import VirtioBlkEndpoint
+from .top import VirtioBlkEndpoint, VirtioBlkS7Endpoint
 
 
 __all__ = ["generate", "write_verilog"]
@@ -52,8 +52,10 @@ def _wake_comb_at_time_zero(text):
 
 def generate(name, params, out_dir):
     """Write ``<out_dir>/<name>.v`` with the endpoint for ``params`` as a top module called
-    ``name``; returns its path."""
-    return write_verilog(VirtioBlkEndpoint(params), name, out_dir)
+    ``name`` (behind the 7-series hard block, :class:`~rtl.top.VirtioBlkS7Endpoint`, its ports
+    the block's); returns its path."""
+    top = VirtioBlkS7Endpoint(params) if params.hard_ip == "s7" else VirtioBlkEndpoint(params)
+    return write_verilog(top, name, out_dir)
 
 
 def write_verilog(top, name, out_dir):

@@ -52,6 +52,14 @@ class Completer(wiring.Component):
         the function number is 0.
     ur_detected, target_abort, poisoned_received : Signal(1), out
         Pulses for Device Status and Status.
+    routing_id : Signal(16), in (``params.hard_ip`` only)
+        Behind a hard block: the function's Bus, Device and Function Numbers as the block
+        captured them (``cfg_bus_number`` ...), which ``completer_id`` then is. The block also
+        decodes the BARs: it hands the function only memory requests that hit one [PG054], so
+        a memory request is BAR0's whenever Memory Space is enabled and the function is not in
+        D3hot, whatever ``bar0_base`` says; and only configuration requests in its window
+        (:data:`model.regmap.S7_WINDOW`) arrive, which the completer completes like any other
+        (a DW outside the table reads 0 and ignores writes).
     """
     def __init__(self, params):
         self.params = params
@@ -68,6 +76,7 @@ class Completer(wiring.Component):
             "ur_detected":  Out(1),
             "target_abort": Out(1),
             "poisoned_received": Out(1),
+            **({"routing_id": In(16)} if params.hard_ip else {}),
         })
 
     def elaborate(self, platform):
@@ -108,8 +117,11 @@ class Completer(wiring.Component):
         bar_hit = Signal()
         # [PCIe-3.0 5.3.1.4.1] In D3hot a function takes only configuration requests and
         # messages: memory requests are Unsupported Requests.
+        in_bar = (addr >> size_bits) == (self.bar0_base >> size_bits)
+        if p.hard_ip:
+            in_bar = 1          # the block forwards only BAR hits (see the docstring)
         m.d.comb += bar_hit.eq((self.command & rm.CMD_MEMORY_SPACE).any() & (self.power_state != 3) &
-                               ((addr >> size_bits) == (self.bar0_base >> size_bits)))
+                               in_bar)
         offset = addr[2:size_bits]
         last_dw = (1 << (size_bits - 2)) - 1
         length = dw0.length
@@ -158,7 +170,12 @@ class Completer(wiring.Component):
         idx = Signal(1)
 
         bus_dev = Signal(13)
-        m.d.comb += self.completer_id.eq(Cat(Const(0, 3), bus_dev))
+        if p.hard_ip:
+            m.d.comb += self.completer_id.eq(self.routing_id)
+            function = self.routing_id[:3]
+        else:
+            m.d.comb += self.completer_id.eq(Cat(Const(0, 3), bus_dev))
+            function = 0
 
         def start_completion(status, with_data, byte_count, lower_address, locked=False):
             return [
@@ -199,7 +216,7 @@ class Completer(wiring.Component):
                 # whatever happens to it next.
                 m.d.comb += self.poisoned_received.eq(has_data & dw0.ep)
                 m.d.sync += [
-                    k_cfg.eq(is_cfg0 & (cfg_dw2.function == 0) & ~(has_data & dw0.ep)),
+                    k_cfg.eq(is_cfg0 & (cfg_dw2.function == function) & ~(has_data & dw0.ep)),
                     k_mrd_hit.eq(is_mrd & bar_hit),
                     k_mwr_hit.eq(is_mwr & bar_hit),
                     k_len_ok.eq(len_ok),
@@ -282,11 +299,13 @@ class Completer(wiring.Component):
                     self.cfg.be.eq(first_be),
                     self.cfg.w_data.eq(wdata[0]),
                 ]
-                # [PCIe-3.0 2.2.6.2] Capture Bus and Device Number from Type 0 writes.
-                m.d.sync += [
-                    bus_dev.eq(Cat(cfg_dw2.device, cfg_dw2.bus)),
-                    cpl_dw1.completer_id.eq(Cat(Const(0, 3), cfg_dw2.device, cfg_dw2.bus)),
-                ]
+                # [PCIe-3.0 2.2.6.2] Capture Bus and Device Number from Type 0 writes (behind a
+                # hard block, the block does).
+                if not p.hard_ip:
+                    m.d.sync += [
+                        bus_dev.eq(Cat(cfg_dw2.device, cfg_dw2.bus)),
+                        cpl_dw1.completer_id.eq(Cat(Const(0, 3), cfg_dw2.device, cfg_dw2.bus)),
+                    ]
                 m.next = "Send-Completion"
 
             with m.State("BAR-Read"):

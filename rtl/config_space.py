@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from model import regmap as rm
 from .regport import RegisterSignature, byte_mask
+from .phy.s7_cfg import S7ConfigSignature
 
 
 __all__ = ["ConfigSpace"]
@@ -51,6 +52,13 @@ class ConfigSpace(wiring.Component):
         A pulse when software sets Initiate Function Level Reset [PCIe-3.0 7.8.4]: the
         configuration space is back at reset in the next cycle (but for
         :data:`model.regmap.FLR_KEEPS`); the rest of the function resets on this pulse.
+    host : S7ConfigSignature, in (``params.hard_ip`` only)
+        The hard block's ``cfg_*`` outputs. Behind a hard block the table holds only the
+        window's capabilities (:func:`model.regmap.config_registers`); ``command``,
+        ``devctl``, ``power_state``, ``msix_enable`` and ``msix_mask`` are the block's,
+        ``bar0_base`` is 0 (the block decodes the BARs), the error events are not recorded
+        (the status registers are the block's), and ``flr`` pulses on a rising edge of
+        ``cfg_received_func_lvl_rst``, resetting the window's registers.
     """
     def __init__(self, params):
         self.params = params
@@ -71,6 +79,7 @@ class ConfigSpace(wiring.Component):
             "target_abort": In(1),
             "poisoned_received": In(1),
             "flr":          Out(1),
+            **({"host": In(S7ConfigSignature())} if params.hard_ip else {}),
         })
 
     def elaborate(self, platform):
@@ -93,20 +102,35 @@ class ConfigSpace(wiring.Component):
         def field(name):
             return value(self._dw[name])
 
-        m.d.comb += [
-            self.command.eq(field("command_status")[:16]),
-            self.devctl.eq(field("pcie_devctl_devsta")[:16]),
-            self.power_state.eq(field("pm_csr")[:2]),
-        ]
-        base = field("bar0")[4:32] << 4
-        if p.bar0_64bit:
-            base = Cat(base[:32], field("bar1"))
-        m.d.comb += self.bar0_base.eq(base & ~(p.bar0_size - 1) & ((1 << 64) - 1))
-        if p.msix:
+        if p.hard_ip:
+            # The hard block's registers, from its cfg_* outputs (rtl/phy/s7_cfg.py).
+            host = self.host
+            flr_level = Signal()
+            m.d.sync += flr_level.eq(host.cfg_received_func_lvl_rst)
             m.d.comb += [
-                self.msix_enable.eq(field("msix_cap")[31]),
-                self.msix_mask.eq(field("msix_cap")[30]),
+                self.command.eq(host.cfg_command),
+                self.devctl.eq(host.cfg_dcommand),
+                self.power_state.eq(host.cfg_pmcsr_powerstate),
+                self.msix_enable.eq(host.cfg_interrupt_msixenable),
+                self.msix_mask.eq(host.cfg_interrupt_msixfm),
+                self.bar0_base.eq(0),
+                self.flr.eq(host.cfg_received_func_lvl_rst & ~flr_level),
             ]
+        else:
+            m.d.comb += [
+                self.command.eq(field("command_status")[:16]),
+                self.devctl.eq(field("pcie_devctl_devsta")[:16]),
+                self.power_state.eq(field("pm_csr")[:2]),
+            ]
+            base = field("bar0")[4:32] << 4
+            if p.bar0_64bit:
+                base = Cat(base[:32], field("bar1"))
+            m.d.comb += self.bar0_base.eq(base & ~(p.bar0_size - 1) & ((1 << 64) - 1))
+            if p.msix:
+                m.d.comb += [
+                    self.msix_enable.eq(field("msix_cap")[31]),
+                    self.msix_mask.eq(field("msix_cap")[30]),
+                ]
 
         # -- PCI_CFG window [VIRTIO-1.2 4.1.4.9] ---------------------------------------------
         cap = rm.find_cap(p, "virtio-pci-cfg")
@@ -196,9 +220,11 @@ class ConfigSpace(wiring.Component):
         # -- Function Level Reset [PCIe-3.0 6.6.2] --------------------------------------------
         # The write that initiates it completes normally (the completer answers from the
         # request); from the next cycle the function is at reset, Bus Master Enable clear.
-        devctl_dw = self._dw["pcie_devctl_devsta"]
-        m.d.comb += self.flr.eq(self.bus.w_stb & (self.bus.addr == devctl_dw) &
-                                self.bus.be[1] & w[15])
+        # Behind a hard block the FLR is the block's (above), and resets the window.
+        devctl_dw = self._dw.get("pcie_devctl_devsta")
+        if not p.hard_ip:
+            m.d.comb += self.flr.eq(self.bus.w_stb & (self.bus.addr == devctl_dw) &
+                                    self.bus.be[1] & w[15])
         with m.If(self.flr):
             for dw, sig in store.items():
                 r = self.regs[dw]
@@ -210,6 +236,8 @@ class ConfigSpace(wiring.Component):
 
         # -- events from the completer (after the write, so a write-1-to-clear in the same
         # cycle loses to a new event) --------------------------------------------------------
+        if p.hard_ip:
+            return m
         with m.If(self.ur_detected):
             dw = self._dw["pcie_devctl_devsta"]
             m.d.sync += store[dw][16 + 3].eq(1)

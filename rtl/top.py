@@ -1,7 +1,7 @@
 # Ref: PCIe Base 3.0 sections 2 and 7; OASIS virtio 1.2 section 4.1
 """The virtio-blk PCIe endpoint function, at the TLP level."""
 
-from amaranth.hdl import Module, Signal, Mux
+from amaranth.hdl import Module, Signal, Mux, Cat
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,9 +18,11 @@ from .blk_engine import BlkEngine
 from .interrupts import InterruptController
 from .storage import StorageSignature
 from .streams import SkidBuffer
+from .phy.s7_axis import S7AxisSignature, S7RxTuser, S7TxTuser, S7AxisRx, S7AxisTx
+from .phy.s7_cfg import S7ConfigSignature
 
 
-__all__ = ["VirtioBlkEndpoint", "VirtioBlkRamDiskCard"]
+__all__ = ["VirtioBlkEndpoint", "VirtioBlkRamDiskCard", "VirtioBlkS7Endpoint"]
 
 
 class VirtioBlkEndpoint(wiring.Component):
@@ -47,6 +49,12 @@ class VirtioBlkEndpoint(wiring.Component):
         The storage back-end port (:mod:`rtl.storage`): a RAM disk on a board, a disk image
         served by the testbench in simulation. Its streams are the request engine's; its
         ``writeback`` level is the cache mode from the register file [VIRTIO-1.2 5.2.5].
+    host : S7ConfigSignature, in (``params.hard_ip`` only)
+        The hard block's ``cfg_*`` outputs (:mod:`rtl.phy.s7_cfg`). Behind a hard block the
+        function answers only the configuration window the block forwards
+        (:data:`model.regmap.S7_WINDOW`) and takes Command, Device Control, its Routing ID,
+        PowerState, MSI-X Enable and Function Mask, and FLR from here;
+        :class:`VirtioBlkS7Endpoint` is this with the AXI4-Stream adapters.
     """
     def __init__(self, params=None):
         if params is None:
@@ -59,6 +67,7 @@ class VirtioBlkEndpoint(wiring.Component):
             "tx":   Out(TlpStreamSignature(params.data_width)),
             "intx": Out(1),
             "storage": Out(StorageSignature(params.data_width)),
+            **({"host": In(S7ConfigSignature())} if params.hard_ip else {}),
         })
 
     def elaborate(self, platform):
@@ -118,6 +127,11 @@ class VirtioBlkEndpoint(wiring.Component):
         wiring.connect(m, tx_skid.o, wiring.flipped(self.tx))
         m.d.comb += bm_gate.bus_master.eq((config.command & rm.CMD_BUS_MASTER).any())
         wiring.connect(m, completer.cfg, config.bus)
+        if p.hard_ip:
+            wiring.connect(m, wiring.flipped(self.host), config.host)
+            h = self.host
+            m.d.comb += completer.routing_id.eq(Cat(h.cfg_function_number, h.cfg_device_number,
+                                                    h.cfg_bus_number))
 
         # BAR0 has two initiators that never access at the same time: the completer (memory
         # requests) and configuration space (the virtio PCI_CFG window). Both drive zeros while
@@ -257,4 +271,86 @@ class VirtioBlkRamDiskCard(wiring.Component):
         wiring.connect(m, ep.tx, wiring.flipped(self.tx))
         wiring.connect(m, ep.storage, disk.storage)
         m.d.comb += self.intx.eq(ep.intx)
+        return m
+
+
+class VirtioBlkS7Endpoint(wiring.Component):
+    """The endpoint behind the 7-series PCIe hard block (``pcie_7x``, PG054), with the block's
+    interfaces as its ports: what a board build instantiates next to the core, port for port.
+
+    Inside, :class:`~rtl.phy.s7_axis.S7AxisRx` and :class:`~rtl.phy.s7_axis.S7AxisTx` turn
+    the block's AXI4-Stream interfaces into the function's TLP streams (beats, ``tkeep`` and
+    the payload byte order), and :class:`VirtioBlkEndpoint` runs with ``hard_ip="s7"``: it
+    answers only the configuration window the block forwards (the five virtio capabilities at
+    0xA8 to 0xFF, :data:`model.regmap.S7_WINDOW`), takes the block's ``cfg_*`` outputs instead of
+    registers of its own, keeps the MSI-X table and PBA in BAR0 and sends MSI-X messages as
+    Memory Writes on ``s_axis_tx``.
+
+    The core is generated with (names of the core's attributes; :mod:`model.regmap` has the
+    facts): BAR0 of ``params.bar0_size``, 64-bit (``params.bar0_64bit``), non-prefetchable;
+    MSI-X on, ``MSIX_CAP_TABLE_SIZE`` = ``params.msix_table_size - 1``, table at BAR0 +
+    :data:`~model.regmap.MSIX_TABLE_OFFSET`, PBA at BAR0 + :data:`~model.regmap.MSIX_PBA_OFFSET`
+    (BIR 0); ``EXT_CFG_CAP_PTR`` (``PCI_CFG_SPACE_ADDR``) = 0x2A and ``MSIX_CAP_NEXTPTR`` =
+    0xA8; the identity of :mod:`model.regmap` (vendor 0x1AF4, device 0x1042, class 0x018000,
+    subsystem from ``params``); Max_Payload_Size Supported ``params.max_payload_size_supported``.
+
+    Parameters
+    ----------
+    params : model.params.DeviceParams
+        With ``hard_ip="s7"``.
+
+    Attributes
+    ----------
+    m_axis_rx : S7AxisSignature(params.data_width, S7RxTuser), in
+        The core's ``m_axis_rx_tdata``, ``_tkeep``, ``_tvalid``, ``_tready`` (out), ``_tlast``
+        and ``_tuser``: requests to BAR0, configuration requests in the window, completions of
+        the function's reads.
+    s_axis_tx : S7AxisSignature(params.data_width, S7TxTuser), out
+        To the core's ``s_axis_tx_*``: completions, DMA reads and writes, MSI-X messages.
+    host : S7ConfigSignature, in
+        The core's ``cfg_command``, ``cfg_dcommand``, ``cfg_bus_number``,
+        ``cfg_device_number``, ``cfg_function_number``, ``cfg_pmcsr_powerstate``,
+        ``cfg_interrupt_msixenable``, ``cfg_interrupt_msixfm`` and
+        ``cfg_received_func_lvl_rst`` (see :mod:`rtl.phy.s7_cfg`).
+    intx : Signal(1), out
+        The INTA# level (as :class:`VirtioBlkEndpoint`); a board turns its edges into the
+        core's ``cfg_interrupt``/``cfg_interrupt_assert`` handshake (not part of this
+        component).
+    storage : StorageSignature(params.data_width), out
+        The storage back-end port.
+
+    Raises
+    ------
+    ValueError
+        If ``params.hard_ip`` is not ``"s7"``.
+    """
+    def __init__(self, params):
+        if not isinstance(params, DeviceParams):
+            raise TypeError(f"params must be a DeviceParams, not {params!r}")
+        if params.hard_ip != "s7":
+            raise ValueError(f"VirtioBlkS7Endpoint needs DeviceParams(hard_ip=\"s7\"), not "
+                             f"hard_ip={params.hard_ip!r}")
+        self.params = params
+        w = params.data_width
+        super().__init__({
+            "m_axis_rx": In(S7AxisSignature(w, S7RxTuser)),
+            "s_axis_tx": Out(S7AxisSignature(w, S7TxTuser)),
+            "host":      In(S7ConfigSignature()),
+            "intx":      Out(1),
+            "storage":   Out(StorageSignature(w)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.params.data_width
+        m.submodules.rx = rx = S7AxisRx(w)
+        m.submodules.tx = tx = S7AxisTx(w)
+        m.submodules.function = fn = VirtioBlkEndpoint(self.params)
+        wiring.connect(m, wiring.flipped(self.m_axis_rx), rx.m_axis_rx)
+        wiring.connect(m, rx.tlp, fn.rx)
+        wiring.connect(m, fn.tx, tx.tlp)
+        wiring.connect(m, tx.s_axis_tx, wiring.flipped(self.s_axis_tx))
+        wiring.connect(m, wiring.flipped(self.host), fn.host)
+        wiring.connect(m, fn.storage, wiring.flipped(self.storage))
+        m.d.comb += self.intx.eq(fn.intx)
         return m

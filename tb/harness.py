@@ -33,11 +33,14 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.tlp import TlpBeat
 from rtl.storage import StorageCommand, StorageCompletion, StorageData, StorageSignature
-from rtl.top import VirtioBlkEndpoint
+from rtl.top import VirtioBlkEndpoint, VirtioBlkS7Endpoint
+from rtl.phy.s7_axis import S7RxTuser, S7TxTuser
+from rtl.phy.s7_cfg import S7ConfigSignature
 
 
 __all__ = ["FeedSignature", "CollectSignature", "StreamFeeder", "StreamCollector",
-           "SimHarness", "StorageHarness", "tlp_chunk"]
+           "SimHarness", "S7SimHarness", "StorageHarness", "tlp_chunk", "s7_beat_layout",
+           "harness_for"]
 
 
 def _chunk_members(width, chunk, data_dir):
@@ -348,6 +351,81 @@ class SimHarness(wiring.Component):
         wiring.connect(m, dut.storage, port.dev)
         wiring.connect(m, wiring.flipped(self.storage), port.tb)
         return m
+
+
+def s7_beat_layout(data_width, tuser):
+    """One beat of the 7-series hard block's AXI4-Stream interface as the harness's transactors
+    carry it: ``tdata``, ``tkeep``, ``tlast``, ``tuser`` (:class:`~rtl.phy.s7_axis.S7RxTuser` or
+    :class:`~rtl.phy.s7_axis.S7TxTuser`); ``tvalid``/``tready`` are the stream's handshake."""
+    return data.StructLayout({"tdata": data_width, "tkeep": data_width // 8, "tlast": 1,
+                              "tuser": tuser})
+
+
+class S7SimHarness(wiring.Component):
+    """:class:`rtl.top.VirtioBlkS7Endpoint` (the endpoint behind the 7-series hard block, with
+    the AXI4-Stream adapters in the loop) behind transactors: what the testbench's model of the
+    hard block (:mod:`tb.hardblock`) drives.
+
+    Attributes
+    ----------
+    rx : FeedSignature
+        Beats of ``m_axis_rx`` (:func:`s7_beat_layout` with ``S7RxTuser``), a chunk a TLP.
+    tx : CollectSignature
+        Beats of ``s_axis_tx`` (``S7TxTuser``), published at each ``tlast``.
+    host : S7ConfigSignature, flipped
+        The hard block's ``cfg_*`` outputs, driven by the testbench.
+    intx, storage : as :class:`SimHarness`.
+    """
+    def __init__(self, params):
+        self.params = params
+        w = params.data_width
+        self.rx_width = _width(s7_beat_layout(w, S7RxTuser))
+        self.tx_width = _width(s7_beat_layout(w, S7TxTuser))
+        k = tlp_chunk(w)
+        super().__init__({
+            "rx":      Out(FeedSignature(self.rx_width, k)),
+            "tx":      Out(CollectSignature(self.tx_width, k)),
+            "host":    In(S7ConfigSignature()),
+            "intx":    Out(1),
+            "storage": Out(_storage_signature(w)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        w = p.data_width
+        k = tlp_chunk(w)
+        last = data.Layout.cast(s7_beat_layout(w, S7TxTuser))["tlast"].offset
+        m.submodules.dut = dut = VirtioBlkS7Endpoint(p)
+        m.submodules.rx = rx = StreamFeeder(self.rx_width, k)
+        m.submodules.tx = tx = StreamCollector(self.tx_width, k, last=last)
+        m.submodules.storage = port = _StoragePort(w)
+        rx_beat = Signal(s7_beat_layout(w, S7RxTuser))
+        tx_beat = Signal(s7_beat_layout(w, S7TxTuser))
+        axis_rx, axis_tx = dut.m_axis_rx, dut.s_axis_tx
+        m.d.comb += [
+            rx_beat.eq(rx.o.payload),
+            axis_rx.tvalid.eq(rx.o.valid), rx.o.ready.eq(axis_rx.tready),
+            axis_rx.tdata.eq(rx_beat.tdata), axis_rx.tkeep.eq(rx_beat.tkeep),
+            axis_rx.tlast.eq(rx_beat.tlast), axis_rx.tuser.eq(rx_beat.tuser),
+            tx_beat.tdata.eq(axis_tx.tdata), tx_beat.tkeep.eq(axis_tx.tkeep),
+            tx_beat.tlast.eq(axis_tx.tlast), tx_beat.tuser.eq(axis_tx.tuser),
+            tx.i.valid.eq(axis_tx.tvalid), tx.i.payload.eq(tx_beat),
+            axis_tx.tready.eq(tx.i.ready),
+            self.intx.eq(dut.intx),
+        ]
+        wiring.connect(m, wiring.flipped(self.rx), rx.tb)
+        wiring.connect(m, wiring.flipped(self.tx), tx.tb)
+        wiring.connect(m, wiring.flipped(self.host), dut.host)
+        wiring.connect(m, dut.storage, port.dev)
+        wiring.connect(m, wiring.flipped(self.storage), port.tb)
+        return m
+
+
+def harness_for(params):
+    """The harness that simulates the build ``params``: :class:`S7SimHarness` behind the
+    7-series hard block, :class:`SimHarness` otherwise."""
+    return S7SimHarness(params) if params.hard_ip == "s7" else SimHarness(params)
 
 
 class StorageHarness(wiring.Component):

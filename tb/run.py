@@ -29,9 +29,10 @@ SIMULATORS = ("verilator", "icarus")
 # The cocotb test modules: the endpoint's foundation (config space, transport registers, TLP
 # handling), the data path (virtqueues, block requests, interrupts, back-end), hostile input
 # (malformed rings, bad requests), resets with requests in flight, DMA faults, and FLUSH
-# durability with a writeback cache.
+# durability with a writeback cache, and the split between the 7-series hard block's model and
+# the build behind it.
 TEST_MODULES = ["tb.cocotb_endpoint", "tb.cocotb_blk", "tb.cocotb_robust", "tb.cocotb_reset",
-                "tb.cocotb_faults", "tb.cocotb_flush"]
+                "tb.cocotb_faults", "tb.cocotb_flush", "tb.cocotb_hardblock"]
 
 
 def cocotb_tests(modules):
@@ -83,13 +84,13 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
     """
     # Amaranth is only needed here, not in the cocotb process.
     from rtl.build import write_verilog
-    from .harness import SimHarness
+    from .harness import harness_for
 
     if sim not in SIMULATORS:
         raise ValueError(f"sim must be one of {SIMULATORS}, not {sim!r}")
     waves = os.environ.get("WAVES", "0") == "1"
     # The endpoint in the simulation harness (tb/harness.py): its streams behind transactors.
-    source = write_verilog(SimHarness(VARIANTS[toplevel]), toplevel,
+    source = write_verilog(harness_for(VARIANTS[toplevel]), toplevel,
                            ROOT / "build" / "verilog" / "harness")
     build_dir = sim_dir(sim, toplevel, "waves" if waves else None, tagged=False)
     test_dir = sim_dir(sim, toplevel, build_tag)

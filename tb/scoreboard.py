@@ -350,7 +350,13 @@ class Scoreboard:
 
     @property
     def _devctl_dw(self):
-        return rm.find_cap(self.model.p, "pcie").offset // 4 + 2
+        cap = rm.find_cap(self.model.p, "pcie")
+        return None if cap is None else cap.offset // 4 + 2     # (a hard block's, if none)
+
+    def host_command(self, value):
+        """Behind a hard block the Command register is the block's: ``value`` is what its
+        ``cfg_command`` output shows the DUT from now on."""
+        self._command = value
 
     def _status_hit(self, addr):
         """``addr`` is in the DW of BAR0 that holds ``device_status``."""

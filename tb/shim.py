@@ -55,6 +55,7 @@ class _BeatFormat:
     """Packs and unpacks beat payloads using the RTL's own layout (one source of truth)."""
     def __init__(self, data_width):
         layout = TlpBeat(data_width)
+        self.rx_width = self.tx_width = data.Layout.cast(layout).size
         self.per_beat = data_width // 32
         self.keep_shift = layout["keep"].offset
         self.first_shift = layout["first"].offset
@@ -76,6 +77,11 @@ class _BeatFormat:
         keep = value >> self.keep_shift & ((1 << self.per_beat) - 1)
         dws = [value >> 32 * k & 0xffffffff for k in range(self.per_beat) if keep >> k & 1]
         return dws, bool(value >> self.first_shift & 1), bool(value >> self.last_shift & 1)
+
+    def finish(self, dws):
+        """The DWs of a whole TLP from ``tx`` -> as :func:`dws_to_tlp` takes them (here they
+        are already)."""
+        return dws
 
 
 class TlpShim(Device):
@@ -127,11 +133,13 @@ class TlpShim(Device):
         TLPs reaching the RootComplex: :meth:`TlpTrace.watch`).
     """
     def __init__(self, dut, data_width, *, idle_prob=0.0, stall_prob=0.0, rng=None,
-                 on_request=None, on_completion=None):
+                 on_request=None, on_completion=None, fmt=None):
         super().__init__()
         self.dut = dut
         self.clk = dut.clk
-        self.fmt = _BeatFormat(data_width)
+        # How a TLP's DWs become the transactors' beats and back: our TLP streams'
+        # (rtl.tlp.TlpBeat) unless a hard block's model brings its own (tb.hardblock).
+        self.fmt = fmt or _BeatFormat(data_width)
         self.idle_prob = idle_prob
         self.stall_prob = stall_prob
         self.rng = rng or random.Random(0)
@@ -150,9 +158,8 @@ class TlpShim(Device):
 
         # The harness's transactors (tb/harness.py): a TLP a load into rx, a TLP a chunk out
         # of tx, each with its own seeded stalls.
-        width = data.Layout.cast(TlpBeat(data_width)).size
-        self._rx = Feeder(dut, "rx", width, idle_prob, self.rng.randrange(1 << 32))
-        self._tx = Collector(dut, "tx", width, self._take_beats, stall_prob,
+        self._rx = Feeder(dut, "rx", self.fmt.rx_width, idle_prob, self.rng.randrange(1 << 32))
+        self._tx = Collector(dut, "tx", self.fmt.tx_width, self._take_beats, stall_prob,
                              self.rng.randrange(1 << 32))
         self._dws = []
 
@@ -212,7 +219,7 @@ class TlpShim(Device):
             self._dws.extend(dws)
             if last:
                 dws, self._dws = self._dws, []
-                self._from_dut(dws)
+                self._from_dut(self.fmt.finish(dws))
 
     async def inject(self, tlp):
         """Put ``tlp`` straight onto the link, as if a switch had sent it, and return the DUT's

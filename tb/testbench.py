@@ -26,6 +26,7 @@ from cocotbext.pcie.core.utils import PcieId
 from model.params import VARIANTS
 from model.device import VirtioBlkModel
 from .shim import TlpShim, TlpTrace
+from .hardblock import S7HardBlock
 from .scoreboard import Scoreboard
 from .driver import VirtioPciDriver
 from .seed import seed_from_env
@@ -118,12 +119,18 @@ class TB:
         # Gen2 x4 root port of a PC typically runs (Linux keeps the firmware's setting), and the
         # most our endpoint supports (Device Capabilities). Max_Read_Request_Size stays 512.
         self.rc.max_payload_size = 1
-        self.shim = TlpShim(dut, self.params.data_width,
-                            idle_prob=0.3 if stalls else 0.0,
-                            stall_prob=0.3 if stalls else 0.0,
-                            rng=random.Random(self.rng.randrange(1 << 32)),
-                            on_request=self.scoreboard.request,
-                            on_completion=self.scoreboard.completion)
+        link = dict(idle_prob=0.3 if stalls else 0.0,
+                    stall_prob=0.3 if stalls else 0.0,
+                    rng=random.Random(self.rng.randrange(1 << 32)),
+                    on_request=self.scoreboard.request,
+                    on_completion=self.scoreboard.completion)
+        if self.params.hard_ip == "s7":
+            # The 7-series hard block's model (tb/hardblock.py) in front of the DUT: it owns
+            # the header and its capabilities and tells the golden model what its cfg_*
+            # outputs show.
+            self.shim = S7HardBlock(dut, self.params, on_host_config=self._host_config, **link)
+        else:
+            self.shim = TlpShim(dut, self.params.data_width, **link)
         # TLP_TRACE=<file>: a line per TLP on the link, with its cycle (off by default).
         if os.environ.get("TLP_TRACE"):
             self.shim.trace = TlpTrace(os.environ["TLP_TRACE"], self.cycles)
@@ -142,6 +149,13 @@ class TB:
 
     async def reset(self):
         await reset_dut(self.dut, self.model, self.scoreboard, self.clock_origin)
+        if isinstance(self.shim, S7HardBlock):
+            await self.shim.sync_host()
+
+    def _host_config(self, host):
+        """The hard block's cfg_* outputs changed: the golden model and the scoreboard follow."""
+        self.model.host = host
+        self.scoreboard.host_command(host.command)
 
     def cycles(self):
         """Clock cycles since time 0."""

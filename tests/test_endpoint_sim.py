@@ -240,9 +240,10 @@ def test_reset_drops_the_rest_of_its_request():
 
 
 # The shipped builds, and corners of the parameter space: one queue (a 1-bit queue index),
-# sixteen queues with notify addresses 2 bytes apart and a larger BAR0.
+# sixteen queues with notify addresses 2 bytes apart and a larger BAR0. (The build behind the
+# hard block has a configuration space of its window only: tests/test_endpoint_s7.py.)
 RANDOM_PARAMS = {
-    **VARIANTS,
+    **{name: p for name, p in VARIANTS.items() if not p.hard_ip},
     "one_queue": DeviceParams(num_queues=1,
                               features=DEFAULT_FEATURES & ~(1 << rm.VIRTIO_BLK_F_MQ)),
     "many_queues": DeviceParams(num_queues=16, notify_off_multiplier=2, bar0_size=0x10000,

@@ -1,0 +1,66 @@
+# Ref: Xilinx PG054 (7 Series FPGAs Integrated Block for PCI Express); PCI Local Bus 3.0 6.7;
+#      PCIe Base 3.0 sections 6.1.4, 7.7; OASIS virtio 1.2 4.1.4
+"""System tests of the build behind the 7-series hard block (``virtio_blk_ep_s7``), through the
+block's model (``tb/hardblock.py``): what is the block's and what is the function's.
+
+The data path, robustness and interrupt tests of the other modules run on this build too
+(``make board-sim``); these check the split itself.
+"""
+
+import cocotb
+
+from model import regmap as rm
+from .blk_testbench import BlkTB
+from .scenario import STALLS, pattern
+
+
+@cocotb.test()
+@cocotb.parametrize(stalls=STALLS)
+async def hard_block_split(dut, stalls):
+    """The block's capabilities at its offsets, its last linked to the function's window, the
+    window's requests (and only they) reaching the DUT, and MSI-X messages sent by the DUT
+    with the block's MSI-X Enable."""
+    bt = BlkTB(dut, stalls)
+    assert bt.params.hard_ip == "s7", f"{bt.name} is not a build behind the 7-series block"
+    drv = await bt.start()
+    pci = bt.pci
+    shim = bt.shim
+
+    # [PCI-3.0 6.7] The list, walked as software does: the block's four, then the window's.
+    ptr = await pci.config_read_byte(0x34)
+    walk = []
+    while ptr:
+        walk.append((ptr, await pci.config_read_byte(ptr)))
+        ptr = await pci.config_read_byte(ptr + 1) & 0xfc
+    ids = {"pm": rm.PCI_CAP_ID_PM, "msi": 0x05, "pcie": rm.PCI_CAP_ID_EXP,
+           "msix": rm.PCI_CAP_ID_MSIX}
+    want = [(off, ids[name]) for name, off, _ in rm.S7_CAPS] + \
+        [(c.offset, rm.PCI_CAP_ID_VNDR) for c in rm.capability_layout(bt.params)]
+    assert walk == want, f"capability list {[(hex(o), i) for o, i in walk]}"
+    assert want[len(rm.S7_CAPS)][0] == rm.S7_WINDOW[0]
+    bt.log.info("capability list: %s", " ".join(f"{o:#x}:{i:#04x}" for o, i in walk))
+
+    # The header and the block's capabilities never reach the DUT; the window does.
+    before = shim.rx_count
+    for off in (0x00, 0x04, 0x10, 0x40, 0x60, 0x9c, 0xa4, 0x100):
+        await pci.config_read_dword(off)
+    assert shim.rx_count == before, "a configuration read outside the window reached the DUT"
+    vid = await pci.config_read_dword(0)
+    assert vid == rm.DEVICE_ID << 16 | rm.VENDOR_ID, f"{vid:#x}"
+    await pci.config_read_dword(rm.S7_WINDOW[0])
+    await pci.config_read_dword(rm.S7_WINDOW[1] - 4)
+    assert shim.rx_count == before + 2, "configuration reads in the window missed the DUT"
+
+    # MSI-X: enabled in the block's structure, sent by the DUT from its table in BAR0.
+    assert shim.host.msix_enable and bt.model.host.msix_enable, "MSI-X is not enabled"
+    assert int(dut.host__cfg_interrupt_msixenable.value) == 1
+    msi = bt.scoreboard.msi_writes
+    assert await drv.write(0, pattern(0, 4096)) == rm.VIRTIO_BLK_S_OK
+    st, data = await drv.read(0, 8)
+    assert (st, data) == (rm.VIRTIO_BLK_S_OK, pattern(0, 4096))
+    assert bt.scoreboard.msi_writes > msi, "no MSI-X message for the completed requests"
+    # The Completer ID of the window's completions and the Requester ID of the DMA are the
+    # block's Routing ID (the scoreboard checks every TLP against it).
+    assert bt.model.completer_id == int(pci.pcie_id), \
+        f"{bt.model.completer_id:#06x} != {int(pci.pcie_id):#06x}"
+    await bt.finish()
