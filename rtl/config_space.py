@@ -49,8 +49,8 @@ class ConfigSpace(wiring.Component):
     poisoned_received : Signal(1), in
         A pulse for each poisoned TLP received: sets Status.Detected Parity Error.
     flr : Signal(1), out
-        A pulse when software sets Initiate Function Level Reset [PCIe-3.0 7.8.4]: the
-        configuration space is back at reset in the next cycle (but for
+        A pulse, from a register, the cycle after software set Initiate Function Level Reset
+        [PCIe-3.0 7.8.4]: the configuration space is back at reset in the next cycle (but for
         :data:`model.regmap.FLR_KEEPS`); the rest of the function resets on this pulse.
     host : S7ConfigSignature, in (``params.hard_ip`` only)
         The hard block's ``cfg_*`` outputs. Behind a hard block the table holds only the
@@ -219,20 +219,22 @@ class ConfigSpace(wiring.Component):
 
         # -- Function Level Reset [PCIe-3.0 6.6.2] --------------------------------------------
         # The write that initiates it completes normally (the completer answers from the
-        # request); from the next cycle the function is at reset, Bus Master Enable clear.
-        # Behind a hard block the FLR is the block's (above), and resets the window.
+        # request), and lands like any other; `flr` is a register, so the function is at reset
+        # from the cycle after next, Bus Master Enable clear (before the write's completion
+        # has left: the completer takes at least two cycles to send it). Registered because it
+        # is the reset of every register of the function: as a decode of the write strobe it
+        # was among the longest paths (issue 12). Behind a hard block the FLR is the block's
+        # (above), and resets the window.
         devctl_dw = self._dw.get("pcie_devctl_devsta")
         if not p.hard_ip:
-            m.d.comb += self.flr.eq(self.bus.w_stb & (self.bus.addr == devctl_dw) &
+            m.d.sync += self.flr.eq(self.bus.w_stb & (self.bus.addr == devctl_dw) &
                                     self.bus.be[1] & w[15])
         with m.If(self.flr):
             for dw, sig in store.items():
                 r = self.regs[dw]
                 keep = rm.FLR_KEEPS.get(r.name, 0)
-                # Kept fields keep what this very write put there (Max_Payload_Size).
-                now = (sig & ~(mask & r.wmask)) | (w & mask & r.wmask) if dw == devctl_dw \
-                    else sig
-                m.d.sync += sig.eq((now & keep) | (r.reset & ~keep & 0xffffffff))
+                # Kept fields keep what the write put there (Max_Payload_Size).
+                m.d.sync += sig.eq((sig & keep) | (r.reset & ~keep & 0xffffffff))
 
         # -- events from the completer (after the write, so a write-1-to-clear in the same
         # cycle loses to a new event) --------------------------------------------------------
