@@ -258,12 +258,18 @@ class DmaWriteEngine(wiring.Component):
             ]
 
         # -- taking data into the buffer ---------------------------------------------------------
-        in_avail = Mux(in_left >= 8, 8, in_left[:4])
+        # `in_left`'s comparisons are registers beside it, set with it (here, and as a command
+        # is taken): the input's `ready` and the bytes it appends, which reach the clock
+        # enables of every byte of the buffer, wait on no 17-bit comparison of their own.
+        in_more = Signal()              # in_left != 0
+        in_full = Signal()              # in_left >= 8: the next beat is a full one
+        in_avail = Mux(in_full, 8, in_left[:4])
         in_n = Signal(4)                # bytes appended to the buffer this cycle
         out_n = Signal(4)               # bytes sent from the buffer this cycle
-        m.d.comb += data_in.ready.eq((in_left != 0) & (count <= nbuf - 8))
+        m.d.comb += data_in.ready.eq(in_more & (count <= nbuf - 8))
         with m.If(data_in.valid & data_in.ready):
-            m.d.sync += in_left.eq(in_left - in_avail)
+            m.d.sync += [in_left.eq(in_left - in_avail),
+                         in_more.eq(in_left > 8), in_full.eq(in_left >= 16)]
             m.d.comb += in_n.eq(Mux(drop, 0, in_avail))
         m.d.comb += [ring.w_data.eq(data_in.payload.data), ring.w_n.eq(in_n),
                      ring.r_n.eq(out_n), ring.next_offset.eq(lane_next)]
@@ -299,6 +305,8 @@ class DmaWriteEngine(wiring.Component):
                         room.eq(room_at(p.addr)),
                         remaining.eq(p.length),
                         in_left.eq(p.length),
+                        in_more.eq(p.length != 0),
+                        in_full.eq(p.length >= 8),
                         tag.eq(p.tag),
                         error.eq(DmaError.OK),
                     ]
@@ -321,7 +329,7 @@ class DmaWriteEngine(wiring.Component):
                     finish(tag, error)
 
             with m.State("Drop-Data"):
-                with m.If((in_left == 0) & tx_empty):
+                with m.If(~in_more & tx_empty):
                     m.d.sync += drop.eq(0)
                     finish(tag, error)
 
