@@ -575,7 +575,7 @@ if {{[llength $pcie] != 1}} {{ error "expected one PCIE_2_1 cell, found [llength
 foreach {{attr want}} {{EXT_CFG_CAP_PTR 6'h{rm.S7_EXT_CFG_CAP_PTR:02X} MSIX_CAP_NEXTPTR 8'h{window:02X} MSIX_CAP_TABLE_OFFSET 29'h{rm.MSIX_TABLE_OFFSET >> 3:X} MSIX_CAP_PBA_OFFSET 29'h{rm.MSIX_PBA_OFFSET >> 3:X}}} {{
     set have [get_property $attr $pcie]
     scan [regsub {{^.*'h}} $want {{}}] %x w
-    scan [regsub {{^.*'h}} $have {{}}] %x h
+    if {{[scan [regsub {{^.*'h}} $have {{}}] %x h] != 1}} {{ set h -1 }}
     if {{$w != $h}} {{
         puts "board: PCIE_2_1 $attr is $have, setting $want"
         set_property $attr $want $pcie
