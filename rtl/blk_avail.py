@@ -153,12 +153,20 @@ class AvailReader(wiring.Component):
         reset_now = self.device_status == 0
 
         # -- doorbells -------------------------------------------------------------------------
-        # Registered first: the avail index is compared with the queue's state a cycle later.
-        m.d.comb += self.notify.ready.eq(1)
+        # Three steps a cycle each, for the clock: the doorbell registered; its queue's state
+        # selected and taken as distances from last_avail_idx, registered; those compared and
+        # decided. A doorbell is taken only when the steps are empty, so the next one sees the
+        # hint this one sets. (The queue's state may move between the second and third steps:
+        # last_avail_idx only advances toward what is known, which leaves every comparison as
+        # it was; avail->idx read meanwhile may overtake the doorbell's index, which Take-Hint
+        # checks again.) Doorbells come no closer than a register write apart, and those that
+        # wait merge in the register file.
         db_valid = Signal()
         db = Signal(DoorbellLayout())
-        m.d.sync += db_valid.eq(self.notify.valid & running)
-        with m.If(self.notify.valid):
+        s2_valid = Signal()
+        m.d.comb += self.notify.ready.eq(~db_valid & ~s2_valid)
+        m.d.sync += db_valid.eq(self.notify.valid & self.notify.ready & running)
+        with m.If(self.notify.valid & self.notify.ready):
             m.d.sync += db.eq(self.notify.payload)
         db_last = Signal(16)
         db_seen = Signal(16)
@@ -173,31 +181,41 @@ class AvailReader(wiring.Component):
                                  db_hint.eq(hint[i]), db_hinted.eq(hinted[i]),
                                  db_size.eq(self.queues[i].size),
                                  db_enable.eq(self.queues[i].enable)]
-        # How far ahead of last_avail_idx: the doorbell's index, and what is known already.
-        db_ahead = Signal(16)
-        known_seen = Signal(16)
-        known_hint = Signal(16)
-        known = Signal(16)
-        m.d.comb += [
-            db_ahead.eq(db.avail_idx - db_last),
-            known_seen.eq(db_seen - db_last),
-            known_hint.eq(Mux(db_hinted & (db_hint - db_last <= db_size),
-                              db_hint - db_last, 0)),
-            known.eq(Mux(known_hint > known_seen, known_hint, known_seen)),
+        # How far ahead of last_avail_idx: the doorbell's index, avail->idx as last read, and
+        # the hint (if there is one).
+        s2 = Signal(DoorbellLayout())
+        s2_ahead = Signal(16)
+        s2_seen = Signal(16)
+        s2_hint = Signal(16)
+        s2_hinted = Signal()
+        s2_size = Signal(16)
+        s2_usable = Signal()
+        m.d.sync += [
+            s2_valid.eq(db_valid & running),
+            s2.eq(db),
+            s2_ahead.eq(db.avail_idx - db_last),
+            s2_seen.eq(db_seen - db_last),
+            s2_hint.eq(db_hint - db_last),
+            s2_hinted.eq(db_hinted),
+            s2_size.eq(db_size),
+            # (A queue not enabled is left to Read-Avail-Idx, which finds it so.)
+            s2_usable.eq(db.has_idx & notification_data & db_enable),
         ]
-        # (A queue not enabled is left to Read-Avail-Idx, which finds it so.)
-        usable = db.has_idx & notification_data & db_enable
-        db_new = usable & (db_ahead <= db_size) & (db_ahead > known)
-        db_repeat = usable & (db_ahead <= known)
+        # What is known is the furthest of avail->idx and a hint within the queue size; the
+        # doorbell's index is new when it is beyond both, and within the queue size.
+        hint_ok = s2_hinted & (s2_hint <= s2_size)
+        beyond = (s2_ahead > s2_seen) & (~hint_ok | (s2_ahead > s2_hint))
+        db_new = s2_usable & (s2_ahead <= s2_size) & beyond
+        db_repeat = s2_usable & ~beyond
         doorbell = Signal(nq)       # the queue has work (maybe)
         db_kick = Signal(nq)        # ... and avail->idx is to be read
         db_hint_set = Signal(nq)    # ... or the doorbell's index is the queue's hint
-        with m.If(db_valid):
+        with m.If(s2_valid):
             for i in range(nq):
-                with m.If(db.queue == i):
+                with m.If(s2.queue == i):
                     with m.If(db_new):
                         m.d.comb += [doorbell[i].eq(1), db_hint_set[i].eq(1)]
-                        m.d.sync += hint[i].eq(db.avail_idx)
+                        m.d.sync += hint[i].eq(s2.avail_idx)
                     with m.Elif(~db_repeat):
                         # No index, or one more than the queue size ahead: read avail->idx.
                         m.d.comb += [doorbell[i].eq(1), db_kick[i].eq(1)]
@@ -292,6 +310,9 @@ class AvailReader(wiring.Component):
 
         # avail->idx - last_avail_idx of the queue served, set as Check-Avail is entered.
         ahead_r  = Signal(16)
+        h_seen   = Signal(16)       # Take-Hint: avail->idx as last read, less last_avail_idx
+        h_dist   = Signal(16)       # ... the hint, less last_avail_idx
+        h_idx    = Signal(16)       # ... the hint
 
         def taken_index(read_idx):
             """What an avail->idx read of ``read_idx`` makes the queue's known index, and how
@@ -372,15 +393,18 @@ class AvailReader(wiring.Component):
             with state("Take-Hint"):
                 # [VIRTIO-1.2 2.9] The doorbell's avail index, if it is still ahead of what
                 # avail->idx showed (a read since may have overtaken it), is the known index.
-                d_seen = q_avail_seen - q_last_avail
-                d_hint = q_hint - q_last_avail
-                use = (d_hint <= qcfg.size) & (d_hint > d_seen)
-                ahead_h = Mux(use, d_hint, d_seen)
+                # The distances registered here, weighed in Use-Hint (for the clock).
+                m.d.sync += [h_seen.eq(q_avail_seen - q_last_avail),
+                             h_dist.eq(q_hint - q_last_avail), h_idx.eq(q_hint)]
                 m.d.comb += hinted_clear.eq(onehot_q)
+                m.next = "Use-Hint"
+
+            with state("Use-Hint"):
+                use = (h_dist <= qcfg.size) & (h_dist > h_seen)
                 with m.If(use):
-                    set_per_queue(avail_seen, q_hint)
-                m.d.sync += ahead_r.eq(ahead_h)
-                with m.If((ahead_h != 0) | ~(kicked >> q)[0]):
+                    set_per_queue(avail_seen, h_idx)
+                m.d.sync += ahead_r.eq(Mux(use, h_dist, h_seen))
+                with m.If(use | (h_seen != 0) | ~(kicked >> q)[0]):
                     m.next = "Check-Avail"
                 with m.Else():
                     m.next = "Read-Avail-Idx"

@@ -127,7 +127,7 @@ def run_fetcher(dut, params, host, queues, *, features, kicks, slots_wanted, hol
         for qi in kicks:
             ctx.set(dut.notify.valid, 1)
             ctx.set(dut.notify.payload, {"queue": qi})
-            await ctx.tick()
+            await wait_handshake(ctx, dut.notify)
             ctx.set(dut.notify.valid, 0)
             for _ in range(rng.randrange(4)):
                 await ctx.tick()
