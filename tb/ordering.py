@@ -186,6 +186,8 @@ class OrderingChecker:
         self._queues = {}
         self._live = _Regions()
         self._returned = _Regions()
+        # Nor the notifications before it: their avail indices are of the rings before.
+        self._doorbells = len(self.model.doorbells)
 
     def dut_read(self, addr, n):
         """A Memory Read the DUT sent: ``n`` bytes from ``addr`` (the enabled bytes)."""
