@@ -9,7 +9,21 @@ the way the RTL does. Host memory is any object with ``read(addr, n) -> bytes`` 
 
 What one :meth:`BlkProcessor.process` call does, on an available buffer notification:
 
-1. Read ``avail->idx`` once, then serve every entry from ``last_avail_idx`` up to it, in order.
+1. Read ``avail->idx``, then serve every entry from ``last_avail_idx`` up to it, in order, in
+   reads of up to ``avail_prefetch`` entries that stop at the ring's end, as the RTL reads them;
+   ``avail->idx`` is read again right behind the read of the last entries it showed (before
+   those are served), and the entries it shows beyond them are served too.
+   With ``VIRTIO_F_NOTIFICATION_DATA`` and a notification that carried an avail index
+   [VIRTIO-1.2 2.9] the rules of the RTL's avail reader (``rtl/blk_avail.py``) apply: an index
+   at ``last_avail_idx`` is a repeat, and nothing is read or written; one ahead of it by at
+   most the queue size is taken as ``avail->idx`` without reading it; one further ahead (or a
+   stale one behind, the same modulo 2**16) counts as no data. The read of ``avail->idx``
+   behind the entries then keeps the notified index when it shows less, unless it is behind
+   ``last_avail_idx`` as it was when the read went out (the first entry of that read): then it
+   is taken, and is more than the queue size ahead, malformed. So a driver whose notification
+   runs ahead of its ``avail->idx`` (a lying one: Linux writes ``avail->idx`` first) gets the
+   entries up to the notified index served, whatever they hold, and the device broken when a
+   read of entries starts past the ``avail->idx`` in memory.
 2. For each entry: walk the descriptor chain, execute the request against the disk, write the
    data and the status byte, then the used element ``{id = head, len}`` and then ``used->idx``.
 3. With ``VIRTIO_F_EVENT_IDX``, write ``avail_event = last_avail_idx``.
@@ -36,10 +50,12 @@ Choices where the specification leaves room (the RTL is to make the same ones):
   ends there: ``avail_event`` is not written, but the interrupt decision is still made for the
   entries served before it (the RTL decides after every request, so it has made it already).
 * ``avail->idx`` more than the queue size ahead of ``last_avail_idx`` [VIRTIO-1.2 2.7.13] breaks
-  the device the same way, before anything is served. ``avail->idx`` is read once per call (the
-  RTL reads it again after each request; the testbench calls :meth:`BlkProcessor.process` on
-  every notification).
-* ``avail_event`` is written at the end of every batch, also when no entry was served.
+  the device the same way, before anything more is served. (The testbench calls
+  :meth:`BlkProcessor.process` on every submission, with memory holding still meanwhile, so
+  the reads of ``avail->idx`` within one call agree unless the driver lies.)
+* ``avail_event`` is written at the end of every batch, also when no entry was served (but not
+  for a repeated notification index, which does nothing); ``avail->idx`` is read once more
+  after it, as the RTL does.
 * A well formed chain of more than ``seg_max + 2`` buffer descriptors (the descriptor that
   points to an indirect table is not counted; zero-length ones are) completes IOERR whatever
   its type, without looking further at the request: [VIRTIO-1.2 2.7.4.1] lets the device limit
@@ -216,7 +232,7 @@ class BlkProcessor:
 
     # -- available ring -> used ring ------------------------------------------------------------
 
-    def process(self, q, mem, queue, features):
+    def process(self, q, mem, queue, features, avail_idx=None):
         """Serve queue ``q`` after an available buffer notification.
 
         Parameters
@@ -229,6 +245,10 @@ class BlkProcessor:
             ``size``, ``desc``, ``driver`` (available ring) and ``device`` (used ring).
         features : int
             The negotiated (driver) feature bits.
+        avail_idx : int or None
+            The avail index the notification carried (VIRTIO_F_NOTIFICATION_DATA and a 32-bit
+            write, :meth:`model.device.VirtioBlkModel.bar_write_dw`); None: a notification
+            without data. Ignored without the feature.
 
         Returns
         -------
@@ -250,27 +270,68 @@ class BlkProcessor:
                              f"[VIRTIO-1.2 2.7], not {size}")
         ring = self.rings[q]
         event_idx = bool(features >> rm.VIRTIO_RING_F_EVENT_IDX & 1)
+        notification_data = bool(features >> rm.VIRTIO_F_NOTIFICATION_DATA & 1)
         # [VIRTIO-1.2 2.7.6] struct virtq_avail: flags u16, idx u16, ring[size] u16, used_event.
         # [VIRTIO-1.2 2.7.8] struct virtq_used: flags u16, idx u16, ring[size] {id u32, len u32},
         # avail_event.
-        avail_idx = _read_u16(mem, queue.driver + 2)
-        if (avail_idx - ring.last_avail_idx) & U16 > size:
-            # [VIRTIO-1.2 2.7.13] The ring holds at most size entries: idx cannot run further
-            # ahead of what the device has served.
-            self.broken = True
-            batch.needs_reset = True
-            batch.error = (f"queue {q} avail idx {avail_idx} is more than {size} ahead of "
-                           f"{ring.last_avail_idx}")
-            return batch
-        while ring.last_avail_idx != avail_idx:
-            head = _read_u16(mem, queue.driver + 4 + 2 * (ring.last_avail_idx % size))
+        known = None
+        if notification_data and avail_idx is not None:
+            # [VIRTIO-1.2 2.9] The driver's avail index, as the RTL's doorbell rules take it
+            # (rtl/blk_avail.py): at last_avail_idx, a repeat that changes nothing; ahead by at
+            # most the queue size, the known index with no read of avail->idx; further (or a
+            # stale one behind, the same modulo 2**16), a notification without data.
+            ahead = (avail_idx - ring.last_avail_idx) & U16
+            if ahead == 0:
+                return batch
+            if ahead <= size:
+                known = avail_idx & U16
+        if known is None:
+            known = _read_u16(mem, queue.driver + 2)
+        while not batch.needs_reset:
+            while ring.last_avail_idx != known and not batch.needs_reset:
+                if (known - ring.last_avail_idx) & U16 > size:
+                    # [VIRTIO-1.2 2.7.13] The ring holds at most size entries: idx cannot run
+                    # further ahead of what the device has served.
+                    self.broken = True
+                    batch.needs_reset = True
+                    batch.error = (f"queue {q} avail idx {known} is more than {size} ahead "
+                                   f"of {ring.last_avail_idx}")
+                    break
+                known = self._serve_entries(q, mem, queue, features, batch, known,
+                                            notification_data)
+            if batch.needs_reset or not event_idx:
+                break
+            # [VIRTIO-1.2 2.7.10] avail_event: the driver need not notify before it adds the
+            # entry at this index; the device has served everything before it. Then avail->idx
+            # is looked at again, for entries published before avail_event was seen.
+            _write_u16(mem, queue.device + 4 + 8 * size, ring.last_avail_idx)
+            known = _read_u16(mem, queue.driver + 2)
+            if known == ring.last_avail_idx:
+                break
+        if batch.completions:
+            batch.interrupt = self._need_interrupt(mem, queue, ring, event_idx)
+        return batch
+
+    def _serve_entries(self, q, mem, queue, features, batch, known, notification_data):
+        """One read of avail entries, as the RTL makes it: from ``last_avail_idx`` towards
+        ``known`` (at most the queue size ahead), up to ``avail_prefetch`` entries and not past
+        the ring's end. When they are the last ``known`` shows, ``avail->idx`` is read right
+        behind them, before any of them is served. Serves them in order (stopping at a
+        malformed one) and returns the known index after that read."""
+        ring, size = self.rings[q], queue.size
+        start = ring.last_avail_idx
+        ahead = (known - start) & U16
+        n = min(ahead, self.p.avail_prefetch, size - start % size)
+        heads = [_read_u16(mem, queue.driver + 4 + 2 * ((start + k) % size)) for k in range(n)]
+        read_idx = _read_u16(mem, queue.driver + 2) if n == ahead else None
+        for head in heads:
             try:
                 c = self._serve(head, mem, queue, features)
             except Malformed as e:
                 self.broken = True
                 batch.needs_reset = True
                 batch.error = f"queue {q} avail entry {ring.last_avail_idx} head {head}: {e}"
-                break
+                return known
             # [VIRTIO-1.2 2.7.8.2] The device sets len before it updates the used idx.
             slot = queue.device + 4 + 8 * (ring.used_idx % size)
             mem.write(slot, struct.pack(rm.struct_format(rm.VIRTQ_USED_ELEM), head, c.used_len))
@@ -278,13 +339,17 @@ class BlkProcessor:
             _write_u16(mem, queue.device + 2, ring.used_idx)
             ring.last_avail_idx = (ring.last_avail_idx + 1) & U16
             batch.completions.append(c)
-        if event_idx and not batch.needs_reset:
-            # [VIRTIO-1.2 2.7.10] avail_event: the driver need not notify before it adds the
-            # entry at this index; the device has served everything before it.
-            _write_u16(mem, queue.device + 4 + 8 * size, ring.last_avail_idx)
-        if batch.completions:
-            batch.interrupt = self._need_interrupt(mem, queue, ring, event_idx)
-        return batch
+        if read_idx is None:
+            return known
+        # The index read is compared with last_avail_idx as it was when the read went out (at
+        # the first of these entries). With NOTIFICATION_DATA a doorbell may have brought a
+        # newer index than the read shows (a driver that races its own notification, or lies):
+        # the known index stays. Otherwise the index read is the known one, more than the
+        # queue size ahead of last_avail_idx malformed, as without the feature.
+        d_read = (read_idx - start) & U16
+        if notification_data and d_read <= size and d_read < ahead:
+            return known
+        return read_idx
 
     def _need_interrupt(self, mem, queue, ring, event_idx):
         if event_idx:

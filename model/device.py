@@ -114,6 +114,8 @@ class VirtioBlkModel:
         self.regs = rm.config_registers(params)
         self.blk_config = params.blk_config()
         self.notifications = []
+        # [VIRTIO-1.2 2.9] Each notification as (queue, avail index or None without data).
+        self.doorbells = []
         # The request engine; its disk survives resets, its ring state does not.
         self.blk = BlkProcessor(params)
         self.power_on_reset()
@@ -164,7 +166,7 @@ class VirtioBlkModel:
 
     # -- request processing -------------------------------------------------------------------
 
-    def process_queue(self, q, mem):
+    def process_queue(self, q, mem, avail_idx=None):
         """Serve queue ``q`` after an available buffer notification, through :attr:`blk`.
 
         Nothing is served (an empty :class:`model.blk.Batch` is returned) unless the queue
@@ -178,6 +180,9 @@ class VirtioBlkModel:
             Queue index.
         mem : object
             Host memory: ``read(addr, n) -> bytes``, ``write(addr, data)``.
+        avail_idx : int or None
+            The avail index the notification carried (as :attr:`doorbells` records it), or
+            None for one without data; see :meth:`model.blk.BlkProcessor.process`.
 
         Returns
         -------
@@ -187,7 +192,7 @@ class VirtioBlkModel:
                 self.device_status & rm.STATUS_DRIVER_OK and
                 not self.device_status & rm.STATUS_DEVICE_NEEDS_RESET):
             return Batch()
-        batch = self.blk.process(q, mem, self.queues[q], self.driver_features)
+        batch = self.blk.process(q, mem, self.queues[q], self.driver_features, avail_idx)
         if batch.needs_reset:
             self.device_status |= rm.STATUS_DEVICE_NEEDS_RESET
             # [VIRTIO-1.2 4.1.4.5.1] The configuration change notification that follows sets
@@ -517,10 +522,15 @@ class VirtioBlkModel:
         elif region == 3:
             # [VIRTIO-1.2 4.1.5.2] The driver notifies by writing the 16-bit queue index at
             # the queue's notify address: lanes 2-3 when that is 2 mod 4 (a multiplier of 2).
+            # [VIRTIO-1.2 2.9] With VIRTIO_F_NOTIFICATION_DATA a 32-bit write carries the avail
+            # index in bits 31:16 (for a split ring); a narrower one carries none.
             if local < self.p.notify_length and m:
                 q = value & m & 0xffff if m & 0xffff else (value & m) >> 16
+                data = value >> 16 & 0xffff if (
+                    m == 0xffffffff and self.negotiated(rm.VIRTIO_F_NOTIFICATION_DATA)) else None
                 if q < self.p.num_queues:   # any other index names no queue: dropped
                     self.notifications.append(q)
+                    self.doorbells.append((q, data))
         elif region == 4 and local // 16 < self.p.msix_table_size:
             e = self.msix_table[local // 16]
             word = local // 4 % 4

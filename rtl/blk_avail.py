@@ -23,7 +23,12 @@ an index at or behind what is known is a repeat and changes nothing; one more th
 size ahead of ``last_avail_idx`` (a stale one behind it looks the same modulo 2**16) is taken as
 a doorbell without data, and ``avail->idx`` is read, which decides as without the feature
 (more than the queue size ahead there is malformed). A read of ``avail->idx`` that shows less
-than a doorbell's index already did leaves the known index where it is.
+than a doorbell's index already did leaves the known index where it is, as long as it is not
+behind ``last_avail_idx`` as it was when the read went out (for the read behind the entries,
+the first of them): behind it, the read looks more than the queue size ahead, is taken, and
+the ring is malformed. Only a driver whose doorbell runs ahead of its own ``avail->idx`` (Linux
+writes ``avail->idx`` first) meets this; whether it does depends on where the reads of entries
+start (``avail_prefetch``, the ring's end). ``model/blk.py`` follows these rules.
 
 ``avail->idx`` more than the queue size ahead, a head index past the descriptor table, or a
 failed read of the ring, is a malformed ring [VIRTIO-1.2 2.1.2, 2.7.5, 2.7.13.3]: the reader

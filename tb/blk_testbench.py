@@ -86,6 +86,9 @@ class BlkTB(TB):
         The scoreboard's ordering checker, after :meth:`start`.
     compared, mismatches : int
         Requests compared with the model, and those that differed.
+    model_on_submit : bool
+        The model serves each request as it is submitted (default). Off: the test runs the
+        model itself, e.g. on a notification (:meth:`model_notify`).
     """
     def __init__(self, dut, stalls=False, mem_size=16 << 20):
         super().__init__(dut, stalls)
@@ -100,6 +103,7 @@ class BlkTB(TB):
         self.mismatches = 0
         self._last_reap = -(1 << 62)
         self._model_mem = None
+        self.model_on_submit = True
 
     async def start(self, **init_kw):
         """Reset, enumerate, and bring the block driver to DRIVER_OK (``init_kw`` go to
@@ -140,10 +144,12 @@ class BlkTB(TB):
     def _model_request(self, req):
         """``on_submit``: the model serves the request now, from the same rings; its writes stay
         private."""
+        req.submitted_at = self.cycles()
+        if not self.model_on_submit:
+            return
         mm = self._model_mem
         mm.writes = []
         batch = self.model.process_queue(req.q, mm)
-        req.submitted_at = self.cycles()
         if batch.needs_reset:
             req.expected = ("needs_reset", batch.error)
             return
@@ -154,6 +160,21 @@ class BlkTB(TB):
         stream = mm.take(req.writable, self.drv.core.poison)
         req.expected = (c.used_len, c.status, stream[:-1])
         req.interrupt = batch.interrupt
+
+    def model_notify(self, q, avail_idx, reqs):
+        """The model serves queue ``q`` on a notification that carries ``avail_idx`` (None:
+        without data) [VIRTIO-1.2 2.9], from the same rings; each of ``reqs`` it completes is
+        given what the DUT must report for it. Returns the model's batch."""
+        mm = self._model_mem
+        mm.writes = []
+        batch = self.model.process_queue(q, mm, avail_idx)
+        by_head = {r.head: r for r in reqs}
+        for c in batch.completions:
+            assert c.head in by_head, f"model served head {c.head}, which is none of {reqs}"
+            req = by_head.pop(c.head)
+            req.expected = (c.used_len, c.status, mm.take(req.writable, self.drv.core.poison)[:-1])
+            req.interrupt = batch.interrupt
+        return batch
 
     def _compare(self, req):
         """``on_complete``: the DUT's used entry, status byte and data against the model's."""

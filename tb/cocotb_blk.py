@@ -13,7 +13,8 @@ import cocotb
 from model import regmap as rm
 from .blk_testbench import BlkTB
 from .testbench import CLOCK_NS
-from .scenario import STALLS, SECTOR, env_int, pattern, submit_random
+from .scenario import STALLS, SECTOR, QSIZE, IRQ_TIMEOUT_CYCLES, REQUEST_TIMEOUT_NS, env_int, \
+    pattern, submit_random, wait_config_change, reset_device, malformed_round
 
 
 @cocotb.test()
@@ -425,11 +426,18 @@ async def notification_data_bad(dut, stalls):
     for k, (what, ring) in enumerate(cases):
         req = await drv.submit(0, rm.VIRTIO_BLK_T_IN, k, b"", 512, kick=False)
         await ring()
-        await drv.wait(req)
+        await drv.wait(req, REQUEST_TIMEOUT_NS)
         assert req.status == rm.VIRTIO_BLK_S_OK and \
             req.data == pattern(0, 4096, 7)[512 * k:512 * (k + 1)], what
         assert not await t.status() & rm.STATUS_DEVICE_NEEDS_RESET, what
         bt.log.info("notification data: %s: served from avail->idx", what)
+    # A 16-bit write on a queue whose last_avail_idx is 0 (queue 1, unused so far): lanes 2-3,
+    # 0, taken for an avail index would be a repeat, and the request would wait for ever.
+    req = await drv.submit(1, rm.VIRTIO_BLK_T_IN, 6, b"", 512, kick=False)
+    await t.write(rm.VIRTIO_PCI_CAP_NOTIFY_CFG, t.queues[1]["notify"], 2, 1)
+    await drv.wait(req, REQUEST_TIMEOUT_NS)
+    assert req.status == rm.VIRTIO_BLK_S_OK and \
+        req.data == pattern(0, 4096, 7)[512 * 6:512 * 7], "a 16-bit write on queue 1"
     # A queue index out of range, with data: names no queue and is dropped; the request
     # waits for a good doorbell.
     req = await drv.submit(0, rm.VIRTIO_BLK_T_IN, 5, b"", 512, kick=False)
@@ -438,6 +446,93 @@ async def notification_data_bad(dut, stalls):
     await bt.wait_cycles(2000)
     assert req.status is None, "a doorbell for no queue served queue 0"
     await drv.kick(0)
-    await drv.wait(req)
+    await drv.wait(req, REQUEST_TIMEOUT_NS)
     assert req.status == rm.VIRTIO_BLK_S_OK
+    await bt.finish()
+
+
+@cocotb.test()
+@cocotb.parametrize(stalls=STALLS)
+async def notification_data_ahead(dut, stalls):
+    """[VIRTIO-1.2 2.9] A driver that notifies with an avail index ahead of the ``avail->idx``
+    it wrote (a lying driver, or one racing its own write: Linux writes ``avail->idx`` first),
+    by at most the queue size: the device takes the index and serves the entries up to it,
+    whatever they hold, as the golden model says (``rtl/blk_avail.py``'s rules, which
+    ``model/blk.py`` mirrors). Every used entry, status and data byte is compared with the
+    model's, and nothing hangs.
+
+    Entries present in the ring behind an ``avail->idx`` that shows fewer of them: served, the
+    read of ``avail->idx`` behind them keeping the notified index, also over two reads of
+    entries; shown behind where the last read of entries started, the entries are served and
+    the ring is then malformed (the index read is more than the queue size ahead). Stale
+    (never written: head 0, a zeroed descriptor) and garbage (out of range) entries: malformed.
+    """
+    bt = BlkTB(dut, stalls)
+    drv = await bt.start()
+    t = drv.transport
+    salt = 11
+    data = pattern(0, 512 * 32, salt)
+    await drv.write(0, data, q=0)
+
+    async def lie(k, shown):
+        """``k`` reads with their entries in the ring, ``avail->idx`` left ``shown`` entries
+        ahead of where it was, a doorbell with the index of all ``k``; returns the requests
+        and the model's batch."""
+        vq = drv.vqs[0]
+        base = vq.avail_idx
+        bt.model_on_submit = False
+        reqs = [await drv.submit(0, rm.VIRTIO_BLK_T_IN, i, b"", 512, kick=False)
+                for i in range(k)]
+        bt.model_on_submit = True
+        vq.kick_prepare()
+        bt.mem.write16(vq.avail_addr + 2, (base + shown) & 0xffff)
+        batch = bt.model_notify(0, vq.avail_idx, reqs)
+        assert len(batch.completions) == k, f"the model served {len(batch.completions)} of {k}"
+        await t.notify(0, vq.avail_idx)
+        for i, req in enumerate(reqs):
+            await drv.wait(req, REQUEST_TIMEOUT_NS)
+            assert req.status == rm.VIRTIO_BLK_S_OK and \
+                req.data == data[512 * i:512 * (i + 1)], f"{k} ahead, {shown} shown: request {i}"
+        return batch
+
+    for k, shown in ((3, 0), (16, 8), (20, 17)):
+        batch = await lie(k, shown)
+        assert not batch.needs_reset
+        assert not await t.status() & rm.STATUS_DEVICE_NEEDS_RESET, (k, shown)
+        # The driver publishes what it notified; the next request goes as usual.
+        vq = drv.vqs[0]
+        bt.mem.write16(vq.avail_addr + 2, vq.avail_idx)
+        status, got = await drv.read(24, 1, q=0)
+        assert status == rm.VIRTIO_BLK_S_OK and got == data[512 * 24:512 * 25]
+        bt.log.info("notified %d ahead of an avail->idx showing %d: all served, as the model",
+                    k, shown)
+
+    # Shown behind where the second read of entries starts: served, then malformed.
+    since = drv.config_changes
+    batch = await lie(20, 0)
+    assert batch.needs_reset and "more than" in batch.error, batch.error
+    await wait_config_change(bt, since, IRQ_TIMEOUT_CYCLES, "notified 20 ahead of avail->idx")
+    status = await t.status()
+    assert status & rm.STATUS_DEVICE_NEEDS_RESET, f"device_status {status:#04x}"
+    bt.log.info("notified 20 ahead of an avail->idx showing 0: served, then %s", batch.error)
+    await reset_device(bt)
+    await drv.close()
+    await bt.reinit(queue_size=QSIZE)
+
+    def stale(r, _):
+        return "fewer than the 16-byte header"
+
+    def garbage(r, _):
+        for k in range(3):
+            bt.mem.write16(r.vq.avail_addr + 4 + 2 * ((r.vq.avail_idx + k) % r.size),
+                           0xbeef + k)
+        return "is not below the queue size"
+
+    for build, label in ((stale, "stale entries"), (garbage, "garbage entries")):
+        reason = await malformed_round(bt, build, None, f"notified ahead over {label}",
+                                       tail=False, notify_idx=drv.vqs[0].avail_idx + 3,
+                                       queue_size=QSIZE)
+        bt.log.info("notified 3 ahead over %s: %s", label, reason)
+    status, got = await drv.read(1, 1, q=0)
+    assert status == rm.VIRTIO_BLK_S_OK and got == data[512:1024]
     await bt.finish()

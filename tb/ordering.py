@@ -29,6 +29,10 @@ It flags, with a ``ORDERING:`` scoreboard error:
   holds (a chain is available from the ``avail->idx`` write that publishes it until its used
   element), of an available ring entry that ``avail->idx`` has not published, or of an
   indirect table or buffer of a chain already returned [VIRTIO-1.2 2.7.6, 2.7.13].
+  With ``VIRTIO_F_NOTIFICATION_DATA`` a notification's avail index publishes too, when it is
+  ahead of what was published by at most the queue size [VIRTIO-1.2 2.9] (the device may
+  take it as ``avail->idx``: a driver that notifies ahead of its ``avail->idx`` has made those
+  entries available); an ``avail->idx`` then read behind it publishes nothing.
 
 A read of the descriptor table may run past the entry it needs (a prefetch): only the first
 entry it returns must be available. A read the DMA engine split (at Max_Read_Request_Size
@@ -133,6 +137,7 @@ class _Queue:
         self.fresh = False        # used->idx written since the queue's last notification
         self.desc_read = (0, 0)   # (start, end) of the last read of the descriptor table
         self.slots = {}           # avail ring slot -> head published there
+        self.lead = False         # seen_idx came from a notification, ahead of avail->idx
 
     def key(self):
         return self.desc, self.avail, self.used, self.size
@@ -172,6 +177,7 @@ class OrderingChecker:
         self._queues = {}
         self._live = _Regions()       # buffers and tables of available chains
         self._returned = _Regions()   # ... of chains already returned
+        self._doorbells = len(model.doorbells)    # the model's notifications taken so far
 
     # -- events --------------------------------------------------------------------------------
 
@@ -180,6 +186,8 @@ class OrderingChecker:
         self._queues = {}
         self._live = _Regions()
         self._returned = _Regions()
+        # Nor the notifications before it: their avail indices are of the rings before.
+        self._doorbells = len(self.model.doorbells)
 
     def dut_read(self, addr, n):
         """A Memory Read the DUT sent: ``n`` bytes from ``addr`` (the enabled bytes)."""
@@ -279,6 +287,12 @@ class OrderingChecker:
 
     def _sync(self):
         m = self.model
+        # [VIRTIO-1.2 2.9] The avail indices notifications carried since the last look.
+        notified = {}
+        for q, idx in m.doorbells[self._doorbells:]:
+            if idx is not None:
+                notified.setdefault(q, []).append(idx)
+        self._doorbells = len(m.doorbells)
         for q, qs in enumerate(m.queues):
             v = self._queues.get(q)
             key = (qs.desc, qs.driver, qs.device, qs.size)
@@ -290,10 +304,18 @@ class OrderingChecker:
                 if v is not None:
                     self._drop(v)
                 v = self._queues[q] = _Queue(q, *key)
-            idx = int.from_bytes(self.read(v.avail + 2, 2), "little")
+            in_memory = int.from_bytes(self.read(v.avail + 2, 2), "little")
+            idx = in_memory
+            if v.lead and 0 < (v.seen_idx - in_memory) & U16 <= v.size:
+                idx = v.seen_idx        # behind what a notification published
+            for n_idx in notified.get(q, []):
+                if 0 < (n_idx - v.seen_idx) & U16 <= v.size and \
+                        (n_idx - v.seen_idx) & U16 > (idx - v.seen_idx) & U16:
+                    idx = n_idx
             new = (idx - v.seen_idx) & U16
             if not new:
                 continue
+            v.lead = idx != in_memory
             # Entries beyond a queue size ahead are malformed; the first size of them still
             # hold heads the device may look at.
             for i in range(v.published, v.published + min(new, v.size)):

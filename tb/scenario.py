@@ -191,7 +191,7 @@ async def reset_device(bt, write=True, since=None, bound_cycles=RESET_BOUND_CYCL
     return polls
 
 
-async def malformed_round(bt, build, variant, label, tail=True, **init_kw):
+async def malformed_round(bt, build, variant, label, tail=True, notify_idx=None, **init_kw):
     """A malformed ring on queue 0 (which must have :data:`QSIZE` entries), from
     ``build(ring, variant)`` (``tb/malformed.py``); the DUT must break as the spec says.
 
@@ -202,7 +202,8 @@ async def malformed_round(bt, build, variant, label, tail=True, **init_kw):
     FLUSH published behind it; and touch no host memory once broken (the fence closes), not even
     when the driver rings every doorbell. The driver then resets the device (polling
     ``device_status`` until 0) and initialises it again (``init_kw``). Returns the model's
-    reason.
+    reason. With ``notify_idx`` the doorbell (and the model) carries that avail index
+    [VIRTIO-1.2 2.9] instead of the ``avail->idx`` the builder published.
     """
     drv, sb, log = bt.drv, bt.scoreboard, bt.log
     fence = bt.fence
@@ -218,7 +219,7 @@ async def malformed_round(bt, build, variant, label, tail=True, **init_kw):
 
     # The golden model, on the same memory: malformed, for the intended reason; nothing written.
     mm = ModelMemory(bt.mem)
-    batch = bt.model.process_queue(0, mm)
+    batch = bt.model.process_queue(0, mm, notify_idx)
     assert batch.needs_reset and not batch.completions and not mm.writes, \
         f"{label}: the model does not call the ring malformed: {batch}"
     assert reason in batch.error, f"{label}: the model's reason is {batch.error!r}, " \
@@ -227,7 +228,7 @@ async def malformed_round(bt, build, variant, label, tail=True, **init_kw):
 
     used = [v.used_idx for v in drv.vqs]
     irqs, msi = dict(drv.interrupts), sb.msi_writes
-    await drv.transport.notify(0)
+    await drv.transport.notify(0, notify_idx)
     irq_cycles = await wait_config_change(bt, drv.config_changes, IRQ_TIMEOUT_CYCLES, label)
     # [VIRTIO-1.2 2.1.2] Broken: from here on no host memory access until reset; the fence
     # takes every DMA as an error.

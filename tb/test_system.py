@@ -30,7 +30,8 @@ FOUNDATION = ["headline", "negotiation", "random_access", "unsupported_requests"
 # build): the long random workload and whole-disk sweeps, and everything else.
 LONG = ["random_workload", "data_integrity"]
 SHORT = ["request_types", "interrupt_suppression", "event_idx_interrupts", "flush_durability",
-         "host_latency", "notification_data", "notification_data_bad"]
+         "host_latency", "notification_data", "notification_data_bad",
+         "notification_data_ahead"]
 # Hostile input (tb/cocotb_robust.py): malformed rings and bad request content; resets.
 ROBUST = ["malformed_loop", "malformed_chain_too_long", "malformed_next_out_of_range",
           "malformed_head_out_of_range", "malformed_avail_idx_ahead",

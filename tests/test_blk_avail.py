@@ -233,3 +233,102 @@ def test_index_read_travels_with_the_entries():
     together = [s for s in host.snapshots for r in rings
                 if s[-1] == r.avail and any(entries_of(r, a) for a in s[:-1])]
     assert together, "no avail->idx read went out with an entries read in flight"
+
+
+# -- VIRTIO_F_NOTIFICATION_DATA: the avail index in the doorbell [VIRTIO-1.2 2.9] -------------
+
+ND = 1 << rm.VIRTIO_F_NOTIFICATION_DATA
+
+
+def run_doorbells(steps, n_entries, shown, features=ND, hold_slots=False):
+    """Queue 0 with ``n_entries`` heads in its ring and ``avail->idx`` showing ``shown`` of
+    them; ``steps`` are doorbells ``(has_idx, avail_idx)``, each followed by 200 cycles. With
+    ``hold_slots`` no slot is free until after the last doorbell. Returns the ring, the jobs
+    (head, broken) and the host."""
+    rng = random.Random(seed_from_env())
+    params = DeviceParams(num_queues=2, max_queue_size=QSIZE, request_slots=4,
+                          avail_prefetch=16)
+    dut = AvailReader(params)
+    host = DmaHost(rng)
+    ring = Ring(host, 0, rng)
+    ring.publish(n_entries)
+    host.put(ring.avail + 2, struct.pack("<H", shown))
+    jobs = []
+    free = [not hold_slots]
+
+    async def consumer(ctx):
+        ctx.set(dut.job.ready, 1)
+        while True:
+            ctx.set(dut.slot_free, free[0])
+            _, _, v, p = await ctx.tick().sample(dut.job.valid, dut.job.payload)
+            if v and free[0]:
+                jobs.append((p.head, p.broken))
+
+    async def testbench(ctx):
+        configure(ctx, dut, features)
+        for has_idx, idx in steps:
+            ctx.set(dut.notify.valid, 1)
+            ctx.set(dut.notify.payload, {"queue": 0, "avail_idx": idx, "has_idx": has_idx})
+            await wait_handshake(ctx, dut.notify)
+            ctx.set(dut.notify.valid, 0)
+            for _ in range(200):
+                await ctx.tick()
+        free[0] = True
+        for _ in range(400):
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    host.add_to(sim, rd=dut.rd, wr=dut.wr)
+    sim.add_testbench(consumer, background=True)
+    sim.add_testbench(testbench)
+    sim.run()
+    return ring, jobs, host
+
+
+def idx_reads(ring, host):
+    """The reads in command order: "idx" for avail->flags/idx, "ring" for entries."""
+    return ["idx" if addr == ring.avail else "ring" for addr, _ in host.reads]
+
+
+@pytest.mark.parametrize("shown", [3, 0])
+def test_doorbell_index_ahead_is_served_without_an_avail_idx_read_first(shown):
+    # Ahead by at most the queue size: the entries up to it are read first, avail->idx right
+    # behind them; it showing less (a driver ahead of its avail->idx) keeps the index.
+    ring, jobs, host = run_doorbells([(1, 3)], 3, shown)
+    assert jobs == [(h, 0) for h in ring.published]
+    assert idx_reads(ring, host) == ["ring", "idx"]
+
+
+def test_doorbell_index_at_the_queue_size_is_a_hint():
+    ring, jobs, host = run_doorbells([(1, QSIZE)], QSIZE, QSIZE)
+    assert jobs == [(h, 0) for h in ring.published]
+    assert idx_reads(ring, host) == ["ring", "idx"]
+
+
+@pytest.mark.parametrize("stale", [0, 1, 2, 3])
+def test_doorbell_index_at_or_behind_what_is_known_changes_nothing(stale):
+    # The first doorbell's index is known (its entries wait for a slot); a second one at or
+    # behind it is a repeat: no further read of avail->idx, once the queue drains either.
+    ring, jobs, host = run_doorbells([(1, 3), (1, stale)], 3, 3, hold_slots=True)
+    assert jobs == [(h, 0) for h in ring.published]
+    assert idx_reads(ring, host) == ["ring", "idx"]
+
+
+def test_doorbell_index_at_last_avail_after_draining_changes_nothing():
+    ring, jobs, host = run_doorbells([(1, 3), (1, 3)], 3, 3)
+    assert jobs == [(h, 0) for h in ring.published]
+    assert idx_reads(ring, host) == ["ring", "idx"]
+
+
+@pytest.mark.parametrize("has_idx, idx, features, why", [
+    (1, QSIZE + 1, ND, "more than the queue size ahead"),
+    (1, 0xffff, ND, "stale, one behind last_avail_idx"),
+    (1, 0x8000, ND, "0x8000 ahead"),
+    (0, 3, ND, "no index (a narrow write)"),
+    (1, 3, 0, "NOTIFICATION_DATA not negotiated")])
+def test_doorbell_without_a_usable_index_reads_avail_idx(has_idx, idx, features, why):
+    # A doorbell without data: avail->idx is read first, and decides.
+    ring, jobs, host = run_doorbells([(has_idx, idx)], 3, 2, features=features)
+    assert jobs == [(h, 0) for h in ring.published[:2]], why
+    assert idx_reads(ring, host) == ["idx", "ring", "idx"], why

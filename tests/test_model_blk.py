@@ -666,26 +666,32 @@ def test_used_ring_and_indices_wrap():
     assert not mem.written() & span(drv.queue.device + 4 + 8, 8)
 
 
-def test_batch_in_order_reading_avail_idx_once():
+def test_batch_in_order_and_the_index_read_behind_the_entries():
+    # As the RTL: avail->idx, then the entries it shows in one read with avail->idx read again
+    # right behind it (before they are served); what that read shows is served too. A request
+    # published after the last read waits for the next notification.
     blk, mem, drv = setup()
     reqs = [drv.request(T_OUT, sector=i, data=bytes([i]) * 512) for i in range(3)]
     late = []
+    reads = []
 
     def driver_adds_more(addr, n):
-        # The driver publishes another request right after the device read avail->idx.
-        if addr == drv.queue.driver + 2 and not late:
-            mem.on_read = None
-            late.append(drv.request(T_FLUSH))
+        # The driver publishes another request right after the first read and the third.
+        if addr == drv.queue.driver + 2:
+            reads.append(drv.avail_idx)
+            if len(reads) in (1, 3):
+                late.append(drv.request(T_FLUSH))
     mem.on_read = driver_adds_more
     b = run(blk, mem, drv)
-    assert late, "avail->idx was never read"
-    assert [c.head for c in b.completions] == [r.head for r in reqs]
-    assert [drv.used(i)[0] for i in range(3)] == [r.head for r in reqs]
-    assert late[0].status(mem) == FILL and drv.used_idx() == 3
+    mem.on_read = None
+    assert reads == [3, 4, 4], "avail->idx: read first, then behind each read of entries"
+    assert [c.head for c in b.completions] == [r.head for r in reqs] + [late[0].head]
+    assert [drv.used(i)[0] for i in range(4)] == [r.head for r in reqs] + [late[0].head]
+    assert late[1].status(mem) == FILL and drv.used_idx() == 4
     # The next notification serves it.
     b = run(blk, mem, drv)
-    assert [c.head for c in b.completions] == [late[0].head]
-    assert late[0].status(mem) == S_OK and drv.used_idx() == 4
+    assert [c.head for c in b.completions] == [late[1].head]
+    assert late[1].status(mem) == S_OK and drv.used_idx() == 5
 
 
 def test_empty_batch():
@@ -798,6 +804,169 @@ def test_avail_event_written_with_event_idx():
         drv.request(T_FLUSH)
     run(blk, mem, drv, FEATURES_EI)
     assert drv.avail_event() == 7
+
+
+# -- VIRTIO_F_NOTIFICATION_DATA: the avail index in the notification [VIRTIO-1.2 2.9] -------------
+# The rules are the RTL avail reader's (rtl/blk_avail.py), which the model mirrors.
+
+F_NOTIFICATION_DATA = 38
+FEATURES_ND = FEATURES | 1 << F_NOTIFICATION_DATA
+
+
+def idx_reads(mem, drv):
+    """A list that grows at each read of avail->idx (the entry reads go in as "ring")."""
+    log = []
+
+    def on_read(addr, n):
+        if addr == drv.queue.driver + 2:
+            log.append("idx")
+        elif drv.queue.driver + 4 <= addr < drv.queue.driver + 4 + 2 * drv.size:
+            log.append("ring")
+    mem.on_read = on_read
+    return log
+
+
+def lie(drv, n_requests, shown):
+    """``n_requests`` FLUSHes with their entries in the ring, and ``avail->idx`` put back to
+    ``shown`` (relative to where it was): the driver notifies ahead of what it wrote."""
+    base = drv.avail_idx
+    reqs = [drv.request(T_FLUSH) for _ in range(n_requests)]
+    truth = drv.avail_idx
+    drv.set_avail_idx(base + shown)
+    drv.avail_idx = truth
+    return reqs
+
+
+@pytest.mark.parametrize("shown", [3, 0, 1])
+def test_notification_data_ahead_is_served_without_reading_avail_idx_first(shown):
+    # Ahead of last_avail_idx by at most the queue size: taken as avail->idx, the entries read
+    # first, avail->idx read once behind them. It showing less (a driver that notifies ahead of
+    # what it wrote to avail->idx) keeps the notified index.
+    blk, mem, drv = setup()
+    reqs = lie(drv, 3, shown)
+    log = idx_reads(mem, drv)
+    b = blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=3)
+    assert [c.head for c in b.completions] == [r.head for r in reqs] and not b.needs_reset
+    assert log == ["ring"] * 3 + ["idx"]
+    assert all(r.status(mem) == S_OK for r in reqs) and drv.used_idx() == 3
+    assert blk.rings[0].last_avail_idx == 3
+
+
+def test_notification_data_read_behind_shows_more():
+    # The read of avail->idx behind the entries shows more than the notification: served too.
+    blk, mem, drv = setup()
+    reqs = [drv.request(T_FLUSH) for _ in range(5)]
+    b = blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=2)
+    assert [c.head for c in b.completions] == [r.head for r in reqs]
+
+
+@pytest.mark.parametrize("features", [FEATURES_ND, FEATURES_ND | 1 << F_EVENT_IDX])
+def test_notification_data_repeat_does_nothing(features):
+    # An index at last_avail_idx: nothing read, nothing written (no avail_event either), even
+    # with entries published behind it.
+    blk, mem, drv = setup()
+    drv.request(T_FLUSH)
+    assert len(blk.process(0, mem, drv.queue, features, avail_idx=1).completions) == 1
+    r = drv.request(T_FLUSH)
+    mem.writes.clear()
+    log = idx_reads(mem, drv)
+    b = blk.process(0, mem, drv.queue, features, avail_idx=1)
+    assert b.completions == [] and log == [] and mem.writes == [] and not b.needs_reset
+    # Without data, the same notification reads avail->idx and serves it.
+    b = blk.process(0, mem, drv.queue, features)
+    assert [c.head for c in b.completions] == [r.head]
+
+
+@pytest.mark.parametrize("notified, why", [
+    (9, "queue size + 1 ahead"), (0xffff, "a stale index, one behind"),
+    (0x8000, "0x8000 ahead"), (None, "no data (a narrow write)")])
+def test_notification_data_out_of_range_reads_avail_idx(notified, why):
+    # More than the queue size (8) ahead, or behind (the same modulo 2**16), or none: a
+    # notification without data, avail->idx read first and deciding.
+    blk, mem, drv = setup()
+    reqs = [drv.request(T_FLUSH) for _ in range(2)]
+    log = idx_reads(mem, drv)
+    b = blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=notified)
+    assert [c.head for c in b.completions] == [r.head for r in reqs], why
+    assert log == ["idx", "ring", "ring", "idx"], why
+
+
+def test_notification_data_ignored_without_the_feature():
+    blk, mem, drv = setup()
+    lie(drv, 3, 1)
+    log = idx_reads(mem, drv)
+    b = blk.process(0, mem, drv.queue, FEATURES, avail_idx=3)
+    assert len(b.completions) == 1 and log == ["idx", "ring", "idx"]
+
+
+@pytest.mark.parametrize("shown, broken", [(0, True), (1, True), (2, False), (4, False)])
+def test_notification_data_over_two_reads(shown, broken):
+    # From entry 6 of a ring of 8, 4 entries ahead take two reads (2 up to the ring's end, 2
+    # after it); avail->idx is read behind the second, and compared with last_avail_idx as it
+    # was then (8). Showing 6 + shown: at least 8 keeps the notified index; behind 8 it is
+    # more than the queue size ahead, malformed, once the four are served.
+    blk, mem, drv = setup()
+    for _ in range(6):
+        drv.request(T_FLUSH)
+    assert len(blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=6).completions) == 6
+    reqs = lie(drv, 4, shown)
+    log = idx_reads(mem, drv)
+    b = blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=10)
+    assert log == ["ring"] * 4 + ["idx"]
+    assert [c.head for c in b.completions] == [r.head for r in reqs]
+    assert b.needs_reset == broken and blk.broken == broken
+    if broken:
+        assert b.error == f"queue 0 avail idx {6 + shown} is more than 8 ahead of 10"
+
+
+@pytest.mark.parametrize("shown, broken", [(3, True), (4, False)])
+def test_notification_data_over_two_reads_of_prefetch(shown, broken):
+    # The same at avail_prefetch: 6 entries ahead, 4 in the first read, 2 in the second.
+    p = DeviceParams(capacity=CAPACITY, num_queues=1, avail_prefetch=4,
+                     features=PARAMS.features)
+    mem = Memory()
+    blk, drv = BlkProcessor(p), Driver(mem, size=8)
+    lie(drv, 6, shown)
+    b = blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=6)
+    assert len(b.completions) == 6 and b.needs_reset == broken
+
+
+def test_notification_data_ahead_over_stale_or_garbage_entries():
+    # Entries never written (zero: head 0, a zeroed descriptor) or out of range, ahead of
+    # avail->idx: served as they are, so malformed.
+    blk, mem, drv = setup()
+    b = blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=2)
+    assert b.needs_reset and b.error == ("queue 0 avail entry 0 head 0: 0 device-readable "
+                                         "bytes, fewer than the 16-byte header")
+    blk, mem, drv = setup()
+    r = drv.request(T_FLUSH)
+    mem.poke(drv.queue.driver + 4 + 2, struct.pack("<H", 0xbeef))
+    b = blk.process(0, mem, drv.queue, FEATURES_ND, avail_idx=3)
+    assert [c.head for c in b.completions] == [r.head] and b.needs_reset
+    assert b.error == "queue 0 avail entry 1 head 48879: head 48879 is not below the queue size 8"
+
+
+@pytest.mark.parametrize("be, features, data", [
+    (0xf, FEATURES_ND, 0x1234), (0x3, FEATURES_ND, None), (0x1, FEATURES_ND, None),
+    (0xf, FEATURES, None)])
+def test_notify_register_decodes_notification_data(be, features, data):
+    # [VIRTIO-1.2 2.9, 4.1.5.2] The avail index of a 32-bit write, with the feature negotiated.
+    m, mem, drv = live_device()
+    m.driver_features = features
+    m.bar_write_dw(rm.NOTIFY_OFFSET // 4, 0x1234 << 16 | 0, be)
+    m.bar_write_dw(rm.NOTIFY_OFFSET // 4, 0x1234 << 16 | 7, be)     # no such queue: dropped
+    assert m.doorbells == [(0, data)] and m.notifications == [0]
+
+
+def test_device_passes_the_notification_data_on():
+    m, mem, drv = live_device()
+    m.driver_features = FEATURES_ND
+    m.device_status |= rm.STATUS_DRIVER_OK
+    m.queues[0].enable = 1
+    reqs = lie(drv, 2, 0)
+    assert m.process_queue(0, mem).completions == []
+    b = m.process_queue(0, mem, avail_idx=2)
+    assert [c.head for c in b.completions] == [r.head for r in reqs]
 
 
 # -- the hook in VirtioBlkModel ----------------------------------------------------------------

@@ -311,3 +311,97 @@ def test_writeback_field_and_port(features):
         await read(ctx, dut, model, field)
         check()
     run(p, bench)
+
+
+# -- VIRTIO_F_NOTIFICATION_DATA [VIRTIO-1.2 2.9] ----------------------------------------------
+
+ND = 1 << rm.VIRTIO_F_NOTIFICATION_DATA
+
+
+async def negotiate(ctx, dut, model, bits):
+    """ACKNOWLEDGE | DRIVER, the driver's features ``bits``, FEATURES_OK."""
+    status_dw = rm.COMMON_OFFSET + rm.CC_DEVICE_STATUS & ~3
+    await write(ctx, dut, model, status_dw, 0x3, 0x1)
+    for sel in (0, 1):
+        await write(ctx, dut, model, rm.CC_DRIVER_FEATURE_SELECT, sel, 0xf)
+        await write(ctx, dut, model, rm.CC_DRIVER_FEATURE, bits >> 32 * sel & 0xffffffff, 0xf)
+    await write(ctx, dut, model, status_dw, 0xb, 0x1)
+
+
+def taken_doorbell(ctx, dut):
+    """The notify stream's payload as ``(queue, avail_idx or None)``."""
+    d = ctx.get(dut.notify.payload)
+    return d.queue, d.avail_idx if d.has_idx else None
+
+
+@pytest.mark.parametrize("be, negotiated, has_idx", [
+    (0xf, True, True), (0x3, True, False), (0x1, True, False), (0xf, False, False)])
+def test_notify_avail_index_only_from_32_bit_writes_with_the_feature(be, negotiated, has_idx):
+    """[VIRTIO-1.2 2.9, 4.1.5.2] The avail index in bits 31:16 of the notification comes out
+    with the queue index only for a 4-byte write with NOTIFICATION_DATA negotiated; a narrower
+    write, or one without the feature, decodes the queue alone. The model agrees."""
+    p = DeviceParams(num_queues=4)
+
+    async def bench(ctx, dut, model):
+        ctx.set(dut.notify.ready, 1)
+        await negotiate(ctx, dut, model, 1 << rm.VIRTIO_F_VERSION_1 | (ND if negotiated else 0))
+        for q in range(p.num_queues):
+            await write(ctx, dut, model, rm.NOTIFY_OFFSET + q * p.notify_off_multiplier,
+                        (0xa230 + q) << 16 | q, be)
+            assert ctx.get(dut.notify.valid), f"queue {q}: no notification"
+            want = (q, 0xa230 + q if has_idx else None)
+            assert taken_doorbell(ctx, dut) == want, taken_doorbell(ctx, dut)
+            await ctx.tick()
+        assert model.doorbells == [(q, 0xa230 + q if has_idx else None)
+                                   for q in range(p.num_queues)]
+    run(p, bench)
+
+
+def test_notify_with_data_for_no_queue_is_dropped():
+    p = DeviceParams(num_queues=4)
+
+    async def bench(ctx, dut, model):
+        ctx.set(dut.notify.ready, 1)
+        await negotiate(ctx, dut, model, 1 << rm.VIRTIO_F_VERSION_1 | ND)
+        for q in (4, 7, 0x7fff, 0xffff):
+            await write(ctx, dut, model, rm.NOTIFY_OFFSET, 0x55 << 16 | q, 0xf)
+            assert not ctx.get(dut.notify.valid), f"queue index {q:#x} notified"
+            await ctx.tick()
+            assert not ctx.get(dut.notify.valid), f"queue index {q:#x} notified"
+        assert model.doorbells == []
+    run(p, bench)
+
+
+def test_notify_merges_keep_the_avail_index_only_if_they_agree():
+    """Doorbells for a queue already pending merge; the avail index stays only when every
+    merged one carried the same. One equal to the waiting payload merges with it; a different
+    one waits behind it."""
+    p = DeviceParams(num_queues=4)
+
+    async def bench(ctx, dut, model):
+        await negotiate(ctx, dut, model, 1 << rm.VIRTIO_F_VERSION_1 | ND)
+        ctx.set(dut.notify.ready, 0)
+
+        async def ring(q, idx, be=0xf):
+            await write(ctx, dut, model, rm.NOTIFY_OFFSET + q * p.notify_off_multiplier,
+                        idx << 16 | q, be)
+            assert ctx.get(dut.notify.valid)
+            assert taken_doorbell(ctx, dut) == (2, 5), "the waiting payload changed"
+
+        await ring(2, 5)
+        await ring(2, 5)            # the same as the waiting one: merged into it
+        await ring(0, 9)
+        await ring(0, 9)            # agree: the index stays
+        await ring(1, 3)
+        await ring(1, 4)            # disagree: no index
+        await ring(3, 1)
+        await ring(3, 1, be=0x3)    # one without an index: no index
+        await ring(2, 6)            # differs from the waiting one: waits behind it
+        taken = []
+        ctx.set(dut.notify.ready, 1)
+        for _ in range(7):
+            if ctx.get(dut.notify.valid):
+                taken.append(taken_doorbell(ctx, dut))     # transferred at this edge
+            await ctx.tick()
+        assert taken == [(2, 5), (0, 9), (1, None), (2, 6), (3, None)], taken
+    run(p, bench)
