@@ -19,7 +19,7 @@ from .interrupts import InterruptController
 from .storage import StorageSignature
 from .streams import SkidBuffer
 from .phy.s7_axis import S7AxisSignature, S7RxTuser, S7TxTuser, S7AxisRx, S7AxisTx
-from .phy.s7_cfg import S7ConfigSignature
+from .phy.s7_cfg import S7ConfigSignature, S7InterruptSignature, S7Interrupt
 
 
 __all__ = ["VirtioBlkEndpoint", "VirtioBlkRamDiskCard", "VirtioBlkS7Endpoint"]
@@ -312,10 +312,14 @@ class VirtioBlkS7Endpoint(wiring.Component):
         ``cfg_device_number``, ``cfg_function_number``, ``cfg_pmcsr_powerstate``,
         ``cfg_interrupt_msixenable``, ``cfg_interrupt_msixfm`` and
         ``cfg_received_func_lvl_rst`` (see :mod:`rtl.phy.s7_cfg`).
+    irq : S7InterruptSignature, out
+        To the core's ``cfg_interrupt``, ``cfg_interrupt_rdy`` (in), ``cfg_interrupt_assert``,
+        ``cfg_interrupt_di``, ``cfg_interrupt_msienable`` (in) and ``cfg_interrupt_stat``: the
+        function's INTA# level as Assert_INTA/Deassert_INTA requests, or MSI requests if
+        software enabled the block's MSI (:class:`~rtl.phy.s7_cfg.S7Interrupt`).
     intx : Signal(1), out
-        The INTA# level (as :class:`VirtioBlkEndpoint`); a board turns its edges into the
-        core's ``cfg_interrupt``/``cfg_interrupt_assert`` handshake (not part of this
-        component).
+        The function's INTA# level (as :class:`VirtioBlkEndpoint`), what ``irq`` follows; for
+        observation only, a board leaves it open.
     storage : StorageSignature(params.data_width), out
         The storage back-end port.
 
@@ -336,6 +340,7 @@ class VirtioBlkS7Endpoint(wiring.Component):
             "m_axis_rx": In(S7AxisSignature(w, S7RxTuser)),
             "s_axis_tx": Out(S7AxisSignature(w, S7TxTuser)),
             "host":      In(S7ConfigSignature()),
+            "irq":       Out(S7InterruptSignature()),
             "intx":      Out(1),
             "storage":   Out(StorageSignature(w)),
         })
@@ -352,5 +357,7 @@ class VirtioBlkS7Endpoint(wiring.Component):
         wiring.connect(m, tx.s_axis_tx, wiring.flipped(self.s_axis_tx))
         wiring.connect(m, wiring.flipped(self.host), fn.host)
         wiring.connect(m, fn.storage, wiring.flipped(self.storage))
-        m.d.comb += self.intx.eq(fn.intx)
+        m.submodules.irq = irq = S7Interrupt()
+        m.d.comb += [irq.intx.eq(fn.intx), self.intx.eq(fn.intx)]
+        wiring.connect(m, irq.irq, wiring.flipped(self.irq))
         return m

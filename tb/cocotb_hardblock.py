@@ -64,3 +64,35 @@ async def hard_block_split(dut, stalls):
     assert bt.model.completer_id == int(pci.pcie_id), \
         f"{bt.model.completer_id:#06x} != {int(pci.pcie_id):#06x}"
     await bt.finish()
+
+
+@cocotb.test()
+@cocotb.parametrize(stalls=STALLS)
+async def hard_block_intx(dut, stalls):
+    """[PCIe-3.0 2.2.8.1] With MSI-X left off by the driver, completions arrive by INTx through
+    the block: the function's level goes out as cfg_interrupt requests (rtl/phy/s7_cfg.py
+    S7Interrupt), the block sends Assert_INTA and Deassert_INTA in turn, the driver reads the ISR
+    on INTA#, and reading it deasserts INTA#; the block's Status.Interrupt Status follows."""
+    bt = BlkTB(dut, stalls)
+    drv = await bt.start(use_msix=False)
+    pci, shim = bt.pci, bt.shim
+    assert not drv.msix and int(dut.host__cfg_interrupt_msixenable.value) == 0
+    assert not shim.fn.msi_cap.msi_enable
+    msi = bt.scoreboard.msi_writes
+    for i in range(4):
+        assert await drv.write(i * 8, pattern(i * 8, 4096)) == rm.VIRTIO_BLK_S_OK
+        st, data = await drv.read(i * 8, 8)
+        assert (st, data) == (rm.VIRTIO_BLK_S_OK, pattern(i * 8, 4096))
+    await bt.wait_cycles(100)
+    msgs = shim.intx_messages
+    bt.log.info("INTx: %d messages from the block, interrupts taken %s", len(msgs),
+                dict(drv.interrupts))
+    assert bt.scoreboard.msi_writes == msi, "an MSI-X message with MSI-X disabled"
+    assert drv.interrupts.get("intx", 0) >= 8, f"completions not taken by INTx: " \
+        f"{dict(drv.interrupts)}"
+    assert len(msgs) >= 16 and msgs == ["Assert_INTA", "Deassert_INTA"] * (len(msgs) // 2), \
+        f"INTx messages do not alternate from Assert: {msgs[:8]}..."
+    assert not shim.inta and int(dut.intx_level.value) == 0, "INTA# left asserted"
+    status = await pci.config_read_dword(0x04) >> 16
+    assert not status & 1 << 3, f"Interrupt Status still set: {status:#06x}"
+    await bt.finish()

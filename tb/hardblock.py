@@ -17,7 +17,13 @@ transactors, what ``pcie_7x`` hands the user logic on ``m_axis_rx``:
   every other request the block does not forward (I/O, Type 1, locked reads);
 - the completions of the DUT's reads.
 
-Everything the DUT sends on ``s_axis_tx`` goes up the link as it is. The block's ``cfg_*``
+Everything the DUT sends on ``s_axis_tx`` goes up the link as it is. The DUT's interrupt
+requests (``cfg_interrupt``, :class:`rtl.phy.s7_cfg.S7InterruptSignature`) are taken a few
+cycles after they are raised (``cfg_interrupt_rdy`` for a cycle): with the block's MSI off, an
+Assert_INTA or Deassert_INTA message (cocotbext-pcie's RootComplex has no INTx, so the model
+keeps the wire itself: :attr:`S7HardBlock.inta`, driven to the harness's ``inta``, which the
+driver watches, and :attr:`S7HardBlock.intx_messages`) and the Status register's Interrupt
+Status bit; with it on, an MSI from the block's MSI capability. The block's ``cfg_*``
 outputs (:class:`rtl.phy.s7_cfg.S7ConfigSignature`) are driven from the function's registers
 after every configuration request it takes, and :attr:`S7HardBlock.on_host_config` tells the
 testbench (the golden model's :class:`model.device.HostConfig`, the scoreboard's Bus Master
@@ -33,6 +39,8 @@ bits 31:0 of the first beat, ``tkeep`` 0x0F or 0xFF, ``tlast`` on the last beat,
 
 import struct
 
+import cocotb
+from cocotb.triggers import RisingEdge
 from amaranth.lib import data
 from cocotbext.pcie.core.endpoint import Endpoint
 from cocotbext.pcie.core.caps import MsiCapability, MsixCapability
@@ -215,7 +223,44 @@ class S7HardBlock(TlpShim):
         self.fn = self.append_function(S7Function(params))
         self.on_host_config = on_host_config or (lambda host: None)
         self.host = HostConfig()
+        self.inta = False
+        self.intx_messages = []
+        self.msi_sent = 0
         self._drive(self.host)
+        dut.inta.value = 0
+        dut.irq__cfg_interrupt_rdy.value = 0
+        cocotb.start_soon(self._serve_interrupts())
+
+    async def _serve_interrupts(self, latency=3):
+        """[PG054] Take each ``cfg_interrupt`` request ``latency`` cycles after it is raised
+        (``cfg_interrupt_rdy`` high for a cycle), and send what it asks for."""
+        d, fn = self.dut, self.fn
+        waited = 0
+        while True:
+            await RisingEdge(self.clk)
+            d.irq__cfg_interrupt_rdy.value = 0
+            if not d.irq__cfg_interrupt.value:
+                waited = 0
+                continue
+            if waited < latency:
+                waited += 1
+                continue
+            waited = 0
+            d.irq__cfg_interrupt_rdy.value = 1
+            if fn.msi_cap.msi_enable:
+                self.msi_sent += 1
+                cocotb.start_soon(fn.msi_cap.issue_msi_interrupt(int(d.irq__cfg_interrupt_di.value)))
+                continue
+            assert int(d.irq__cfg_interrupt_di.value) == 0, "cfg_interrupt_di: INTA is 0"
+            level = bool(d.irq__cfg_interrupt_assert.value)
+            # [PCIe-3.0 7.5.1.2] Interrupt Status follows the INTx state; the message is sent
+            # only with Interrupt Disable clear (as the block's later versions document), a
+            # Deassert always [PCIe-3.0 7.5.1.1].
+            fn.interrupt_status = level
+            if level != self.inta and not (level and fn.interrupt_disable):
+                self.intx_messages.append("Assert_INTA" if level else "Deassert_INTA")
+                self.inta = level
+                d.inta.value = int(level)
 
     def _drive(self, h):
         d = self.dut
@@ -228,6 +273,7 @@ class S7HardBlock(TlpShim):
         d.host__cfg_interrupt_msixenable.value = int(h.msix_enable)
         d.host__cfg_interrupt_msixfm.value = int(h.msix_mask)
         d.host__cfg_received_func_lvl_rst.value = 0
+        d.irq__cfg_interrupt_msienable.value = int(bool(self.fn.msi_cap.msi_enable))
 
     async def sync_host(self):
         """Drive the ``cfg_*`` outputs from the function's registers, and tell the testbench."""
