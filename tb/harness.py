@@ -35,7 +35,7 @@ from rtl.tlp import TlpBeat
 from rtl.storage import StorageCommand, StorageCompletion, StorageData, StorageSignature
 from rtl.top import VirtioBlkEndpoint, VirtioBlkS7Endpoint
 from rtl.phy.s7_axis import S7RxTuser, S7TxTuser
-from rtl.phy.s7_cfg import S7ConfigSignature, S7InterruptSignature
+from rtl.phy.s7_cfg import S7ConfigSignature, S7InterruptSignature, S7ErrorSignature
 
 
 __all__ = ["FeedSignature", "CollectSignature", "StreamFeeder", "StreamCollector",
@@ -377,6 +377,8 @@ class S7SimHarness(wiring.Component):
     irq : S7InterruptSignature
         The DUT's interrupt requests to the block; the testbench's model of the block answers
         them (``cfg_interrupt_rdy``) and drives ``cfg_interrupt_msienable``.
+    err : S7ErrorSignature
+        The DUT's error reports to the block, which the model records and completes.
     inta : Signal(1), in
         INTA# as the block's Assert_INTA/Deassert_INTA messages left it (the model drives it).
     intx : Signal(1), out
@@ -397,6 +399,7 @@ class S7SimHarness(wiring.Component):
             "tx":      Out(CollectSignature(self.tx_width, k)),
             "host":    In(S7ConfigSignature()),
             "irq":     Out(S7InterruptSignature()),
+            "err":     Out(S7ErrorSignature()),
             "inta":    In(1),
             "intx":    Out(1),
             "intx_level": Out(1),
@@ -429,6 +432,7 @@ class S7SimHarness(wiring.Component):
             self.intx_level.eq(dut.intx),
         ]
         wiring.connect(m, dut.irq, wiring.flipped(self.irq))
+        wiring.connect(m, dut.err, wiring.flipped(self.err))
         wiring.connect(m, wiring.flipped(self.rx), rx.tb)
         wiring.connect(m, wiring.flipped(self.tx), tx.tb)
         wiring.connect(m, wiring.flipped(self.host), dut.host)

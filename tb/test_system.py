@@ -45,7 +45,8 @@ ROBUST = ["malformed_loop", "malformed_chain_too_long", "malformed_next_out_of_r
 # Behind the 7-series hard block: everything but what the block owns (the header's random
 # accesses and unsupported requests are the block's business, not the function's) and FLR (the
 # block as Vivado generates it has none: rtl/phy/s7_cfg.py).
-BOARD_SIM = ["headline", "negotiation", "hard_block_split", "hard_block_intx"] + SHORT + LONG + \
+BOARD_SIM = ["headline", "negotiation", "hard_block_split", "hard_block_intx",
+             "hard_block_errors"] + SHORT + LONG + \
     [name for name in ROBUST if name != "flr_in_flight"]
 # The tests make board-sim leaves out, and why; every other test of TEST_MODULES is in BOARD_SIM.
 NOT_BOARD_SIM = {
@@ -61,11 +62,11 @@ SELECTION = {
     ("virtio_blk_ep_qemu", ""):  FOUNDATION + ["request_types", "interrupt_suppression",
                                                "event_idx_interrupts", "flush_durability"],
     ("virtio_blk_ep_ro", ""):    ["read_only"],
-    # make test's share of make board-sim: the split, INTx, DRIVER_OK, each request type, MSI-X, a
-    # malformed ring and a reset with requests in flight.
+    # make test's share of make board-sim: the split, INTx, the error registers, DRIVER_OK, each
+    # request type, MSI-X, a malformed ring and a reset with requests in flight.
     ("virtio_blk_ep_s7", ""):    ["headline", "hard_block_split", "hard_block_intx",
-                                  "request_types", "interrupt_suppression", "malformed_loop",
-                                  "reset_in_flight"],
+                                  "hard_block_errors", "request_types", "interrupt_suppression",
+                                  "malformed_loop", "reset_in_flight"],
 }
 ON_VERILATOR = {("virtio_blk_ep", "a"): ["io_headline"],
                 # The INTx build's random workload: Verilator only (Icarus takes 6 minutes for

@@ -38,11 +38,12 @@ What the core does *not* do for the function, and the function therefore does it
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["S7ConfigSignature", "S7InterruptSignature", "S7Interrupt"]
+__all__ = ["S7ConfigSignature", "S7InterruptSignature", "S7Interrupt", "S7CplHeader",
+           "S7ErrorSignature"]
 
 
 class S7ConfigSignature(wiring.Signature):
@@ -194,3 +195,53 @@ class S7Interrupt(wiring.Component):
                     m.d.sync += msi_pending.eq(msi & rose)
                     m.next = "Idle"
         return m
+
+
+class S7CplHeader(data.Struct):
+    """``cfg_err_tlp_cpl_header[47:0]``: what the core needs of a request to complete it with an
+    error status [PG054, Error Reporting Interface]: Tag (7:0), Requester ID (23:8), Attr
+    (25:24), TC (28:26), Byte Count (40:29), Lower Address (47:41) [PCIe-3.0 2.2.9]."""
+    tag:           8
+    requester_id:  16
+    attr:          2
+    tc:            3
+    byte_count:    12
+    lower_address: 7
+
+
+class S7ErrorSignature(wiring.Signature):
+    """The error reporting inputs of ``pcie_7x`` a completer behind it drives (the user logic's
+    port is ``Out(S7ErrorSignature())``). Behind the block the function has no Status or Device
+    Status register of its own: the errors it detects as a completer go to the block, which
+    records them (Device Status UR Detected, Status Signaled Target Abort and Detected Parity
+    Error) and, for a non-posted request, sends the completion with UR or CA status itself from
+    ``cfg_err_tlp_cpl_header`` (a CplLk with ``cfg_err_locked``); the user logic sends none.
+
+    Members
+    -------
+    cfg_err_ur : Signal(1), out
+        An Unsupported Request [PCIe-3.0 2.3.1], a pulse.
+    cfg_err_cpl_abort : Signal(1), out
+        A Completer Abort [PCIe-3.0 2.3.1], a pulse.
+    cfg_err_poisoned : Signal(1), out
+        A Poisoned TLP received [PCIe-3.0 2.7.2.2], a pulse.
+    cfg_err_posted : Signal(1), out
+        With the pulse: the request was posted (no completion to send).
+    cfg_err_locked : Signal(1), out
+        With a non-posted pulse: the request was an MRdLk (the completion is a CplLk).
+    cfg_err_tlp_cpl_header : S7CplHeader, out
+        With a non-posted pulse: the completion's fields.
+    cfg_err_cpl_rdy : Signal(1), in
+        The core takes a non-posted ``cfg_err_ur``/``cfg_err_cpl_abort`` only while this is
+        high; the pulse waits for it.
+    """
+    def __init__(self):
+        super().__init__({
+            "cfg_err_ur":             Out(1),
+            "cfg_err_cpl_abort":      Out(1),
+            "cfg_err_poisoned":       Out(1),
+            "cfg_err_posted":         Out(1),
+            "cfg_err_locked":         Out(1),
+            "cfg_err_tlp_cpl_header": Out(S7CplHeader),
+            "cfg_err_cpl_rdy":        In(1),
+        })
