@@ -31,11 +31,12 @@ Abort in Status (Signaled Target Abort), a Poisoned TLP in Status (Detected Pari
 non-posted UR or CA, taken while ``cfg_err_cpl_rdy`` is high (low one cycle in three, so that
 the DUT waits for it), is completed by the block from ``cfg_err_tlp_cpl_header`` and
 ``cfg_err_locked``, and that completion goes through the testbench's checks as the DUT's own
-would. The requests the block answers itself (not forwarded) set UR Detected too. The block's ``cfg_*``
-outputs (:class:`rtl.phy.s7_cfg.S7ConfigSignature`) are driven from the function's registers
-after every configuration request it takes, and :attr:`S7HardBlock.on_host_config` tells the
-testbench (the golden model's :class:`model.device.HostConfig`, the scoreboard's Bus Master
-Enable).
+would. The requests the block answers itself (not forwarded) set UR Detected too.
+
+The block's ``cfg_*`` outputs (:class:`rtl.phy.s7_cfg.S7ConfigSignature`) are driven from the
+function's registers after every configuration request it takes, and
+:attr:`S7HardBlock.on_host_config` tells the testbench (the golden model's
+:class:`model.device.HostConfig`, the scoreboard's Bus Master Enable).
 
 Beats are the block's AXI4-Stream beats (:class:`S7BeatFormat`), so the DUT's adapters
 (:class:`rtl.phy.s7_axis.S7AxisRx`, :class:`~rtl.phy.s7_axis.S7AxisTx`) are in the loop: DW0 in
@@ -303,7 +304,8 @@ class S7HardBlock(TlpShim):
             d.irq__cfg_interrupt_rdy.value = 1
             if fn.msi_cap.msi_enable:
                 self.msi_sent += 1
-                cocotb.start_soon(fn.msi_cap.issue_msi_interrupt(int(d.irq__cfg_interrupt_di.value)))
+                vector = int(d.irq__cfg_interrupt_di.value)
+                cocotb.start_soon(fn.msi_cap.issue_msi_interrupt(vector))
                 continue
             assert int(d.irq__cfg_interrupt_di.value) == 0, "cfg_interrupt_di: INTA is 0"
             level = bool(d.irq__cfg_interrupt_assert.value)
