@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from .tlp import Fmt, TlpType, CplStatus, TlpDw0, ReqDw1, CfgDw2, CplDw1, CplDw2, \
     TlpStreamSignature
 from .regport import RegisterSignature
+from .phy.s7_cfg import S7ErrorSignature
 from model import regmap as rm
 
 
@@ -60,6 +61,11 @@ class Completer(wiring.Component):
         D3hot, whatever ``bar0_base`` says; and only configuration requests in its window
         (:data:`model.regmap.S7_WINDOW`) arrive, which the completer completes like any other
         (a DW outside the table reads 0 and ignores writes).
+    err : S7ErrorSignature, out (``params.hard_ip`` only)
+        Behind the block, the errors go to the block's ``cfg_err_*`` inputs instead (besides
+        the pulses above): a posted request's as a pulse with ``cfg_err_posted``, and a
+        non-posted request's UR or CA as a pulse with the completion's fields when
+        ``cfg_err_cpl_rdy`` allows, in place of the completion, which the block sends.
     """
     def __init__(self, params):
         self.params = params
@@ -76,7 +82,8 @@ class Completer(wiring.Component):
             "ur_detected":  Out(1),
             "target_abort": Out(1),
             "poisoned_received": Out(1),
-            **({"routing_id": In(16)} if params.hard_ip else {}),
+            **({"routing_id": In(16), "err": Out(S7ErrorSignature())} if params.hard_ip
+               else {}),
         })
 
     def elaborate(self, platform):
@@ -215,6 +222,9 @@ class Completer(wiring.Component):
                 # [PCIe-3.0 2.7.2.2] A Poisoned TLP received (data with EP set) is logged
                 # whatever happens to it next.
                 m.d.comb += self.poisoned_received.eq(has_data & dw0.ep)
+                if p.hard_ip:
+                    m.d.comb += [self.err.cfg_err_poisoned.eq(has_data & dw0.ep),
+                                 self.err.cfg_err_posted.eq(posted)]
                 m.d.sync += [
                     k_cfg.eq(is_cfg0 & (cfg_dw2.function == function) & ~(has_data & dw0.ep)),
                     k_mrd_hit.eq(is_mrd & bar_hit),
@@ -247,7 +257,7 @@ class Completer(wiring.Component):
                         m.d.comb += self.target_abort.eq(1)
                         m.d.sync += start_completion(CplStatus.CA, 0, k_byte_count,
                                                      k_lower_address)
-                        m.next = "Send-Completion"
+                        m.next = "Report-Error" if p.hard_ip else "Send-Completion"
                 with m.Elif(k_mwr_hit):
                     with m.If(dw0.ep):
                         # [PCIe-3.0 2.7.2.2] Poisoned write data must not be used.
@@ -256,12 +266,17 @@ class Completer(wiring.Component):
                         m.next = "BAR-Write"
                     with m.Else():
                         m.d.comb += self.target_abort.eq(1)
+                        if p.hard_ip:
+                            m.d.comb += [self.err.cfg_err_cpl_abort.eq(1),
+                                         self.err.cfg_err_posted.eq(1)]
                         m.next = "Receive"
                 with m.Elif(k_discard):
                     # Unexpected Completion, or a message that needs no action: discard.
                     m.next = "Receive"
                 with m.Elif(k_posted):
                     m.d.comb += self.ur_detected.eq(1)
+                    if p.hard_ip:
+                        m.d.comb += [self.err.cfg_err_ur.eq(1), self.err.cfg_err_posted.eq(1)]
                     m.next = "Receive"
                 with m.Else():
                     # [PCIe-3.0 2.3.1] Unsupported Request: I/O, Type 1 configuration, MRdLk,
@@ -273,7 +288,7 @@ class Completer(wiring.Component):
                         Mux(k_rd, k_lower_address, 0))
                     with m.If(k_lock):
                         m.d.sync += cpl_dw0.type.eq(TlpType.CPL_LOCKED)
-                    m.next = "Send-Completion"
+                    m.next = "Report-Error" if p.hard_ip else "Send-Completion"
 
             with m.State("Config-Read"):
                 m.d.comb += [
@@ -340,6 +355,27 @@ class Completer(wiring.Component):
                     m.d.sync += idx.eq(1)
                 with m.Else():
                     m.next = "Receive"
+
+            if p.hard_ip:
+                with m.State("Report-Error"):
+                    # Report-Error -- waits for cfg_err_cpl_rdy, then reports the UR or CA of
+                    # the completion built in Dispatch to the block, which sends it [PG054].
+                    hdr = self.err.cfg_err_tlp_cpl_header
+                    m.d.comb += [
+                        hdr.tag.eq(cpl_dw2.tag),
+                        hdr.requester_id.eq(cpl_dw2.requester_id),
+                        hdr.attr.eq(cpl_dw0.attr),
+                        hdr.tc.eq(cpl_dw0.tc),
+                        hdr.byte_count.eq(cpl_dw1.byte_count),
+                        hdr.lower_address.eq(cpl_dw2.lower_address),
+                        self.err.cfg_err_locked.eq(cpl_dw0.type == TlpType.CPL_LOCKED),
+                    ]
+                    with m.If(self.err.cfg_err_cpl_rdy):
+                        m.d.comb += [
+                            self.err.cfg_err_ur.eq(cpl_dw1.status == CplStatus.UR),
+                            self.err.cfg_err_cpl_abort.eq(cpl_dw1.status == CplStatus.CA),
+                        ]
+                        m.next = "Receive"
 
             with m.State("Send-Completion"):
                 n_data = cpl_dw0.length

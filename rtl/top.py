@@ -19,7 +19,8 @@ from .interrupts import InterruptController
 from .storage import StorageSignature
 from .streams import SkidBuffer
 from .phy.s7_axis import S7AxisSignature, S7RxTuser, S7TxTuser, S7AxisRx, S7AxisTx
-from .phy.s7_cfg import S7ConfigSignature
+from .phy.s7_cfg import (S7ConfigSignature, S7InterruptSignature, S7Interrupt,
+                         S7ErrorSignature)
 
 
 __all__ = ["VirtioBlkEndpoint", "VirtioBlkRamDiskCard", "VirtioBlkS7Endpoint"]
@@ -55,6 +56,10 @@ class VirtioBlkEndpoint(wiring.Component):
         (:data:`model.regmap.S7_WINDOW`) and takes Command, Device Control, its Routing ID,
         PowerState, MSI-X Enable and Function Mask, and FLR from here;
         :class:`VirtioBlkS7Endpoint` is this with the AXI4-Stream adapters.
+    err : S7ErrorSignature, out (``params.hard_ip`` only)
+        The completer's errors to the block's ``cfg_err_*`` inputs (see
+        :class:`~rtl.completer.Completer`): the block records them and completes a non-posted
+        request in error itself.
     """
     def __init__(self, params=None):
         if params is None:
@@ -67,7 +72,8 @@ class VirtioBlkEndpoint(wiring.Component):
             "tx":   Out(TlpStreamSignature(params.data_width)),
             "intx": Out(1),
             "storage": Out(StorageSignature(params.data_width)),
-            **({"host": In(S7ConfigSignature())} if params.hard_ip else {}),
+            **({"host": In(S7ConfigSignature()), "err": Out(S7ErrorSignature())}
+               if params.hard_ip else {}),
         })
 
     def elaborate(self, platform):
@@ -129,6 +135,7 @@ class VirtioBlkEndpoint(wiring.Component):
         wiring.connect(m, completer.cfg, config.bus)
         if p.hard_ip:
             wiring.connect(m, wiring.flipped(self.host), config.host)
+            wiring.connect(m, completer.err, wiring.flipped(self.err))
             h = self.host
             m.d.comb += completer.routing_id.eq(Cat(h.cfg_function_number, h.cfg_device_number,
                                                     h.cfg_bus_number))
@@ -312,10 +319,20 @@ class VirtioBlkS7Endpoint(wiring.Component):
         ``cfg_device_number``, ``cfg_function_number``, ``cfg_pmcsr_powerstate``,
         ``cfg_interrupt_msixenable``, ``cfg_interrupt_msixfm`` and
         ``cfg_received_func_lvl_rst`` (see :mod:`rtl.phy.s7_cfg`).
+    irq : S7InterruptSignature, out
+        To the core's ``cfg_interrupt``, ``cfg_interrupt_rdy`` (in), ``cfg_interrupt_assert``,
+        ``cfg_interrupt_di``, ``cfg_interrupt_msienable`` (in) and ``cfg_interrupt_stat``: the
+        function's INTA# level as Assert_INTA/Deassert_INTA requests, or MSI requests if
+        software enabled the block's MSI (:class:`~rtl.phy.s7_cfg.S7Interrupt`).
+    err : S7ErrorSignature, out
+        To the core's ``cfg_err_ur``, ``cfg_err_cpl_abort``, ``cfg_err_poisoned``,
+        ``cfg_err_posted``, ``cfg_err_locked``, ``cfg_err_tlp_cpl_header`` and
+        ``cfg_err_cpl_rdy`` (in): the errors the function detects as a completer, which the
+        block records in its Status and Device Status registers; it also sends the UR or CA
+        completion of a non-posted request (:class:`~rtl.completer.Completer`).
     intx : Signal(1), out
-        The INTA# level (as :class:`VirtioBlkEndpoint`); a board turns its edges into the
-        core's ``cfg_interrupt``/``cfg_interrupt_assert`` handshake (not part of this
-        component).
+        The function's INTA# level (as :class:`VirtioBlkEndpoint`), what ``irq`` follows; for
+        observation only, a board leaves it open.
     storage : StorageSignature(params.data_width), out
         The storage back-end port.
 
@@ -336,6 +353,8 @@ class VirtioBlkS7Endpoint(wiring.Component):
             "m_axis_rx": In(S7AxisSignature(w, S7RxTuser)),
             "s_axis_tx": Out(S7AxisSignature(w, S7TxTuser)),
             "host":      In(S7ConfigSignature()),
+            "irq":       Out(S7InterruptSignature()),
+            "err":       Out(S7ErrorSignature()),
             "intx":      Out(1),
             "storage":   Out(StorageSignature(w)),
         })
@@ -352,5 +371,8 @@ class VirtioBlkS7Endpoint(wiring.Component):
         wiring.connect(m, tx.s_axis_tx, wiring.flipped(self.s_axis_tx))
         wiring.connect(m, wiring.flipped(self.host), fn.host)
         wiring.connect(m, fn.storage, wiring.flipped(self.storage))
-        m.d.comb += self.intx.eq(fn.intx)
+        m.submodules.irq = irq = S7Interrupt()
+        m.d.comb += [irq.intx.eq(fn.intx), self.intx.eq(fn.intx)]
+        wiring.connect(m, irq.irq, wiring.flipped(self.irq))
+        wiring.connect(m, fn.err, wiring.flipped(self.err))
         return m

@@ -17,11 +17,26 @@ transactors, what ``pcie_7x`` hands the user logic on ``m_axis_rx``:
   every other request the block does not forward (I/O, Type 1, locked reads);
 - the completions of the DUT's reads.
 
-Everything the DUT sends on ``s_axis_tx`` goes up the link as it is. The block's ``cfg_*``
-outputs (:class:`rtl.phy.s7_cfg.S7ConfigSignature`) are driven from the function's registers
-after every configuration request it takes, and :attr:`S7HardBlock.on_host_config` tells the
-testbench (the golden model's :class:`model.device.HostConfig`, the scoreboard's Bus Master
-Enable).
+Everything the DUT sends on ``s_axis_tx`` goes up the link as it is. The DUT's interrupt
+requests (``cfg_interrupt``, :class:`rtl.phy.s7_cfg.S7InterruptSignature`) are taken a few
+cycles after they are raised (``cfg_interrupt_rdy`` for a cycle): with the block's MSI off, an
+Assert_INTA or Deassert_INTA message (cocotbext-pcie's RootComplex has no INTx, so the model
+keeps the wire itself: :attr:`S7HardBlock.inta`, driven to the harness's ``inta``, which the
+driver watches, and :attr:`S7HardBlock.intx_messages`) and the Status register's Interrupt
+Status bit; with it on, an MSI from the block's MSI capability.
+
+The DUT's error reports (``cfg_err_*``, :class:`rtl.phy.s7_cfg.S7ErrorSignature`) are recorded
+where the block records them: an Unsupported Request in Device Status (UR Detected), a Completer
+Abort in Status (Signaled Target Abort), a Poisoned TLP in Status (Detected Parity Error); a
+non-posted UR or CA, taken while ``cfg_err_cpl_rdy`` is high (low one cycle in three, so that
+the DUT waits for it), is completed by the block from ``cfg_err_tlp_cpl_header`` and
+``cfg_err_locked``, and that completion goes through the testbench's checks as the DUT's own
+would. The requests the block answers itself (not forwarded) set UR Detected too.
+
+The block's ``cfg_*`` outputs (:class:`rtl.phy.s7_cfg.S7ConfigSignature`) are driven from the
+function's registers after every configuration request it takes, and
+:attr:`S7HardBlock.on_host_config` tells the testbench (the golden model's
+:class:`model.device.HostConfig`, the scoreboard's Bus Master Enable).
 
 Beats are the block's AXI4-Stream beats (:class:`S7BeatFormat`), so the DUT's adapters
 (:class:`rtl.phy.s7_axis.S7AxisRx`, :class:`~rtl.phy.s7_axis.S7AxisTx`) are in the loop: DW0 in
@@ -33,18 +48,21 @@ bits 31:0 of the first beat, ``tkeep`` 0x0F or 0xFF, ``tlast`` on the last beat,
 
 import struct
 
+import cocotb
+from cocotb.triggers import RisingEdge
 from amaranth.lib import data
 from cocotbext.pcie.core.endpoint import Endpoint
 from cocotbext.pcie.core.caps import MsiCapability, MsixCapability
 from cocotbext.pcie.core.caps.common import PciCap, PciCapId
-from cocotbext.pcie.core.tlp import Tlp, TlpType
+from cocotbext.pcie.core.tlp import Tlp, TlpType, CplStatus
 from cocotbext.pcie.core.utils import PcieId
 
 from model import regmap as rm
 from model.device import HostConfig
 from rtl.phy.s7_axis import S7RxTuser, S7TxTuser
+from rtl.phy.s7_cfg import S7CplHeader
 from .harness import s7_beat_layout
-from .shim import TlpShim
+from .shim import TlpShim, tlp_to_dws
 
 
 __all__ = ["S7BeatFormat", "S7Function", "S7HardBlock"]
@@ -215,7 +233,90 @@ class S7HardBlock(TlpShim):
         self.fn = self.append_function(S7Function(params))
         self.on_host_config = on_host_config or (lambda host: None)
         self.host = HostConfig()
+        self.inta = False
+        self.intx_messages = []
+        self.msi_sent = 0
         self._drive(self.host)
+        dut.inta.value = 0
+        dut.irq__cfg_interrupt_rdy.value = 0
+        dut.err__cfg_err_cpl_rdy.value = 0
+        self.error_reports = []
+        hdr = data.Layout.cast(S7CplHeader)
+        self._hdr = {name: (field.offset, field.width) for name, field in hdr}
+        cocotb.start_soon(self._serve_interrupts())
+        cocotb.start_soon(self._serve_errors())
+
+    async def _serve_errors(self):
+        """[PG054] Record the DUT's ``cfg_err_*`` pulses, and complete a non-posted UR or CA."""
+        d, fn = self.dut, self.fn
+        cycle = 0
+        while True:
+            await RisingEdge(self.clk)
+            ur, ca = int(d.err__cfg_err_ur.value), int(d.err__cfg_err_cpl_abort.value)
+            poisoned, posted = int(d.err__cfg_err_poisoned.value), \
+                int(d.err__cfg_err_posted.value)
+            rdy = int(d.err__cfg_err_cpl_rdy.value)
+            cycle += 1
+            d.err__cfg_err_cpl_rdy.value = int(cycle % 3 != 0)
+            if poisoned:
+                # [PCIe-3.0 7.5.1.2] Detected Parity Error: a Poisoned TLP received.
+                fn.detected_parity_error = True
+                self.error_reports.append(("poisoned", bool(posted)))
+            if not (ur or ca):
+                continue
+            assert not (ur and ca), "cfg_err_ur and cfg_err_cpl_abort in one cycle"
+            self.error_reports.append(("ur" if ur else "ca", bool(posted)))
+            if ur:
+                fn.pcie_cap.unsupported_request_detected = True
+            else:
+                fn.signaled_target_abort = True
+            if posted:
+                continue
+            assert rdy, "a non-posted cfg_err pulse while cfg_err_cpl_rdy was low"
+            raw = int(d.err__cfg_err_tlp_cpl_header.value)
+            h = {name: raw >> off & (1 << width) - 1 for name, (off, width) in self._hdr.items()}
+            cpl = Tlp()
+            cpl.fmt_type = TlpType.CPL_LOCKED if int(d.err__cfg_err_locked.value) else \
+                TlpType.CPL
+            cpl.status = CplStatus.UR if ur else CplStatus.CA
+            cpl.completer_id = PcieId(self.bus_num, fn.device_num, fn.function_num)
+            cpl.requester_id = PcieId.from_int(h["requester_id"])
+            cpl.tag, cpl.tc, cpl.attr = h["tag"], h["tc"], h["attr"]
+            cpl.byte_count, cpl.lower_address = h["byte_count"], h["lower_address"]
+            # The block's completion, checked as the DUT's own (scoreboard, TLP checker).
+            self._from_dut(tlp_to_dws(cpl))
+
+    async def _serve_interrupts(self, latency=3):
+        """[PG054] Take each ``cfg_interrupt`` request ``latency`` cycles after it is raised
+        (``cfg_interrupt_rdy`` high for a cycle), and send what it asks for."""
+        d, fn = self.dut, self.fn
+        waited = 0
+        while True:
+            await RisingEdge(self.clk)
+            d.irq__cfg_interrupt_rdy.value = 0
+            if not d.irq__cfg_interrupt.value:
+                waited = 0
+                continue
+            if waited < latency:
+                waited += 1
+                continue
+            waited = 0
+            d.irq__cfg_interrupt_rdy.value = 1
+            if fn.msi_cap.msi_enable:
+                self.msi_sent += 1
+                vector = int(d.irq__cfg_interrupt_di.value)
+                cocotb.start_soon(fn.msi_cap.issue_msi_interrupt(vector))
+                continue
+            assert int(d.irq__cfg_interrupt_di.value) == 0, "cfg_interrupt_di: INTA is 0"
+            level = bool(d.irq__cfg_interrupt_assert.value)
+            # [PCIe-3.0 7.5.1.2] Interrupt Status follows the INTx state; the message is sent
+            # only with Interrupt Disable clear (as the block's later versions document), a
+            # Deassert always [PCIe-3.0 7.5.1.1].
+            fn.interrupt_status = level
+            if level != self.inta and not (level and fn.interrupt_disable):
+                self.intx_messages.append("Assert_INTA" if level else "Deassert_INTA")
+                self.inta = level
+                d.inta.value = int(level)
 
     def _drive(self, h):
         d = self.dut
@@ -228,6 +329,7 @@ class S7HardBlock(TlpShim):
         d.host__cfg_interrupt_msixenable.value = int(h.msix_enable)
         d.host__cfg_interrupt_msixfm.value = int(h.msix_mask)
         d.host__cfg_received_func_lvl_rst.value = 0
+        d.irq__cfg_interrupt_msienable.value = int(bool(self.fn.msi_cap.msi_enable))
 
     async def sync_host(self):
         """Drive the ``cfg_*`` outputs from the function's registers, and tell the testbench."""
@@ -259,9 +361,17 @@ class S7HardBlock(TlpShim):
         elif tlp.fmt_type in _CPL:
             await super().upstream_recv(tlp)
             return
-        # Not forwarded: the block completes a non-posted request UR [PCIe-3.0 2.3.1].
+        # Not forwarded: the block completes a non-posted request UR [PCIe-3.0 2.3.1] and
+        # records it (Device Status UR Detected) [PCIe-3.0 6.2.3.2.4, 7.8.5].
         tlp.release_fc()
+        fn.pcie_cap.unsupported_request_detected = True
         if tlp.fmt_type not in (TlpType.MEM_WRITE, TlpType.MEM_WRITE_64):
             cpl = Tlp.create_ur_completion_for_tlp(tlp, PcieId(self.bus_num, fn.device_num,
                                                                fn.function_num))
+            slot = self._local.pop((int(tlp.requester_id), tlp.tag), None)
+            if slot is not None:
+                # Injected by the test (TlpShim.inject): its completion goes back to it.
+                slot[1] = cpl
+                slot[0].set()
+                return
             await self.upstream_send(cpl)

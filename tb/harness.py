@@ -35,7 +35,7 @@ from rtl.tlp import TlpBeat
 from rtl.storage import StorageCommand, StorageCompletion, StorageData, StorageSignature
 from rtl.top import VirtioBlkEndpoint, VirtioBlkS7Endpoint
 from rtl.phy.s7_axis import S7RxTuser, S7TxTuser
-from rtl.phy.s7_cfg import S7ConfigSignature
+from rtl.phy.s7_cfg import S7ConfigSignature, S7InterruptSignature, S7ErrorSignature
 
 
 __all__ = ["FeedSignature", "CollectSignature", "StreamFeeder", "StreamCollector",
@@ -374,7 +374,19 @@ class S7SimHarness(wiring.Component):
         Beats of ``s_axis_tx`` (``S7TxTuser``), published at each ``tlast``.
     host : S7ConfigSignature, flipped
         The hard block's ``cfg_*`` outputs, driven by the testbench.
-    intx, storage : as :class:`SimHarness`.
+    irq : S7InterruptSignature
+        The DUT's interrupt requests to the block; the testbench's model of the block answers
+        them (``cfg_interrupt_rdy``) and drives ``cfg_interrupt_msienable``.
+    err : S7ErrorSignature
+        The DUT's error reports to the block, which the model records and completes.
+    inta : Signal(1), in
+        INTA# as the block's Assert_INTA/Deassert_INTA messages left it (the model drives it).
+    intx : Signal(1), out
+        ``inta``: what the testbench's driver takes for INTA# (as :class:`SimHarness`'s
+        ``intx``, which is the endpoint's level).
+    intx_level : Signal(1), out
+        The function's INTA# level, before the block.
+    storage : as :class:`SimHarness`.
     """
     def __init__(self, params):
         self.params = params
@@ -386,7 +398,11 @@ class S7SimHarness(wiring.Component):
             "rx":      Out(FeedSignature(self.rx_width, k)),
             "tx":      Out(CollectSignature(self.tx_width, k)),
             "host":    In(S7ConfigSignature()),
+            "irq":     Out(S7InterruptSignature()),
+            "err":     Out(S7ErrorSignature()),
+            "inta":    In(1),
             "intx":    Out(1),
+            "intx_level": Out(1),
             "storage": Out(_storage_signature(w)),
         })
 
@@ -412,8 +428,11 @@ class S7SimHarness(wiring.Component):
             tx_beat.tlast.eq(axis_tx.tlast), tx_beat.tuser.eq(axis_tx.tuser),
             tx.i.valid.eq(axis_tx.tvalid), tx.i.payload.eq(tx_beat),
             axis_tx.tready.eq(tx.i.ready),
-            self.intx.eq(dut.intx),
+            self.intx.eq(self.inta),
+            self.intx_level.eq(dut.intx),
         ]
+        wiring.connect(m, dut.irq, wiring.flipped(self.irq))
+        wiring.connect(m, dut.err, wiring.flipped(self.err))
         wiring.connect(m, wiring.flipped(self.rx), rx.tb)
         wiring.connect(m, wiring.flipped(self.tx), tx.tb)
         wiring.connect(m, wiring.flipped(self.host), dut.host)

@@ -14,9 +14,39 @@ from model.device import VirtioBlkModel, SC
 from model import regmap as rm
 from rtl.top import VirtioBlkEndpoint, VirtioBlkS7Endpoint
 from .test_endpoint_sim import Harness, BAR0
+from .sim_helpers import mem_req
 
 
 P = VARIANTS["virtio_blk_ep_s7"]
+
+
+class BlockHarness(Harness):
+    """:class:`Harness` with the block's side of ``cfg_err_*``: ``cfg_err_cpl_rdy`` high, and a
+    non-posted ``cfg_err_ur``/``cfg_err_cpl_abort`` pulse taken for the completion the block
+    sends from ``cfg_err_tlp_cpl_header`` [PG054], so that the function's errors are checked
+    against the model as its own completions are. ``reports`` lists every pulse."""
+    def __init__(self, ctx, dut, model):
+        super().__init__(ctx, dut, model)
+        self.reports = []
+        ctx.set(dut.err.cfg_err_cpl_rdy, 1)
+
+    async def completion(self, tag):
+        ctx, err = self.ctx, self.dut.err
+        while not ctx.get(self.dut.tx.valid):
+            ur, ca = ctx.get(err.cfg_err_ur), ctx.get(err.cfg_err_cpl_abort)
+            if (ur or ca) and not ctx.get(err.cfg_err_posted):
+                hdr = ctx.get(err.cfg_err_tlp_cpl_header)
+                self.reports.append(("ur" if ur else "ca", "non-posted"))
+                assert ur != ca, "cfg_err_ur and cfg_err_cpl_abort at once"
+                await ctx.tick()
+                assert hdr.tag == tag, f"cfg_err_tlp_cpl_header tag {hdr.tag} for {tag}"
+                return {"fmt": 0, "type": 0b01011 if ctx.get(err.cfg_err_locked) else 0b01010,
+                        "length": 0, "completer_id": self.model.completer_id,
+                        "status": 1 if ur else 4, "byte_count": int(hdr.byte_count),
+                        "requester_id": int(hdr.requester_id), "tag": int(hdr.tag),
+                        "lower_address": int(hdr.lower_address), "data": []}
+            await ctx.tick()
+        return await super().completion(tag)
 
 
 def run(bench):
@@ -26,7 +56,7 @@ def run(bench):
     sim.add_clock(4e-9)
 
     async def testbench(ctx):
-        h = Harness(ctx, dut, model)
+        h = BlockHarness(ctx, dut, model)
 
         def host(**fields):
             """Set the block's cfg_* outputs, and the model's view of them."""
@@ -121,3 +151,38 @@ def test_s7_endpoint_needs_s7_params():
         DeviceParams(hard_ip="xdma")
     with pytest.raises(ValueError, match="hard_ip=\"s7\" needs msix"):
         DeviceParams(hard_ip="s7", msix=False)
+
+
+def test_errors_go_to_the_block():
+    """[PG054] Behind the block a non-posted request in error is not completed by the function:
+    its UR waits for cfg_err_cpl_rdy and goes out as one cfg_err_ur pulse, cfg_err_posted low,
+    with the completion's fields; a posted one is a pulse with cfg_err_posted, without waiting."""
+    async def bench(h, model, ctx, dut):
+        err = dut.err
+        ctx.set(err.cfg_err_cpl_rdy, 0)
+        await h.send(mem_req(BAR0 + 4, 1, 0x6, tag=0x5a))      # Memory Space off: UR
+        for _ in range(30):
+            await ctx.tick()
+            assert not ctx.get(dut.tx.valid), "the function completed a UR itself"
+            assert not ctx.get(err.cfg_err_ur), "cfg_err_ur while cfg_err_cpl_rdy was low"
+        ctx.set(err.cfg_err_cpl_rdy, 1)
+        for _ in range(3):
+            if ctx.get(err.cfg_err_ur):
+                break
+            await ctx.tick()
+        assert ctx.get(err.cfg_err_ur) and not ctx.get(err.cfg_err_posted)
+        assert not ctx.get(err.cfg_err_cpl_abort) and not ctx.get(err.cfg_err_locked)
+        hdr = ctx.get(err.cfg_err_tlp_cpl_header)
+        assert (hdr.tag, hdr.byte_count, hdr.lower_address) == (0x5a, 2, 5), hdr
+        await ctx.tick()
+        assert not ctx.get(err.cfg_err_ur), "more than one pulse"
+        # Posted: a write with Memory Space off, cfg_err_cpl_rdy low all the while.
+        ctx.set(err.cfg_err_cpl_rdy, 0)
+        await h.send(mem_req(BAR0 + 4, 1, 0xf, data=[0]))
+        pulses = []
+        for _ in range(20):
+            await ctx.tick()
+            if ctx.get(err.cfg_err_ur):
+                pulses.append(ctx.get(err.cfg_err_posted))
+        assert pulses == [1], pulses
+    run(bench)
