@@ -6,7 +6,7 @@
 - ``virtio_blk_<board>.v``: :class:`S7BoardTop`, the Amaranth top with the pcie_7x core as an
   ``Instance`` (module ``pcie_7x_0``, every port of the core's top level connected by name), the
   reference-clock buffer, PERST#, the user clock domain, :class:`~rtl.top.VirtioBlkS7Endpoint`
-  with a block-RAM disk behind it, the INTx handshake and the LEDs;
+  with a block-RAM disk behind it, its interrupt and error ports on the core's and the LEDs;
 - ``<board>.xdc``: the pins, from ``constraints/<board>.xdc``;
 - ``build.tcl``: a Vivado batch script (non-project flow) that creates the pcie_7x IP with the
   settings below, synthesises, places (with the board's GT lane placement), routes, writes the
@@ -38,12 +38,32 @@ Where the facts come from (public sources; see each constant):
   GT placement (``early.xdc``), LEDs active low (``CodeBlinker.v``: ``LED_ON = 1'b0``; pins in
   ``normal.xdc``), the flash image (``mcs/out.prm``: BIN, SPIx4, 16 MB at 0), Gen2 x4 at
   100 MHz reference clock on ``PCIE_X0Y0`` (``Top_xdma_0_0.xci``).
+- [PCIE2-EP] Xilinx's 7-series example design as Avnet keeps it (github.com/Avnet/hdl,
+  ``IP/xilinx_pcie_2_1_ep_7x/src/xilinx_pcie_2_1_ep_7x.v`` and ``pcie_7x_0_support.v``,
+  commits c088f46 and 9e0fb9a): the error reporting ports of ``pcie_7x_0`` by name, as wires
+  with their widths (``cfg_err_tlp_cpl_header`` [47:0], ``cfg_err_aer_headerlog`` [127:0],
+  ``cfg_aer_interrupt_msgnum`` [4:0], the others 1 bit), and the outputs among them
+  (``cfg_err_cpl_rdy``, ``cfg_err_aer_headerlog_set``, ``cfg_aer_ecrc_check_en``,
+  ``cfg_aer_ecrc_gen_en``) left open.
+- [PCIE2-IP] A Vivado-generated 7-series PCIe core wrapper with every interface on (XDMA's
+  ``pcie2_ip``, github.com/EEVengers/ThunderScope, ``Firmware/dso_top_fpga_module_unsigned/
+  dso_top.srcs/sources_1/bd/design_1/ip/design_1_xdma_0_0/ip_0/sim/
+  design_1_xdma_0_0_pcie2_ip.v``): the same ports with their directions (``input wire [47 :
+  0] cfg_err_tlp_cpl_header``, ``output wire cfg_err_cpl_rdy``, ...), all of them, the AER
+  ones included, in one bus interface, ``xilinx.com:interface:pcie2_cfg_err``.
 
 What could not be confirmed from a public file, and is therefore checked in ``build.tcl``
 after synthesis (the PCIE_2_1 cell's attributes are printed and, if Vivado derived something
 else, set): that ``PCI_CFG_Space`` also points the core's last capability (MSI-X) at the user
 space (``MSIX_CAP_NEXTPTR`` = 0xA8); the value names ``Legacy_Interrupt {INTA}`` and
-``Trgt_Link_Speed {4'h1}`` (only ``NONE`` and ``4'h2`` were seen).
+``Trgt_Link_Speed {4'h1}`` (only ``NONE`` and ``4'h2`` were seen). And that
+``err_reporting_if {true}`` adds exactly the ``cfg_err_*``/``cfg_aer_*`` ports listed in
+:func:`pcie_7x_ports`: the parameter's name is confirmed ([XCI] has ``PARAM_VALUE.err_reporting_if``
+and ``MODELPARAM_VALUE.ERR_REPORTING_IF``, both false, and no ``cfg_err_*`` port in its stub;
+many public Tcl scripts set ``CONFIG.err_reporting_if {false}``), but no public stub of a core
+generated with it true was found; that the AER ports come with it is inferred from
+[PCIE2-IP]'s interface grouping. A port list that differs makes Vivado's elaboration of the
+top fail on the ``pcie_7x_0`` instance, which names every port.
 """
 
 import argparse
@@ -67,7 +87,7 @@ from .top import VirtioBlkS7Endpoint
 
 
 __all__ = ["Board", "Link", "BOARDS", "LINKS", "DEFAULT_LINK", "PCIE_IP", "pcie_7x_ports",
-           "pcie_7x_config", "S7IntxBridge", "S7BoardTop", "write_project", "main"]
+           "pcie_7x_config", "S7BoardTop", "write_project", "main"]
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,8 +171,11 @@ def _check_link(name):
 
 def pcie_7x_ports(link):
     """The core's top-level ports for the options :func:`pcie_7x_config` sets, as
-    ``{name: (direction, width)}`` with direction ``"i"`` or ``"o"`` [XCI ``pcie_7x_0_stub.v``,
-    whose widths are those of x1 at 64 bits; the lane and data widths scale]."""
+    ``{name: (direction, width)}`` with direction ``"i"`` or ``"o"``: those of [XCI
+    ``pcie_7x_0_stub.v``] (x1 at 64 bits; the lane and data widths scale), generated without
+    the error reporting interface, and the ``cfg_err_*``/``cfg_aer_*`` ports that
+    ``err_reporting_if`` adds, named and sized as in [PCIE2-EP] and [PCIE2-IP] (see the module
+    docstring)."""
     n, w = link.lanes, link.data_width
     ports = {}
 
@@ -216,6 +239,18 @@ def pcie_7x_ports(link):
     add("o", 2, "pl_sel_lnk_width", "pl_lane_reversal_mode", "pl_rx_pm_state")
     add("o", 6, "pl_ltssm_state")
     add("o", 3, "pl_tx_pm_state", "pl_initial_link_width")
+    # Error reporting (err_reporting_if) [PCIE2-EP, PCIE2-IP], with the AER ports that come with
+    # it: the completer's errors go in here (and the core completes a rejected non-posted
+    # request itself from cfg_err_tlp_cpl_header), the rest are tied 0.
+    add("i", 1, "cfg_err_ecrc", "cfg_err_ur", "cfg_err_cpl_timeout", "cfg_err_cpl_unexpect",
+        "cfg_err_cpl_abort", "cfg_err_posted", "cfg_err_cor", "cfg_err_atomic_egress_blocked",
+        "cfg_err_internal_cor", "cfg_err_malformed", "cfg_err_mc_blocked", "cfg_err_poisoned",
+        "cfg_err_norecovery", "cfg_err_locked", "cfg_err_acs", "cfg_err_internal_uncor")
+    add("i", 48, "cfg_err_tlp_cpl_header")
+    add("o", 1, "cfg_err_cpl_rdy")
+    add("i", 128, "cfg_err_aer_headerlog")
+    add("i", 5, "cfg_aer_interrupt_msgnum")
+    add("o", 1, "cfg_err_aer_headerlog_set", "cfg_aer_ecrc_check_en", "cfg_aer_ecrc_gen_en")
     return ports
 
 
@@ -255,7 +290,10 @@ def pcie_7x_config(params, link):
         "en_ext_clk":               "false",
         "shared_logic_in_core":     "false",
         "en_ext_pipe_interface":    "false",
-        "err_reporting_if":         "false",
+        # The error reporting interface: the function reports a request it rejects (UR, CA,
+        # poisoned) on cfg_err_* and the core sends the completion of a non-posted one; without
+        # these ports such a request would never be completed.
+        "err_reporting_if":         "true",
         "cfg_fc_if":                "false",
         "rcv_msg_if":               "false",
         "pl_interface":             "true",
@@ -305,46 +343,6 @@ def pcie_7x_config(params, link):
     }
 
 
-class S7IntxBridge(wiring.Component):
-    """The INTA# level of the function as the core's legacy-interrupt handshake [PG054,
-    "Legacy Interrupt Mode"]: each change of ``intx`` becomes one request, ``cfg_interrupt``
-    high with ``cfg_interrupt_assert`` the new level (1 Assert_INTA, 0 Deassert_INTA), both
-    held until ``cfg_interrupt_rdy``. A change while a request is in flight is sent after it,
-    so the last level always reaches the core. Nothing is sent while the host has MSI enabled
-    in the core's MSI structure (``cfg_interrupt`` would send an MSI then); the function's
-    ``intx`` is already low while MSI-X is on.
-
-    Attributes
-    ----------
-    intx : Signal(1), in
-        The function's INTA# level.
-    msi_enable : Signal(1), in
-        The core's ``cfg_interrupt_msienable``.
-    cfg_interrupt, cfg_interrupt_assert : Signal(1), out
-        To the core.
-    cfg_interrupt_rdy : Signal(1), in
-        From the core.
-    """
-    intx: In(1)
-    msi_enable: In(1)
-    cfg_interrupt: Out(1)
-    cfg_interrupt_assert: Out(1)
-    cfg_interrupt_rdy: In(1)
-
-    def elaborate(self, platform):
-        m = Module()
-        sent = Signal()     # the level the core last took
-        req = Signal()      # a request is on cfg_interrupt
-        level = Signal()    # ... for this level
-        m.d.comb += [self.cfg_interrupt.eq(req), self.cfg_interrupt_assert.eq(level)]
-        with m.If(req):
-            with m.If(self.cfg_interrupt_rdy):
-                m.d.sync += [req.eq(0), sent.eq(level)]
-        with m.Elif((self.intx != sent) & ~self.msi_enable):
-            m.d.sync += [req.eq(1), level.eq(self.intx)]
-        return m
-
-
 class _Stretch(wiring.Component):
     """``o`` stays high for ``cycles`` after each cycle ``i`` is high (an activity LED)."""
     i: In(1)
@@ -381,11 +379,17 @@ class S7BoardTop(wiring.Component):
     - The core's inputs the function does not drive are tied as Xilinx's PIO example and
       litepcie tie them: ``tx_cfg_gnt``, ``rx_np_ok``, ``rx_np_req`` high (the core may send
       its own TLPs at any time; non-posted requests are never held back), no configuration
-      management access, no error reports, no PM requests, no directed link changes,
+      management access, none of the error reports the function does not make, no AER
+      header log, no PM requests, no directed link changes,
       ``pl_upstream_prefer_deemph`` high. ``cfg_turnoff_ok`` follows ``cfg_to_turnoff`` a cycle
       later (the function has no state to save before a PME_Turn_Off). ``cfg_dsn`` (Device
       Serial Number) is a constant.
-    - ``intx`` reaches the core through :class:`S7IntxBridge`.
+    - The endpoint's ``irq`` (:class:`~rtl.phy.s7_cfg.S7InterruptSignature`: INTx through
+      :class:`~rtl.phy.s7_cfg.S7Interrupt` inside it, MSI when software enabled the block's
+      MSI) and ``err`` (:class:`~rtl.phy.s7_cfg.S7ErrorSignature`: UR, CA and poisoned
+      requests, which the core completes when they are non-posted) are connected member by
+      member to the core's ports of the same names. ``intx``, the level ``irq`` follows, is
+      left unused.
     - LEDs (active low on these boards [RHS]): 0 link up, 1 Bus Master Enable (the driver
       took the device), 2 MSI-X enabled, 3 TLP activity (stretched to about 0.1 s).
 
@@ -489,15 +493,15 @@ class S7BoardTop(wiring.Component):
         for name in ep.host.signature.members:
             m.d.comb += getattr(ep.host, name).eq(core[name])
 
-        # -- INTx --------------------------------------------------------------------------------
-        m.submodules.intx = intx = S7IntxBridge()
-        m.d.comb += [
-            intx.intx.eq(ep.intx),
-            intx.msi_enable.eq(core["cfg_interrupt_msienable"]),
-            core["cfg_interrupt"].eq(intx.cfg_interrupt),
-            core["cfg_interrupt_assert"].eq(intx.cfg_interrupt_assert),
-            intx.cfg_interrupt_rdy.eq(core["cfg_interrupt_rdy"]),
-        ]
+        # -- interrupts and errors: each member to the core's port of the same name -------------
+        ep_to_core = set()
+        for port in (ep.irq, ep.err):
+            for name, member in port.signature.members.items():
+                if member.flow == Out:
+                    m.d.comb += core[name].eq(getattr(port, name))
+                    ep_to_core.add(name)
+                else:
+                    m.d.comb += getattr(port, name).eq(core[name])
 
         # -- the core's other inputs -------------------------------------------------------------
         tied = {"tx_cfg_gnt": 1, "rx_np_ok": 1, "rx_np_req": 1, "pl_upstream_prefer_deemph": 1,
@@ -505,7 +509,7 @@ class S7BoardTop(wiring.Component):
                 "cfg_dsn": int.from_bytes(b"virtio-b", "big")}
         driven = {"sys_clk", "sys_rst_n", "pci_exp_rxp", "pci_exp_rxn", "m_axis_rx_tready",
                   "s_axis_tx_tdata", "s_axis_tx_tkeep", "s_axis_tx_tvalid", "s_axis_tx_tlast",
-                  "s_axis_tx_tuser", "cfg_interrupt", "cfg_interrupt_assert", "cfg_turnoff_ok"}
+                  "s_axis_tx_tuser", "cfg_turnoff_ok"} | ep_to_core
         for name, (d, _) in ports.items():
             if d == "i" and name not in driven:
                 m.d.comb += core[name].eq(tied.get(name, 0))
@@ -551,6 +555,11 @@ create_project -in_memory -part $part
 file mkdir $here/ip
 
 # -- the PCIe hard block: pcie_7x ({link.lanes} lanes, {link.speed}, {link.data_width}-bit AXI at {link.user_clk_mhz} MHz)
+# CONFIG.err_reporting_if {{true}} adds the cfg_err_*/cfg_aer_* ports the top connects (the
+# function reports UR/CA there and the core completes those requests). The parameter's name is
+# that of public .xci files; the port list it adds is UNCONFIRMED (no public stub of a core
+# generated with it true): if elaboration fails on a pcie_7x_0 port, compare with
+# ip/{PCIE_IP}/{PCIE_IP}_stub.v.
 create_ip -name pcie_7x -vendor xilinx.com -library ip -module_name {PCIE_IP} -dir $here/ip -force
 set_property -dict [list \\
 {_tcl_config(config)}
