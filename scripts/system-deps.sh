@@ -25,6 +25,8 @@ need perl          perl -MPod::Usage -MGetopt::Long -e 1
 # Verilator's FST wave writer (WAVES=1) compiles against zlib and lz4.
 need zlib1g-dev    test -f /usr/include/zlib.h
 need liblz4-dev    test -f /usr/include/lz4.h
+# tests/test_board.py runs make board's Vivado script through tclsh, Vivado's commands stubbed.
+need tcl           sh -c "command -v tclsh"
 if [ -n "$venv" ]; then
 	# cocotb embeds Python in the simulator through the shared libpython.
 	need libpython3.11 "$venv/bin/cocotb-config" --libpython

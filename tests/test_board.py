@@ -8,7 +8,6 @@ endpoint's interrupt and error ports against the core's ports of the same names.
 
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -307,7 +306,6 @@ source [lindex $argv 0]
 """
 
 
-@pytest.mark.skipif(shutil.which("tclsh") is None, reason="no tclsh")
 def test_build_tcl_runs_through_a_stub_of_vivado(projects, tmp_path):
     stub = tmp_path / "stub.tcl"
     stub.write_text(VIVADO_STUB)
