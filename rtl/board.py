@@ -68,7 +68,6 @@ top fail on the ``pcie_7x_0`` instance, which names every port.
 
 import argparse
 import os
-import re
 import shlex
 import shutil
 import subprocess

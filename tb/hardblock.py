@@ -46,7 +46,6 @@ bits 31:0 of the first beat, ``tkeep`` 0x0F or 0xFF, ``tlast`` on the last beat,
 ``axi_basic_rx``; Xilinx's ``PIO_EP_MEM_ACCESS.v``]; see :mod:`rtl.phy.s7_axis`).
 """
 
-import struct
 
 import cocotb
 from cocotb.triggers import RisingEdge
