@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from .run import run, sim_dir, SIMULATORS
+from .run import run, failure_report, sim_dir, SIMULATORS
 from .test_system import BOARD_SIM
 
 
@@ -18,6 +18,7 @@ from .test_system import BOARD_SIM
 def test_board_sim(sim):
     """Every system test that applies, on the build behind the 7-series hard block's model."""
     ran, failed = run(sim, "virtio_blk_ep_s7", BOARD_SIM, build_tag="board")
+    report = failure_report(sim, "virtio_blk_ep_s7", "board") if failed else []
     assert ran > 0 and failed == 0, \
         f"{failed} of {ran} cocotb tests failed; the simulator's output is in " \
-        f"{sim_dir(sim, 'virtio_blk_ep_s7', 'board') / 'sim.log'}"
+        f"{sim_dir(sim, 'virtio_blk_ep_s7', 'board') / 'sim.log'}\n" + "\n".join(report)

@@ -21,7 +21,7 @@ from cocotb_tools.runner import Verilator, get_runner, get_results
 from model.params import VARIANTS
 
 
-__all__ = ["run", "sim_dir", "cocotb_tests", "SIMULATORS", "ROOT", "TEST_MODULES"]
+__all__ = ["run", "failure_report", "sim_dir", "cocotb_tests", "SIMULATORS", "ROOT", "TEST_MODULES"]
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,14 +113,54 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
     # Under pytest, whose capture a run killed for taking too long would lose, the
     # simulator's output also goes to a file (each test prints its seed at its start).
     under_pytest = bool(os.environ.get("PYTEST_CURRENT_TEST"))
-    results = runner.test(test_module=modules or TEST_MODULES, hdl_toplevel=toplevel,
-                          test_filter=_test_filter(tests), build_dir=build_dir,
-                          test_dir=test_dir,
-                          waves=waves, extra_env=env,
-                          log_file=test_dir / "sim.log" if under_pytest else None,
-                          results_xml=str(test_dir / "results.xml")
-                          if not under_pytest else None)
+    results = test_dir / "results.xml"
+    try:
+        runner.test(test_module=modules or TEST_MODULES, hdl_toplevel=toplevel,
+                    test_filter=_test_filter(tests), build_dir=build_dir, test_dir=test_dir,
+                    waves=waves, extra_env=env,
+                    log_file=test_dir / "sim.log" if under_pytest else None,
+                    results_xml=str(results))
+    except SystemExit:
+        # Under pytest cocotb's runner exits when a test failed; the results file says which
+        # (failure_report), and the caller reports them. No results file: the simulator died.
+        if not results.exists():
+            raise
     return get_results(results)
+
+
+def failure_report(sim, toplevel, build_tag=None, where=None):
+    """The failed cocotb tests of the last :func:`run` in ``sim_dir(sim, toplevel, build_tag)``
+    (or ``where``), one line each with the seed it printed at its start (``SEED=<n>`` and the
+    test's name replay it) and its error lines, for a CI log that must say what failed without
+    the simulator's whole output."""
+    from xml.etree import ElementTree
+    where = where or sim_dir(sim, toplevel, build_tag)
+    failed = []
+    if (where / "results.xml").exists():
+        for case in ElementTree.parse(where / "results.xml").getroot().iter("testcase"):
+            if case.find("failure") is not None or case.find("error") is not None:
+                failed.append(case.get("name"))
+    log = (where / "sim.log").read_text(errors="replace").splitlines() \
+        if (where / "sim.log").exists() else []
+    lines = []
+    for name in failed:
+        seed, started, context = "", False, []
+        for line in log:
+            if re.search(r"running \S*\." + re.escape(name) + r" \(", line):
+                started = True
+            elif started and "running " in line and "cocotb.regression" in line:
+                break
+            elif started:
+                m = re.search(r"replay with (SEED=\d+)", line)
+                if m and not seed:
+                    seed = m.group(1)
+                if re.search(r"ERROR|FAIL|Error|assert|mismatch", line):
+                    context.append(line.strip())
+        lines.append(f"FAILED {name} ({seed or 'no seed printed'}); replay: "
+                     f"{seed + ' ' if seed else ''}python -m tb.run --sim {sim} "
+                     f"--toplevel {toplevel} --test {name.split('/')[0]}")
+        lines += ["    " + c for c in context[-12:]]
+    return lines
 
 
 class _Verilator(Verilator):

@@ -21,7 +21,7 @@ import os
 import pytest
 
 from model.params import VARIANTS
-from .run import run, sim_dir, cocotb_tests, SIMULATORS, TEST_MODULES
+from .run import run, failure_report, sim_dir, cocotb_tests, SIMULATORS, TEST_MODULES
 
 
 _sims = [s for s in SIMULATORS if os.environ.get("SIM", "") in ("", s)]
@@ -107,14 +107,10 @@ def test_system(sim, toplevel, group):
     key = (toplevel, group)
     tests = SELECTION[key] + (ON_VERILATOR.get(key, []) if sim == "verilator" else [])
     ran, failed = run(sim, toplevel, tests, build_tag=group or None)
-    if failed or not ran:
-        log = sim_dir(sim, toplevel, group or None) / "sim.log"
-        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-        print("\n".join(line for line in lines if "FAIL" in line or "Error" in line or
-                        "SCOREBOARD" in line or "seed=" in line))
+    report = failure_report(sim, toplevel, group or None) if failed else []
     assert ran > 0 and failed == 0, \
         f"{failed} of {ran} cocotb tests failed; the simulator's output is in " \
-        f"{sim_dir(sim, toplevel, group or None) / 'sim.log'}"
+        f"{sim_dir(sim, toplevel, group or None) / 'sim.log'}\n" + "\n".join(report)
 
 
 # CI's fuzz smoke: a few seeds of tb/cocotb_fuzz.py (``make fuzz`` runs the long campaign).
