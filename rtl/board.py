@@ -52,18 +52,23 @@ Where the facts come from (public sources; see each constant):
   0] cfg_err_tlp_cpl_header``, ``output wire cfg_err_cpl_rdy``, ...), all of them, the AER
   ones included, in one bus interface, ``xilinx.com:interface:pcie2_cfg_err``.
 
+- [ERR-STUB] A Vivado-generated stub of a ``pcie_7x_0`` with ``err_reporting_if`` true
+  (github.com/CMU-SAFARI/DRAM-Bender, ``projects/ZC706/ZC706.srcs/sources_1/ip/pcie_7x_0/
+  pcie_7x_0_stub.v``, its ``.xci`` with ``PARAM_VALUE.err_reporting_if`` true): the
+  ``cfg_err_*`` and ``cfg_aer_*`` ports of :func:`pcie_7x_ports`, the same names, widths and
+  directions; the option brings the AER ports too. The core's own top
+  (``pcie_7x_0_pcie_7x.v`` in [XCI]'s project) wires ``cfg_err_ur``, ``cfg_err_cpl_abort``,
+  ``cfg_err_posted``, ``cfg_err_locked``, ``cfg_err_tlp_cpl_header`` and ``cfg_err_cpl_rdy``
+  straight to the PCIE_2_1 cell, which builds the UR/CA completion of a non-posted request
+  from the header itself: the user logic sends none.
+- [LEGACY] ``Legacy_Interrupt {INTA}`` with ``IntX_Generation`` true: DRAM-Bender's ``.xci``;
+  ``Trgt_Link_Speed {4'h1}`` with ``Link_Speed {2.5_GT/s}``: public Tcl scripts for Gen1 cores.
+
 What could not be confirmed from a public file, and is therefore checked in ``build.tcl``
 after synthesis (the PCIE_2_1 cell's attributes are printed and, if Vivado derived something
 else, set): that ``PCI_CFG_Space`` also points the core's last capability (MSI-X) at the user
-space (``MSIX_CAP_NEXTPTR`` = 0xA8); the value names ``Legacy_Interrupt {INTA}`` and
-``Trgt_Link_Speed {4'h1}`` (only ``NONE`` and ``4'h2`` were seen). And that
-``err_reporting_if {true}`` adds exactly the ``cfg_err_*``/``cfg_aer_*`` ports listed in
-:func:`pcie_7x_ports`: the parameter's name is confirmed ([XCI] has ``PARAM_VALUE.err_reporting_if``
-and ``MODELPARAM_VALUE.ERR_REPORTING_IF``, both false, and no ``cfg_err_*`` port in its stub;
-many public Tcl scripts set ``CONFIG.err_reporting_if {false}``), but no public stub of a core
-generated with it true was found; that the AER ports come with it is inferred from
-[PCIE2-IP]'s interface grouping. A port list that differs makes Vivado's elaboration of the
-top fail on the ``pcie_7x_0`` instance, which names every port.
+space (``MSIX_CAP_NEXTPTR`` = 0xA8). A port list that differs from the core's makes Vivado's
+elaboration of the top fail on the ``pcie_7x_0`` instance, which names every port.
 """
 
 import argparse
@@ -555,10 +560,9 @@ file mkdir $here/ip
 
 # -- the PCIe hard block: pcie_7x ({link.lanes} lanes, {link.speed}, {link.data_width}-bit AXI at {link.user_clk_mhz} MHz)
 # CONFIG.err_reporting_if {{true}} adds the cfg_err_*/cfg_aer_* ports the top connects (the
-# function reports UR/CA there and the core completes those requests). The parameter's name is
-# that of public .xci files; the port list it adds is UNCONFIRMED (no public stub of a core
-# generated with it true): if elaboration fails on a pcie_7x_0 port, compare with
-# ip/{PCIE_IP}/{PCIE_IP}_stub.v.
+# function reports UR/CA there and the core completes those requests); the port list is that
+# of a public stub of a core generated with it (rtl/board.py, [ERR-STUB]). If elaboration
+# fails on a pcie_7x_0 port, compare with ip/{PCIE_IP}/{PCIE_IP}_stub.v.
 create_ip -name pcie_7x -vendor xilinx.com -library ip -module_name {PCIE_IP} -dir $here/ip -force
 set_property -dict [list \\
 {_tcl_config(config)}

@@ -222,9 +222,6 @@ class Completer(wiring.Component):
                 # [PCIe-3.0 2.7.2.2] A Poisoned TLP received (data with EP set) is logged
                 # whatever happens to it next.
                 m.d.comb += self.poisoned_received.eq(has_data & dw0.ep)
-                if p.hard_ip:
-                    m.d.comb += [self.err.cfg_err_poisoned.eq(has_data & dw0.ep),
-                                 self.err.cfg_err_posted.eq(posted)]
                 m.d.sync += [
                     k_cfg.eq(is_cfg0 & (cfg_dw2.function == function) & ~(has_data & dw0.ep)),
                     k_mrd_hit.eq(is_mrd & bar_hit),
@@ -260,7 +257,13 @@ class Completer(wiring.Component):
                         m.next = "Report-Error" if p.hard_ip else "Send-Completion"
                 with m.Elif(k_mwr_hit):
                     with m.If(dw0.ep):
-                        # [PCIe-3.0 2.7.2.2] Poisoned write data must not be used.
+                        # [PCIe-3.0 2.7.2.2] Poisoned write data must not be used. Behind the
+                        # hard block, reported as what it is only here: a poisoned request
+                        # that is also unsupported or aborted is reported as that alone, the
+                        # error of higher precedence [PCIe-3.0 6.2].
+                        if p.hard_ip:
+                            m.d.comb += [self.err.cfg_err_poisoned.eq(1),
+                                         self.err.cfg_err_posted.eq(1)]
                         m.next = "Receive"
                     with m.Elif(k_len_ok):
                         m.next = "BAR-Write"
@@ -272,6 +275,9 @@ class Completer(wiring.Component):
                         m.next = "Receive"
                 with m.Elif(k_discard):
                     # Unexpected Completion, or a message that needs no action: discard.
+                    if p.hard_ip:
+                        m.d.comb += [self.err.cfg_err_poisoned.eq(has_data & dw0.ep),
+                                     self.err.cfg_err_posted.eq(k_posted)]
                     m.next = "Receive"
                 with m.Elif(k_posted):
                     m.d.comb += self.ur_detected.eq(1)

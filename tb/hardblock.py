@@ -264,6 +264,9 @@ class S7HardBlock(TlpShim):
             if not (ur or ca):
                 continue
             assert not (ur and ca), "cfg_err_ur and cfg_err_cpl_abort in one cycle"
+            # [PCIe-3.0 6.2] One error per TLP, the one of highest precedence: UR and CA rank
+            # above Poisoned TLP Received.
+            assert not poisoned, "cfg_err_poisoned with cfg_err_ur or cfg_err_cpl_abort"
             self.error_reports.append(("ur" if ur else "ca", bool(posted)))
             if ur:
                 fn.pcie_cap.unsupported_request_detected = True
@@ -336,6 +339,14 @@ class S7HardBlock(TlpShim):
         self._drive(self.host)
         self.on_host_config(self.host)
 
+    def _received_poisoned(self, tlp):
+        """[PCIe-3.0 7.5.1.2] Detected Parity Error: set by the function that receives a
+        Poisoned TLP, whatever error (if any) it is reported as; the model takes the block's
+        transaction layer, which sees the EP bit of every TLP it forwards, to log it."""
+        if tlp.ep and tlp.fmt_type in (TlpType.CFG_WRITE_0, TlpType.MEM_WRITE,
+                                       TlpType.MEM_WRITE_64):
+            self.fn.detected_parity_error = True
+
     async def upstream_recv(self, tlp):
         fn = self.fn
         if tlp.fmt_type in _CFG0:
@@ -346,6 +357,7 @@ class S7HardBlock(TlpShim):
                 tlp.completer_id.function == fn.function_num
             if mine and rm.S7_EXT_CFG_CAP_PTR <= reg < rm.S7_WINDOW[1] // 4:
                 # [PG054] The window: the user logic completes it.
+                self._received_poisoned(tlp)
                 await self.sync_host()
                 await super().upstream_recv(tlp)
                 return
@@ -355,6 +367,7 @@ class S7HardBlock(TlpShim):
         if tlp.fmt_type in _MEM:
             if fn.memory_space_enable and fn.match_bar(tlp.address) and \
                     self.host.power_state == 0:
+                self._received_poisoned(tlp)
                 await super().upstream_recv(tlp)
                 return
         elif tlp.fmt_type in _CPL:
