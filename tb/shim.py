@@ -289,6 +289,10 @@ def describe_tlp(tlp):
         text = f"{name:<10} tag {tlp.tag:<3} {(tlp.length or 1024) * 4:>4} B @ {tlp.address:#x}"
     elif tlp.fmt_type in (TlpType.MEM_WRITE, TlpType.MEM_WRITE_64):
         text = f"{name:<10}         {(tlp.length or 1024) * 4:>4} B @ {tlp.address:#x}"
+    elif tlp.fmt_type in (TlpType.CFG_READ_0, TlpType.CFG_WRITE_0, TlpType.CFG_READ_1,
+                          TlpType.CFG_WRITE_1):
+        text = f"{name:<10} tag {tlp.tag:<3} reg {tlp.address & 0xffc:#05x} be " \
+               f"{tlp.first_be:#x}"
     else:
         text = f"{name:<10} tag {tlp.tag}"
     data = tlp.get_data() if tlp.has_data() else b""

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds QEMU 7.2 (Debian bookworm's source package) with the multi-process proxy device and
-# patches/qemu-7.2-proxy-intx-tcg.patch into build/qemu/qemu-system-x86_64, once: the stamp
-# build/qemu/.stamp holds the patch's sha256 and the source version; a second run with the same
-# patch does nothing. See docs/qemu-cosim-notes.md sections 1 and 4.
+# patches/qemu-7.2-*.patch (in name order: INTx under TCG; MSI/MSI-X and 64-bit BARs) into
+# build/qemu/qemu-system-x86_64, once: the stamp build/qemu/.stamp holds the patches' sha256
+# and the source version; a second run with the same patches does nothing. See
+# docs/qemu-cosim-notes.md sections 1 and 4.
 #
 #   scripts/linux/build-qemu.sh            (JOBS=<n> for ninja, default 2)
 #
@@ -11,10 +12,11 @@
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/build/qemu
-patch_file=$root/patches/qemu-7.2-proxy-intx-tcg.patch
+patches=$(ls "$root"/patches/qemu-7.2-*.patch | sort)
 jobs=${JOBS:-2}
 mkdir -p "$out"
-want="$(sha256sum "$patch_file" | cut -d' ' -f1) qemu-7.2"
+# shellcheck disable=SC2086
+want="$(cat $patches | sha256sum | cut -d' ' -f1) qemu-7.2"
 
 if [ -x "$out/qemu-system-x86_64" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$want" ]; then
 	echo "build-qemu: $out/qemu-system-x86_64 is up to date"
@@ -66,13 +68,29 @@ if [ ! -d "$src/qemu-7.2+dfsg" ]; then
 	[ -d "$src/qemu-7.2+dfsg" ] || { echo "error: apt-get source qemu gave no qemu 7.2"; exit 1; }
 fi
 tree=$src/qemu-7.2+dfsg
-if [ ! -f "$tree/.cosim-patched" ]; then
-	(cd "$tree" && patch -p1 --forward < "$patch_file")
-	cp "$patch_file" "$tree/.cosim-patched"
-elif ! cmp -s "$patch_file" "$tree/.cosim-patched"; then
-	echo "build-qemu: the patch changed; reapplying on a fresh tree"
-	(cd "$tree" && patch -p1 -R < "$tree/.cosim-patched" && patch -p1 < "$patch_file")
-	cp "$patch_file" "$tree/.cosim-patched"
+# The patches applied to the tree are kept in .cosim-patches (an older tree has the one patch
+# of the time in .cosim-patched); when they differ from ours they come off, newest first, and
+# ours go on, in order.
+applied=$tree/.cosim-patches
+if [ -f "$tree/.cosim-patched" ]; then
+	mkdir -p "$applied"
+	mv "$tree/.cosim-patched" "$applied/qemu-7.2-proxy-intx-tcg.patch"
+fi
+# shellcheck disable=SC2086
+if [ ! -d "$applied" ] || [ "$(cat "$applied"/*.patch 2>/dev/null | sha256sum)" != \
+		"$(cat $patches | sha256sum)" ]; then
+	if [ -d "$applied" ]; then
+		echo "build-qemu: the patches changed; taking the old ones off"
+		for p in $(ls "$applied"/*.patch | sort -r); do
+			(cd "$tree" && patch -p1 -R < "$p")
+		done
+	fi
+	rm -rf "$applied"
+	mkdir -p "$applied"
+	for p in $patches; do
+		(cd "$tree" && patch -p1 --forward < "$p")
+		cp "$p" "$applied/"
+	done
 fi
 
 # -- configure (KVM must be on: hw/remote/Kconfig has MULTIPROCESS depend on it) and build ---

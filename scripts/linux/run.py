@@ -1,13 +1,15 @@
 """``make linux``: build QEMU and the guest (once each), then boot Linux against the RTL.
 
-    python scripts/linux/run.py [--sim verilator|icarus] [--skip-setup]
+    python scripts/linux/run.py [--sim verilator|icarus] [--build NAME] [--skip-setup]
 
 Runs ``scripts/linux/build-qemu.sh`` and ``scripts/linux/guest.py`` (both do nothing when up to
-date), then the cocotb test ``linux_boot`` of :mod:`tb.qemu.cocotb_linux` on the
-``virtio_blk_ep_qemu`` variant. The guest console streams through as ``guest | ...`` lines; the
-last line is the result::
+date), then the cocotb test ``linux_boot`` of :mod:`tb.qemu.cocotb_linux` on the build
+``--build`` (default ``virtio_blk_ep``, the product build: 64-bit BAR0, MSI-X; ``make linux``
+also runs ``virtio_blk_ep_qemu``, INTx). The guest console streams through as ``guest | ...``
+lines; the last line is the result::
 
-    linux: PASS <bytes written> bytes written, <bytes read> bytes read, fsck clean
+    linux: PASS build=<build> msix=<on|off> cpus=<n> queues=<n> requests=<n> mismatches=<n>
+    cycles/request=<n> (median), <n> bytes written, <n> bytes read, fsck clean
 """
 
 import argparse
@@ -21,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from model.params import VARIANTS   # noqa: E402
 from tb.run import run   # noqa: E402
 
 
@@ -28,6 +31,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
+    parser.add_argument("--build", choices=sorted(VARIANTS), default="virtio_blk_ep",
+                        help="the build the guest drives (default: %(default)s)")
     parser.add_argument("--skip-setup", action="store_true",
                         help="do not run build-qemu.sh and guest.py")
     args = parser.parse_args()
@@ -37,7 +42,7 @@ def main():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "linux" / "guest.py")],
                        check=True)
     t_setup = time.monotonic() - t0
-    out = ROOT / "build" / "linux" / "run"
+    out = ROOT / "build" / "linux" / "run" / args.build
     result_file = out / "result.json"
     result_file.unlink(missing_ok=True)
     env = {
@@ -45,10 +50,10 @@ def main():
         "COSIM_GUEST": str(ROOT / "build" / "linux"),
         "COSIM_OUT": str(out),
     }
-    for k in ("COSIM_TIMEOUT", "SEED"):
+    for k in ("COSIM_TIMEOUT", "COSIM_CPUS", "COSIM_QEMU_ARGS", "TLP_TRACE", "SEED"):
         if k in os.environ:
             env[k] = os.environ[k]
-    tests, failed = run(args.sim, "virtio_blk_ep_qemu", tests=["linux_boot"],
+    tests, failed = run(args.sim, args.build, tests=["linux_boot"],
                         modules=["tb.qemu.cocotb_linux"], extra_env=env)
     total = time.monotonic() - t0
     if not result_file.exists():

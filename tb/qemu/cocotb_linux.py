@@ -16,11 +16,16 @@ Environment (``scripts/linux/run.py`` sets these):
 ``COSIM_OUT``       where the run's disk image, console log and ``result.json`` go
                     (default ``build/linux/run``)
 ``COSIM_TIMEOUT``   wall-clock limit in seconds (default 600)
+``COSIM_QEMU_ARGS`` more QEMU options (debugging)
+``COSIM_CPUS``      the guest's CPUs (default 2: the kernel gives each its hardware queue)
 ``SEED``            the payload's seed (printed; replays the run's file contents)
 """
 
 import json
 import os
+import random
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -37,6 +42,10 @@ from . import guest
 
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The ext4 file system's share of the disk, at most (half of a smaller disk); the raw-device
+# jobs go beyond it.
+FS_BYTES = 8 << 20
 
 # Where the proxy sits on the guest's root bus: 00:04.0 (explicit, so the Completer ID of the
 # configuration requests is known before the guest enumerates).
@@ -89,12 +98,12 @@ class Console:
             os.close(self._fd)
 
 
-def _qemu_command(qemu, linux, initrd, console, fd):
+def _qemu_command(qemu, linux, initrd, console, fd, cpus):
     return [
         str(qemu), "-nodefaults", "-display", "none", "-no-reboot",
         # Guest RAM on a memfd that QEMU can hand to the remote (SYNC_SYSMEM); its size must
         # equal -m. -nodefaults keeps the RAM sections few (a remote takes at most 8).
-        "-machine", "q35,memory-backend=mem", "-accel", "tcg", "-smp", "1", "-m", "512",
+        "-machine", "q35,memory-backend=mem", "-accel", "tcg", "-smp", str(cpus), "-m", "512",
         "-object", "memory-backend-memfd,id=mem,size=512M,share=on",
         "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
         "-serial", f"file:{console}",
@@ -103,6 +112,27 @@ def _qemu_command(qemu, linux, initrd, console, fd):
         "-device", f"x-pci-proxy-dev,id=blk,fd={fd},"
                    f"addr={GUEST_BDF.device:02x}.{GUEST_BDF.function}",
     ]
+
+
+def _virtio_interrupts(lines):
+    """``{name: count}`` of the guest's virtio interrupts from its ``/proc/interrupts`` lines
+    (``COSIM: interrupts  24:  3  9  PCI-MSI 65536-edge  virtio0-req.0``): the name after
+    ``virtioN-`` (``config``, ``req.0``, ...), the count summed over CPUs."""
+    out = {}
+    for ln in lines:
+        if not ln.startswith("COSIM: interrupts "):
+            continue
+        fields = ln[len("COSIM: interrupts "):].split()
+        m = re.match(r"virtio\d+-(\S+)$", fields[-1]) if fields else None
+        if not m:
+            continue
+        counts = []
+        for f in fields[1:]:
+            if not f.isdigit():
+                break
+            counts.append(int(f))
+        out[m.group(1)] = sum(counts)
+    return out
 
 
 @cocotb.test()
@@ -114,6 +144,7 @@ async def linux_boot(dut):
     linux = Path(os.environ.get("COSIM_GUEST") or ROOT / "build" / "linux")
     out = Path(os.environ.get("COSIM_OUT") or ROOT / "build" / "linux" / "run")
     timeout = float(os.environ.get("COSIM_TIMEOUT") or 600)
+    cpus = int(os.environ.get("COSIM_CPUS") or 2)
     for need in (qemu, linux / "vmlinuz", linux / "initrd-base.gz"):
         assert need.exists(), f"{need} is missing: run scripts/linux/build-qemu.sh and " \
                               f"scripts/linux/guest.py first (make linux does)"
@@ -123,19 +154,29 @@ async def linux_boot(dut):
     log = tb.log
     params = tb.params
     image = out / "disk.img"
-    guest.make_disk(image, params.capacity * rm.BLK_SECTOR_BYTES)
+    disk_bytes = params.capacity * rm.BLK_SECTOR_BYTES
+    fs_bytes = min(disk_bytes // 2, FS_BYTES)
+    guest.make_disk(image, disk_bytes, fs_bytes)
     payload = guest.make_payload(tb.seed)
+    jobs, raw_payload = guest.raw_jobs(random.Random(tb.seed + 1), fs_bytes // 512,
+                                       (disk_bytes - fs_bytes) // 512)
+    assert jobs[-1].sector * 512 + jobs[-1].nbytes <= disk_bytes, "the raw jobs need more disk"
     initrd = out / "initrd.gz"
     initrd.write_bytes(guest.run_initramfs(
         (linux / "initrd-base.gz").read_bytes(),
-        guest.render_init(params.capacity, [n for n, _ in payload]), payload))
+        guest.render_init(params.capacity, [n for n, _ in payload], jobs),
+        payload + raw_payload))
     console_path = out / "console.log"
     console_path.unlink(missing_ok=True)
     backend = StorageBackend(dut, str(image), log=log)
+    # The golden model starts from the same disk as the DUT's back-end.
+    tb.model.blk.disk[:] = image.read_bytes()
     await tb.reset()
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    cmd = _qemu_command(qemu, linux, initrd, console_path, theirs.fileno())
+    cmd = _qemu_command(qemu, linux, initrd, console_path, theirs.fileno(), cpus)
+    # COSIM_QEMU_ARGS: more QEMU options, for debugging (e.g. "-d guest_errors -D file").
+    cmd += shlex.split(os.environ.get("COSIM_QEMU_ARGS", ""))
     log.info("QEMU: %s", " ".join(cmd))
     qemu_log = open(out / "qemu.log", "wb")
     proc = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
@@ -173,6 +214,12 @@ async def linux_boot(dut):
     clean, fsck_out = guest.fsck(image)
     log.info("e2fsck -fn:\n%s", fsck_out.rstrip())
     mismatched = []
+    disk = image.read_bytes()
+    for job, (name, data) in zip(jobs, raw_payload):
+        at = job.sector * 512
+        if disk[at:at + len(data)] != data:
+            mismatched.append(name)
+            log.error("raw job %s: its region of the image differs from its payload", name)
     for name, data in payload:
         got = guest.read_back(image, name)
         if got != data:
@@ -195,8 +242,41 @@ async def linux_boot(dut):
         pass
     if sb.errors:
         problems.append(f"{len(sb.errors)} scoreboard errors, first: {sb.errors[0]}")
+    rings = tb.rings
+    problems += rings.finish(disk)
+    if rings.mismatches:
+        problems.append(f"{rings.mismatches} of {rings.compared} requests differ from the "
+                        f"golden model's")
+    if remote.io_accesses:
+        problems.append(f"{remote.io_accesses} I/O-space BAR accesses from QEMU (the device "
+                        f"has no I/O BAR)")
     if tb.shim.dma_errors:
         problems.append(f"{len(tb.shim.dma_errors)} DMA errors, first: {tb.shim.dma_errors[0]}")
+
+    # What the guest saw: its CPUs and the hardware queues its kernel made of the device's.
+    seen = next((ln for ln in console.lines if ln.startswith("COSIM: cpus ")), "")
+    m = re.match(r"COSIM: cpus (\d+), hardware queues (\d+)", seen)
+    guest_cpus, guest_queues = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if guest_cpus != cpus:
+        problems.append(f"the guest reports {guest_cpus} CPUs, QEMU was given {cpus}")
+    if guest_queues != min(cpus, params.num_queues):
+        problems.append(f"the guest's kernel made {guest_queues} hardware queues of the "
+                        f"device's {params.num_queues}, with {cpus} CPUs")
+
+    # With MSI-X: enabled in the guest's lspci -vv, a vector for configuration changes and one
+    # per request queue in /proc/interrupts, each request vector counting.
+    vectors = _virtio_interrupts(console.lines)
+    if params.msix:
+        if not any("MSI-X: Enable+" in ln for ln in console.lines
+                   if ln.startswith("COSIM: lspci-vv")):
+            problems.append("lspci -vv does not show MSI-X enabled")
+        want = ["config"] + [f"req.{k}" for k in range(guest_queues)]
+        missing = [w for w in want if w not in vectors]
+        if missing:
+            problems.append(f"no MSI-X vector for {missing} in /proc/interrupts: {vectors}")
+        idle = [w for w in want[1:] if vectors.get(w) == 0]
+        if idle:
+            problems.append(f"request vectors that never fired: {idle}")
 
     wall = time.monotonic() - t0
     boot = console.marks.get("COSIM: init")
@@ -213,7 +293,18 @@ async def linux_boot(dut):
     for p in problems:
         log.error("%s", p)
     result = "PASS" if not problems else "FAIL"
-    summary = (f"linux: {result} {backend.bytes_written} bytes written, "
+    log.info("guest's virtio interrupts: %s", vectors)
+    log.info("golden model: %d requests compared (per queue %s), %d mismatches",
+             rings.compared, rings.per_queue, rings.mismatches)
+    lat = sorted(rings.latencies)
+    cycles_per_request = {"median": lat[len(lat) // 2], "mean": round(sum(lat) / len(lat)),
+                          "max": lat[-1]} if lat else {}
+    log.info("device cycles per request (notification to used->idx): %s", cycles_per_request)
+    summary = (f"linux: {result} build={dut._name} msix={'on' if tb.params.msix else 'off'} "
+               f"cpus={guest_cpus} queues={guest_queues} requests={rings.compared} "
+               f"mismatches={rings.mismatches} "
+               f"cycles/request={cycles_per_request.get('median', 0)} (median), "
+               f"{backend.bytes_written} bytes written, "
                f"{backend.bytes_read} bytes read, fsck {'clean' if clean else 'errors'}")
     (out / "result.json").write_text(json.dumps({
         "result": result, "summary": summary, "problems": problems, "seed": tb.seed,
@@ -225,6 +316,8 @@ async def linux_boot(dut):
         "total_wall_s": round(wall, 2), "total_cycles": tb.cycles(),
         "messages": remote.counts, "interrupts": remote.interrupts,
         "backend": backend.counts, "scoreboard": sb.summary(),
+        "requests": rings.compared, "requests_per_queue": rings.per_queue,
+        "mismatches": rings.mismatches, "cycles_per_request": cycles_per_request,
     }, indent=2) + "\n")
     print(summary, flush=True)
     assert not problems, "; ".join(problems)

@@ -11,11 +11,13 @@ import os
 import random
 import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 
 __all__ = ["MODULES", "newc_entry", "newc_archive", "tree_members", "base_initramfs",
-           "run_initramfs", "render_init", "make_payload", "make_disk", "fsck", "read_back"]
+           "run_initramfs", "render_init", "make_payload", "make_disk", "fsck", "read_back",
+           "RawJob", "raw_jobs"]
 
 
 # Module paths under lib/modules/<abi>/kernel/ in insmod order: each after what it depends on
@@ -103,10 +105,51 @@ def base_initramfs(busybox, module_root, e2fsck=None, extra=None):
     return gzip.compress(newc_archive(members), compresslevel=6, mtime=0)
 
 
-def render_init(sectors, files):
-    """The guest's ``/init`` from ``init.sh.in``."""
+def render_init(sectors, files, jobs=()):
+    """The guest's ``/init`` from ``init.sh.in``; ``jobs`` are the raw-device jobs
+    (:func:`raw_jobs`)."""
     text = _INIT_TEMPLATE.read_text()
-    return text.replace("@SECTORS@", str(sectors)).replace("@FILES@", " ".join(files))
+    lines = "\n".join(f"raw_job {j.name} {j.sector} {j.bs} {j.count} $(({k} % cpus)) &"
+                      for k, j in enumerate(jobs))
+    return (text.replace("@SECTORS@", str(sectors)).replace("@FILES@", " ".join(files))
+            .replace("@RAW_JOBS@", lines))
+
+
+@dataclass
+class RawJob:
+    """A raw-device job of the guest: write ``/payload/<name>`` at ``sector`` in blocks of
+    ``bs`` bytes with O_DIRECT, read it back the same way and compare."""
+    name: str
+    sector: int
+    bs: int
+    count: int
+
+    @property
+    def nbytes(self):
+        return self.bs * self.count
+
+
+def raw_jobs(rng, first_sector, sectors, sizes=(512, 4096, 65536, 131072)):
+    """Jobs on separate regions of the ``sectors`` sectors from ``first_sector`` on, one or
+    (with room) two per block size, all run at once (so every CPU, and so every queue, has
+    requests in flight); each moves 256 KiB at 64 KiB and larger blocks, 64 KiB below, or its
+    share of the room. Returns ``(jobs, payload)``."""
+    room = sectors * 512
+    per_size = 2 if room >= 2 * len(sizes) * (256 << 10) else 1
+    share = room // (per_size * len(sizes))
+    jobs, payload, sector = [], [], first_sector
+    for bs in sizes:
+        for k in range(per_size):
+            want = (256 << 10) if bs >= 65536 else (64 << 10)
+            count = min(want, share) // bs
+            if not count:
+                raise ValueError(f"{room} bytes beyond the file system leave no room for a "
+                                 f"job of {bs}-byte blocks")
+            job = RawJob(f"raw{bs}_{k}", sector, bs, count)
+            jobs.append(job)
+            payload.append((job.name, rng.randbytes(job.nbytes)))
+            sector += -(-job.nbytes // 512)
+    return jobs, payload
 
 
 def run_initramfs(base, init_text, payload):
@@ -126,15 +169,17 @@ def make_payload(seed, total=160 * 1024):
     return [(f"f{i}.bin", rng.randbytes(n)) for i, n in enumerate(sizes)]
 
 
-def make_disk(path, size_bytes):
-    """A fresh ext4 image of ``size_bytes`` (``mkfs.ext4`` picks 1 KiB blocks for a small
-    image, and no journal below 2 MiB)."""
+def make_disk(path, size_bytes, fs_bytes=None):
+    """A fresh sparse image of ``size_bytes`` with an ext4 file system on its first
+    ``fs_bytes`` (all of it if None; ``mkfs.ext4`` picks 1 KiB blocks for a small file system,
+    and no journal below 2 MiB); the rest is zeros, for raw-device jobs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         f.truncate(size_bytes)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "cosim", "-E", "root_owner=0:0",
-                    str(path)], check=True, env=_sbin_path())
+                    str(path)] + ([f"{fs_bytes // 1024}k"] if fs_bytes else []),
+                   check=True, env=_sbin_path())
 
 
 def fsck(path):

@@ -100,7 +100,8 @@ _RULES = {
     Cmd.PCI_CFGREAD: (_CONFIG.size, range(0, 1)),
     Cmd.BAR_WRITE: (_BAR.size, range(0, 1)),
     Cmd.BAR_READ: (_BAR.size, range(0, 1)),
-    Cmd.SET_IRQFD: (0, range(2, 3)),
+    # interrupt, resample, and (patches/qemu-7.2-proxy-msi-bar64.patch) the write pipe.
+    Cmd.SET_IRQFD: (0, range(2, 4)),
     Cmd.DEVICE_RESET: (None, range(0, 1)),
 }
 

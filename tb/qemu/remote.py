@@ -20,6 +20,7 @@ golden model's registers and its DMA requests are checked against the PCIe reque
 import logging
 import os
 import select
+import struct
 import time
 
 from cocotb.utils import get_sim_time
@@ -29,11 +30,12 @@ from cocotbext.pcie.core.utils import PcieId
 
 from model.params import VARIANTS
 from model.device import VirtioBlkModel
-from ..shim import TlpShim, tlp_to_dws
+from ..shim import TlpShim, TlpTrace, tlp_to_dws
 from ..scoreboard import Scoreboard, read_byte_count
 from ..testbench import CLOCK_NS, reset_dut, start_clock, wait_cycles
 from ..seed import seed_from_env
 from .guest_ram import GuestMemory, UnmappedAccess
+from .rings import RingChecker
 from . import protocol as mp
 
 
@@ -85,6 +87,10 @@ def split_read_completions(req, data, completer_id, max_bytes=128):
     return out
 
 
+# [Intel SDM vol. 3 10.11.1] Memory writes here are MSI and MSI-X messages to the local APICs.
+MSI_RANGE = (0xfee0_0000, 0xfef0_0000)
+
+
 class DmaShim(TlpShim):
     """A :class:`tb.shim.TlpShim` that is its own root port: the DUT's Memory Reads and Writes
     are served from :class:`~tb.qemu.guest_ram.GuestMemory` here instead of going up a link.
@@ -110,6 +116,12 @@ class DmaShim(TlpShim):
         self.memory = memory
         self.max_completion_bytes = max_completion_bytes
         self.dma_errors = []
+        # Called as before_write(addr, payload, enabled) before a DUT write reaches guest RAM
+        # (the golden model's ring checker, tb/qemu/rings.py).
+        self.before_write = None
+        # Called as interrupt_write(addr, payload, enabled) for a DUT write to the interrupt
+        # address range (QemuRemote._interrupt_write); true if it was delivered.
+        self.interrupt_write = None
         self.dlog = log or logging.getLogger("cocotb.qemu")
         # The cocotbext-pcie Device underneath runs a data link layer (flow-control DLLPs) that
         # needs a partner port; no TLP ever goes up it.
@@ -118,6 +130,8 @@ class DmaShim(TlpShim):
 
     def _deliver(self, tlp):
         """Into the DUT's ``rx``, in order, past the scoreboard (as :meth:`upstream_recv`)."""
+        if self.trace is not None:
+            self.trace("rx", tlp)
         self.on_request(tlp)
         self.rx_count += 1
         self._enqueue(tlp_to_dws(tlp))
@@ -127,6 +141,8 @@ class DmaShim(TlpShim):
         tlp = self.on_completion(dws)
         if tlp is None:
             raise AssertionError("the DUT sent a malformed TLP (see the TLP checker's error)")
+        if self.trace is not None:
+            self.trace("tx", tlp)
         if tlp.is_completion():
             slot = self._local.pop((int(tlp.requester_id), tlp.tag), None)
             if slot is None:
@@ -147,15 +163,27 @@ class DmaShim(TlpShim):
             payload = bytes(tlp.get_data())
             length = tlp.length or 1024
             last = tlp.first_be if length == 1 else tlp.last_be
+
+            def enabled(i):
+                be = tlp.first_be if i < 4 else last if i >= 4 * (length - 1) else 0xf
+                return bool(be >> (i % 4) & 1)
+            if MSI_RANGE[0] <= tlp.address < MSI_RANGE[1]:
+                if self.interrupt_write is None or \
+                        not self.interrupt_write(tlp.address, payload, enabled):
+                    self._dma_error(f"an interrupt message the bridge cannot deliver (no "
+                                    f"write pipe from QEMU): {tlp!r}")
+                return
+            if self.before_write is not None:
+                self.before_write(tlp.address, payload, enabled)
             try:
                 if tlp.first_be == 0xf and (length == 1 or last == 0xf):
                     self.memory.write(tlp.address, payload)
                 else:
-                    # Partial DWs: only the enabled bytes [PCIe-3.0 2.2.5].
-                    for i in range(4 * length):
-                        be = tlp.first_be if i < 4 else last if i >= 4 * (length - 1) else 0xf
-                        if be >> (i % 4) & 1:
-                            self.memory.write(tlp.address + i, payload[i:i + 1])
+                    # Partial DWs: only the enabled bytes [PCIe-3.0 2.2.5], each run of them
+                    # in one store, so that a 2-byte index (used->idx, avail_event) never
+                    # shows the guest one new byte and one old.
+                    for lo, hi in _enabled_runs(4 * length, enabled):
+                        self.memory.write(tlp.address + lo, payload[lo:hi])
             except UnmappedAccess as e:
                 self._dma_error(f"DMA write dropped: {e}: {tlp!r}")
         else:
@@ -174,15 +202,15 @@ class CosimTB:
     Parameters
     ----------
     dut : cocotb handle
-        The toplevel; must be a variant without MSI-X and with a 32-bit BAR0 (QEMU's proxy
-        device delivers only INTx and sizes BARs one 32-bit register at a time).
+        The toplevel: any variant (MSI-X and a 64-bit BAR0 need QEMU with
+        ``patches/qemu-7.2-proxy-msi-bar64.patch``, which ``make linux`` builds).
     max_completion_bytes : int
         See :func:`split_read_completions`.
 
     Raises
     ------
     ValueError
-        If the toplevel is no known variant, or has MSI-X or a 64-bit BAR0.
+        If the toplevel is no known variant.
     """
     def __init__(self, dut, max_completion_bytes=128):
         self.dut = dut
@@ -192,9 +220,6 @@ class CosimTB:
         if name not in VARIANTS:
             raise ValueError(f"toplevel {name!r} is none of {sorted(VARIANTS)}")
         self.params = VARIANTS[name]
-        if self.params.msix or self.params.bar0_64bit:
-            raise ValueError(f"toplevel {name!r} has MSI-X or a 64-bit BAR0; QEMU's proxy "
-                             f"device needs a variant with neither (virtio_blk_ep_qemu)")
         self.seed = seed_from_env(self.log.info)
         self.model = VirtioBlkModel(self.params)
         self.scoreboard = Scoreboard(self.model, self.log)
@@ -206,6 +231,14 @@ class CosimTB:
                             max_completion_bytes=max_completion_bytes,
                             on_request=self.scoreboard.request,
                             on_completion=self.scoreboard.completion, log=self.log)
+        # The golden model on the guest's rings: every request the guest makes, compared.
+        self.rings = RingChecker(self.model, self.memory, self.scoreboard.error, self.log,
+                                 now=self.cycles)
+        self.shim.before_write = self.rings.before_write
+        # TLP_TRACE=<file>: a line per TLP with its cycle, as in the cocotb tests (off by
+        # default).
+        if os.environ.get("TLP_TRACE"):
+            self.shim.trace = TlpTrace(os.environ["TLP_TRACE"], self.cycles)
         self._tag = 0
         self.clock_origin = start_clock(dut)
 
@@ -246,6 +279,14 @@ class QemuRemote:
         (the storage back-end's counters), folded into the idle test.
     on_poll : callable
         Called once per poll (the console tail, the wall-clock deadline); may raise.
+    stall_report_s : float
+        Wall-clock seconds without any activity after which the queues' state is logged
+        (once per such stretch): the guest may just be idle, or waiting for a notification
+        that never came.
+    stall_fail_s : float
+        Wall-clock seconds without any activity, with requests the guest made available and
+        the device has not completed, after which the run fails (:class:`TimeoutError`): the
+        device, the bridge or QEMU lost a notification or an interrupt.
 
     Attributes
     ----------
@@ -255,7 +296,7 @@ class QemuRemote:
         Times the interrupt eventfd was written.
     """
     def __init__(self, tb, sock, bdf, *, poll_cycles=16, idle_cycles=1024, idle_wait=0.005,
-                 activity=None, on_poll=None):
+                 activity=None, on_poll=None, stall_report_s=20.0, stall_fail_s=90.0):
         if not isinstance(poll_cycles, int) or poll_cycles < 1:
             raise ValueError(f"poll_cycles must be a positive int, not {poll_cycles!r}")
         if not isinstance(idle_cycles, int) or idle_cycles < poll_cycles:
@@ -270,15 +311,21 @@ class QemuRemote:
         self.poll_cycles = poll_cycles
         self.idle_cycles = idle_cycles
         self.idle_wait = idle_wait
+        self.stall_report_s = stall_report_s
+        self.stall_fail_s = stall_fail_s
         self.activity = activity or (lambda: None)
         self.on_poll = on_poll or (lambda: None)
         self.reader = mp.MessageReader()
+        if tb is not None and hasattr(tb, "shim"):
+            tb.shim.interrupt_write = self._interrupt_write
         self.intr_fd = None
         self.resample_fd = None
+        self.write_fd = None
         self._line = False
         self.counts = {c.name: 0 for c in mp.Cmd}
         self.interrupts = 0
         self.idle_waits = 0
+        self.io_accesses = 0
         self._layout = None
 
     # -- the loop --------------------------------------------------------------------------------
@@ -287,6 +334,7 @@ class QemuRemote:
         """Handle messages until QEMU closes the socket (the guest powered off)."""
         idle = 0
         last = None
+        still_since, reported = time.monotonic(), False
         try:
             while True:
                 self.on_poll()
@@ -302,8 +350,24 @@ class QemuRemote:
                        self._line, self.activity())
                 if msgs or sig != last:
                     idle, last = 0, sig
+                    still_since, reported = time.monotonic(), False
                 else:
                     idle += self.poll_cycles
+                    if not reported and time.monotonic() - still_since > self.stall_report_s:
+                        # Nothing moved for a while: say where every queue stands.
+                        reported = True
+                        self.log.warning("no TLP, message or back-end command for %.0f s; the "
+                                         "queues:", self.stall_report_s)
+                        for line in self.tb.rings.describe():
+                            self.log.warning("  %s", line)
+                    stuck = self.tb.rings.outstanding()
+                    if stuck and time.monotonic() - still_since > self.stall_fail_s:
+                        # Requests in flight and nothing moving: a lost notification or
+                        # interrupt. Fail now rather than at the run's deadline.
+                        raise TimeoutError(
+                            f"stalled: queues {stuck} have requests the device has not "
+                            f"completed and nothing moved for {self.stall_fail_s:.0f} s: "
+                            + "; ".join(self.tb.rings.describe()))
                 if idle >= self.idle_cycles and not self.tb.shim._local:
                     # Nothing moves in the DUT: let QEMU run until it sends something.
                     self.idle_waits += 1
@@ -338,12 +402,16 @@ class QemuRemote:
             self._reply(0)
         elif msg.cmd == mp.Cmd.BAR_READ:
             a = mp.decode_bar(msg)
+            if not a.memory:
+                self._io_access("read", a)
             self._reply(await self.bar_read(a.addr, a.size) if a.memory else
                         (1 << 8 * a.size) - 1)
         elif msg.cmd == mp.Cmd.BAR_WRITE:
             a = mp.decode_bar(msg)
             if a.memory:
                 await self.bar_write(a.addr, a.value, a.size)
+            else:
+                self._io_access("write", a)
             self._reply(0)
         elif msg.cmd == mp.Cmd.SYNC_SYSMEM:
             regions = mp.decode_sysmem(msg)
@@ -357,7 +425,9 @@ class QemuRemote:
                                                          for r in regions))
         elif msg.cmd == mp.Cmd.SET_IRQFD:
             self._close_irqfds()
-            self.intr_fd, self.resample_fd = msg.fds
+            self.intr_fd, self.resample_fd = msg.fds[:2]
+            # The proxy's pipe for the writes it makes for us (our MSI-X messages).
+            self.write_fd = msg.fds[2] if len(msg.fds) > 2 else None
             os.set_blocking(self.resample_fd, False)
             self._line = False
         elif msg.cmd == mp.Cmd.DEVICE_RESET:
@@ -368,6 +438,15 @@ class QemuRemote:
             self._reply(size=0)
         else:
             raise mp.ProtocolError(f"QEMU sent {msg.cmd.name}, which a remote never gets")
+
+    def _io_access(self, kind, a):
+        """The device has no I/O BAR: an I/O access means QEMU took a memory BAR for one (as
+        it did a 64-bit BAR0 before patches/qemu-7.2-proxy-msi-bar64.patch). Reads get all
+        ones; said once, loudly."""
+        if not self.io_accesses:
+            self.log.error("QEMU sent an I/O-space BAR %s (%d bytes at %#x): the device has no "
+                           "I/O BAR; answered as a master abort", kind, a.size, a.addr)
+        self.io_accesses += 1
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -435,6 +514,9 @@ class QemuRemote:
         """A posted Memory Write: queued behind every earlier request, so the next read sees
         it [PCIe-3.0 2.4.1]; no need to wait."""
         await self.tb.shim.inject(self._mem_tlp(True, addr, value.to_bytes(8, "little")[:size]))
+        # A notification (or any write that may enable a queue or set DRIVER_OK): the model
+        # serves what the guest made available, to compare when the DUT announces it.
+        self.tb.rings.serve_all()
 
     # -- INTx ----------------------------------------------------------------------------------
 
@@ -456,10 +538,44 @@ class QemuRemote:
         self._line = line
 
     def _close_irqfds(self):
-        for fd in (self.intr_fd, self.resample_fd):
+        for fd in (self.intr_fd, self.resample_fd, self.write_fd):
             if fd is not None:
                 os.close(fd)
-        self.intr_fd = self.resample_fd = None
+        self.intr_fd = self.resample_fd = self.write_fd = None
+
+    # -- MSI and MSI-X -------------------------------------------------------------------------
+
+    def _interrupt_write(self, addr, payload, enabled):
+        """The DUT's memory write to the interrupt address range [0xfee00000, 0xfeefffff]
+        (an MSI or MSI-X message; Intel SDM vol. 3 10.11.1): only QEMU can deliver it to the
+        guest's local APICs, so it goes to the proxy's write pipe, one record per DW
+        (patches/qemu-7.2-proxy-msi-bar64.patch): address, length, data. Returns False when
+        there is no pipe (an unpatched QEMU)."""
+        if self.write_fd is None:
+            return False
+        for dw in range(0, len(payload), 4):
+            lanes = [i for i in range(4) if dw + i < len(payload) and enabled(dw + i)]
+            if not lanes:
+                continue
+            lo, hi = lanes[0], lanes[-1] + 1
+            data = payload[dw + lo:dw + hi]
+            os.write(self.write_fd, struct.pack("<QI", addr + dw + lo, len(data)) +
+                     data.ljust(4, b"\0"))
+        self.interrupts += 1
+        return True
+
+
+def _enabled_runs(n, enabled):
+    """The runs ``[lo, hi)`` of consecutive bytes ``i < n`` for which ``enabled(i)``."""
+    runs, lo = [], None
+    for i in range(n + 1):
+        on = i < n and enabled(i)
+        if on and lo is None:
+            lo = i
+        elif not on and lo is not None:
+            runs.append((lo, i))
+            lo = None
+    return runs
 
 
 def _dw_pieces(addr, length):
