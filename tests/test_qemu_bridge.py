@@ -535,26 +535,43 @@ def test_device_reset_answers_empty_ret(pair):
 
 
 def test_raw_jobs_and_their_init_lines():
-    """The guest's raw-device jobs: separate regions from the first sector after the file
-    system, every block size, each payload a whole number of blocks; /init runs them all at
-    once and waits."""
+    """The guest's raw-device jobs: a depth-1 phase with every block size, then 32 jobs at
+    once on separate regions (half in a shuffled block order), within the room after the
+    file system; /init runs the first one by one and the second all at once, then waits."""
     import random as _random
-    jobs, payload = guest.raw_jobs(_random.Random(5), 16384, 131072 - 16384)
-    assert {j.bs for j in jobs} == {512, 4096, 65536, 131072} and len(jobs) == 8
-    assert jobs[0].sector == 16384 and jobs[-1].sector * 512 + jobs[-1].nbytes <= 131072 * 512
+    phases, payload = guest.raw_jobs(_random.Random(5), 16384, 131072 - 16384)
+    d1, wide = phases
+    assert [j.bs for j in d1] == [512, 4096, 65536, 131072]
+    assert len(wide) == 32 and len({j.sector for j in wide}) == 32
+    for jobs in phases:
+        assert jobs[0].sector == 16384
+        # dd seeks in blocks: every job starts at a multiple of its block size.
+        assert all(j.sector * 512 % j.bs == 0 for j in jobs)
+        for a, b in zip(jobs, jobs[1:]):
+            assert b.sector * 512 >= a.sector * 512 + a.nbytes
+        assert jobs[-1].sector * 512 + jobs[-1].nbytes <= 131072 * 512
+    assert all(sorted(j.order) == list(range(j.count)) for j in wide if j.order)
+    assert sum(1 for j in wide if j.order) == 16
+    names = [n for n, _ in payload]
+    assert names == [j.name for j in d1 + wide] and len(set(names)) == len(names)
+    assert all(len(d) == j.nbytes == j.bs * j.count for j, (_, d) in zip(d1 + wide, payload))
     small, _ = guest.raw_jobs(_random.Random(5), 1024, 1024)     # a 1 MiB disk's second half
-    assert len(small) == 4 and small[-1].sector * 512 + small[-1].nbytes <= 2048 * 512
+    assert all(j.sector * 512 + j.nbytes <= 2048 * 512 and j.sector * 512 % j.bs == 0
+               for j in small[0] + small[1])
+    odd, _ = guest.raw_jobs(_random.Random(5), 16395, 100000)    # an unaligned start
+    assert all(j.sector * 512 % j.bs == 0 and j.sector >= 16395 for j in odd[0] + odd[1])
     with pytest.raises(ValueError, match="no room"):
-        guest.raw_jobs(_random.Random(5), 1024, 256)
-    for a, b in zip(jobs, jobs[1:]):
-        assert b.sector * 512 >= a.sector * 512 + a.nbytes
-    assert [n for n, _ in payload] == [j.name for j in jobs]
-    assert all(len(d) == j.nbytes == j.bs * j.count for j, (_, d) in zip(jobs, payload))
-    init = guest.render_init(131072, ["a.bin"], jobs)
-    assert "@RAW_JOBS@" not in init
-    for j in jobs:
-        assert f"raw_job {j.name} {j.sector} {j.bs} {j.count} $((" in init
-    assert init.index("raw_job raw512_0") < init.index("\nwait\n")
+        guest.raw_jobs(_random.Random(5), 1024, 4)
+    init = guest.render_init(131072, ["a.bin"], phases, (16384 * 512, 8192),
+                             (16400 * 512, 4096))
+    assert "@" not in init.replace('"$@"', "")
+    assert "blkzero /dev/vda 8396800 4096" in init
+    for j in d1:
+        assert f"\nraw_job {j.line(0)}\n" in init
+    for k, j in enumerate(wide):
+        assert f"raw_job {j.name} {j.sector} {j.bs} {j.count} $(({k} % cpus))" in init
+    assert init.index("raw_job d1_131072") < init.index("raw_job d32_0") < \
+        init.index("\nwait\n") < init.index("blkdiscard -o 8388608 -l 8192 /dev/vda")
 
 
 def test_interrupt_write_records(pair):

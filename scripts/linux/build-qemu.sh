@@ -34,8 +34,9 @@ as_root() {  # as_root <command...>: run it as root, or print it and fail
 
 # -- build dependencies (libfdt-dev is needed even for x86_64-softmmu, for microvm) -----------
 # Runtime firmware: seabios (bios-256k.bin), qemu-system-data (linuxboot_dma.bin, kvmvapic.bin).
+# libc6-dev: libc.a, for the guest's static blkzero (tb/qemu/blkzero.c).
 missing=""
-for pkg in meson ninja-build pkg-config gcc libglib2.0-dev libpixman-1-dev libfdt-dev \
+for pkg in meson ninja-build pkg-config gcc libc6-dev libglib2.0-dev libpixman-1-dev libfdt-dev \
 	   seabios qemu-system-data dpkg-dev; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" ||
 		missing="$missing $pkg"

@@ -158,14 +158,20 @@ async def linux_boot(dut):
     fs_bytes = min(disk_bytes // 2, FS_BYTES)
     guest.make_disk(image, disk_bytes, fs_bytes)
     payload = guest.make_payload(tb.seed)
-    jobs, raw_payload = guest.raw_jobs(random.Random(tb.seed + 1), fs_bytes // 512,
-                                       (disk_bytes - fs_bytes) // 512)
-    assert jobs[-1].sector * 512 + jobs[-1].nbytes <= disk_bytes, "the raw jobs need more disk"
+    phases, raw_payload = guest.raw_jobs(random.Random(tb.seed + 1), fs_bytes // 512,
+                                         (disk_bytes - fs_bytes) // 512)
+    for job in phases[0] + phases[1]:
+        assert job.sector * 512 + job.nbytes <= disk_bytes, "the raw jobs need more disk"
+    # The first job of the second phase is discarded afterwards, the third zeroed with write
+    # zeroes; both must then read zeros.
+    discarded, zeroed = phases[1][0], phases[1][2]
     initrd = out / "initrd.gz"
     initrd.write_bytes(guest.run_initramfs(
         (linux / "initrd-base.gz").read_bytes(),
-        guest.render_init(params.capacity, [n for n, _ in payload], jobs),
-        payload + raw_payload))
+        guest.render_init(params.capacity, [n for n, _ in payload], phases,
+                          (discarded.sector * 512, discarded.nbytes),
+                          (zeroed.sector * 512, zeroed.nbytes)),
+        payload + raw_payload, [("blkzero", guest.build_blkzero(out))]))
     console_path = out / "console.log"
     console_path.unlink(missing_ok=True)
     backend = StorageBackend(dut, str(image), log=log)
@@ -215,11 +221,16 @@ async def linux_boot(dut):
     log.info("e2fsck -fn:\n%s", fsck_out.rstrip())
     mismatched = []
     disk = image.read_bytes()
-    for job, (name, data) in zip(jobs, raw_payload):
+    # What the second phase left (it overwrote the first's regions), and the discarded range.
+    content = dict(raw_payload)
+    for job in phases[1]:
         at = job.sector * 512
-        if disk[at:at + len(data)] != data:
-            mismatched.append(name)
-            log.error("raw job %s: its region of the image differs from its payload", name)
+        zeros = job is discarded or job is zeroed
+        want = bytes(job.nbytes) if zeros else content[job.name]
+        if disk[at:at + job.nbytes] != want:
+            mismatched.append(job.name)
+            log.error("raw job %s: its region of the image differs from its %s", job.name,
+                      "zeros (discarded or zeroed)" if zeros else "payload")
     for name, data in payload:
         got = guest.read_back(image, name)
         if got != data:
@@ -247,6 +258,12 @@ async def linux_boot(dut):
     if rings.mismatches:
         problems.append(f"{rings.mismatches} of {rings.compared} requests differ from the "
                         f"golden model's")
+    # The guest's discard and BLKZEROOUT must reach the device as such (the kernel would
+    # write zeros itself without the features) [VIRTIO-1.2 5.2.3, 5.2.6].
+    for op, bit in (("DISCARD", rm.VIRTIO_BLK_F_DISCARD),
+                    ("WRITE_ZEROES", rm.VIRTIO_BLK_F_WRITE_ZEROES)):
+        if params.features >> bit & 1 and not params.read_only and not backend.counts.get(op):
+            problems.append(f"no {op} command reached the back-end")
     if remote.io_accesses:
         problems.append(f"{remote.io_accesses} I/O-space BAR accesses from QEMU (the device "
                         f"has no I/O BAR)")

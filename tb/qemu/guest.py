@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["MODULES", "newc_entry", "newc_archive", "tree_members", "base_initramfs",
            "run_initramfs", "render_init", "make_payload", "make_disk", "fsck", "read_back",
-           "RawJob", "raw_jobs"]
+           "RawJob", "raw_jobs", "build_blkzero"]
 
 
 # Module paths under lib/modules/<abi>/kernel/ in insmod order: each after what it depends on
@@ -105,57 +105,106 @@ def base_initramfs(busybox, module_root, e2fsck=None, extra=None):
     return gzip.compress(newc_archive(members), compresslevel=6, mtime=0)
 
 
-def render_init(sectors, files, jobs=()):
-    """The guest's ``/init`` from ``init.sh.in``; ``jobs`` are the raw-device jobs
-    (:func:`raw_jobs`)."""
+def render_init(sectors, files, phases=((), ()), discard=None, zero=None):
+    """The guest's ``/init`` from ``init.sh.in``; ``phases`` are the raw-device jobs
+    (:func:`raw_jobs`): the first run one at a time, the second all at once; ``discard`` and
+    ``zero``: ``(byte offset, bytes)`` ranges to discard, and to zero with ``blkzero``
+    (WRITE_ZEROES), then read back as zeros."""
     text = _INIT_TEMPLATE.read_text()
-    lines = "\n".join(f"raw_job {j.name} {j.sector} {j.bs} {j.count} $(({k} % cpus)) &"
-                      for k, j in enumerate(jobs))
+    depth1 = "\n".join(f"raw_job {j.line(0)}" for j in phases[0])
+    wide = "\n".join(f"raw_job {j.line(f'$(({k} % cpus))')} &"
+                      for k, j in enumerate(phases[1]))
+    off, n = discard or (0, 0)
     return (text.replace("@SECTORS@", str(sectors)).replace("@FILES@", " ".join(files))
-            .replace("@RAW_JOBS@", lines))
+            .replace("@RAW_DEPTH1@", depth1).replace("@RAW_WIDE@", wide)
+            .replace("@DISCARD_OFFSET@", str(off)).replace("@DISCARD_BYTES@", str(n))
+            .replace("@ZERO_OFFSET@", str((zero or (0, 0))[0]))
+            .replace("@ZERO_BYTES@", str((zero or (0, 0))[1])))
 
 
 @dataclass
 class RawJob:
     """A raw-device job of the guest: write ``/payload/<name>`` at ``sector`` in blocks of
-    ``bs`` bytes with O_DIRECT, read it back the same way and compare."""
+    ``bs`` bytes with O_DIRECT (in block order, or in the shuffled block ``order``), read it
+    back the same way and compare."""
     name: str
     sector: int
     bs: int
     count: int
+    order: tuple = ()
 
     @property
     def nbytes(self):
         return self.bs * self.count
 
+    def line(self, cpu):
+        """The job's line in ``/init``: ``raw_job <name> <sector> <bs> <count> <cpu>
+        [<block>...]``."""
+        return " ".join(str(v) for v in (self.name, self.sector, self.bs, self.count, cpu) +
+                        tuple(self.order))
 
-def raw_jobs(rng, first_sector, sectors, sizes=(512, 4096, 65536, 131072)):
-    """Jobs on separate regions of the ``sectors`` sectors from ``first_sector`` on, one or
-    (with room) two per block size, all run at once (so every CPU, and so every queue, has
-    requests in flight); each moves 256 KiB at 64 KiB and larger blocks, 64 KiB below, or its
-    share of the room. Returns ``(jobs, payload)``."""
+
+def raw_jobs(rng, first_sector, sectors, sizes=(512, 4096, 65536, 131072), wide=32):
+    """The raw-device jobs, in two phases on the ``sectors`` sectors from ``first_sector`` on
+    (the second overwrites the first's regions):
+
+    1. depth 1: one job per block size, one after another, each moving 256 KiB at 64 KiB and
+       larger blocks, 64 KiB below (or its share of the room);
+    2. depth ``wide``: ``wide`` jobs at once on separate regions, spread over every CPU (and
+       so every hardware queue), block sizes in turn among those that fit their share, every
+       other one writing its blocks in a random order.
+
+    Each job starts at a multiple of its block size (``dd``'s ``seek`` counts blocks).
+    Returns ``(phases, payload)``: two lists of :class:`RawJob`, and ``(name, bytes)``."""
+    end = first_sector + sectors
+    payload, phases = [], [[], []]
+
+    def place(phase, name, sector, bs, want, order=False):
+        """The job at the first multiple of ``bs`` from ``sector``, at most ``want`` blocks
+        and within the room; returns the sector after it."""
+        per = bs // 512
+        start = -(-sector // per) * per
+        count = min(want, (end - start) // per) if start < end else 0
+        if count <= 0:
+            raise ValueError(f"{sectors * 512} bytes beyond the file system leave no room "
+                             f"for a job of {bs}-byte blocks")
+        order = tuple(rng.sample(range(count), count)) if order else ()
+        phases[phase].append(RawJob(name, start, bs, count, order))
+        return start + count * per
+
     room = sectors * 512
-    per_size = 2 if room >= 2 * len(sizes) * (256 << 10) else 1
-    share = room // (per_size * len(sizes))
-    jobs, payload, sector = [], [], first_sector
+    sector = first_sector
     for bs in sizes:
-        for k in range(per_size):
-            want = (256 << 10) if bs >= 65536 else (64 << 10)
-            count = min(want, share) // bs
-            if not count:
-                raise ValueError(f"{room} bytes beyond the file system leave no room for a "
-                                 f"job of {bs}-byte blocks")
-            job = RawJob(f"raw{bs}_{k}", sector, bs, count)
-            jobs.append(job)
-            payload.append((job.name, rng.randbytes(job.nbytes)))
-            sector += -(-job.nbytes // 512)
-    return jobs, payload
+        want = min((256 << 10) if bs >= 65536 else (64 << 10), room // len(sizes)) // bs
+        sector = place(0, f"d1_{bs}", sector, bs, max(want, 1))
+    share = room // wide
+    fits = [bs for bs in sizes if 2 * bs <= min(share, 128 << 10)]
+    if not fits:
+        raise ValueError(f"{room} bytes leave no room for {wide} jobs")
+    sector = first_sector
+    for k in range(wide):
+        bs = fits[k % len(fits)]
+        sector = place(1, f"d{wide}_{k}", sector, bs, min((share - bs) // bs, 16),
+                       order=bool(k % 2))
+    for job in phases[0] + phases[1]:
+        payload.append((job.name, rng.randbytes(job.nbytes)))
+    return phases, payload
 
 
-def run_initramfs(base, init_text, payload):
+def build_blkzero(out_dir):
+    """``blkzero`` (``tb/qemu/blkzero.c``), linked static with the host's gcc: the guest's way
+    to make the kernel send WRITE_ZEROES. Returns the binary's bytes."""
+    out = Path(out_dir) / "blkzero"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(out),
+                    str(Path(__file__).with_name("blkzero.c"))], check=True)
+    return out.read_bytes()
+
+
+def run_initramfs(base, init_text, payload, binaries=()):
     """``base`` followed by a second gzip'ed archive with ``/init`` and ``/payload/<name>``:
     the kernel unpacks concatenated archives in order, so one base serves every run."""
     members = [("init", stat.S_IFREG | 0o755, init_text.encode())]
+    members += [(f"bin/{name}", stat.S_IFREG | 0o755, data) for name, data in binaries]
     members += [(f"payload/{name}", stat.S_IFREG | 0o644, data) for name, data in payload]
     return base + gzip.compress(newc_archive(members), compresslevel=1, mtime=0)
 
