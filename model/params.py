@@ -300,8 +300,7 @@ class DeviceParams:
 # the disk completes IOERR.
 VARIANTS = {
     "virtio_blk_ep":      DeviceParams(),
-    # A 64 MiB disk: make linux's ext4 round trip on its first 8 MiB, raw-device jobs beyond.
-    "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False, capacity=64 << 11),
+    "virtio_blk_ep_qemu": DeviceParams(bar0_64bit=False, msix=False),
     # Read-only, and the request engine's fetch and DMA at other sizes than the default's:
     # one descriptor and one avail entry per read, four reads outstanding, one request.
     "virtio_blk_ep_ro":   DeviceParams(read_only=True, desc_prefetch=1, avail_prefetch=1,

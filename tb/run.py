@@ -72,7 +72,7 @@ def verilator_env():
 
 
 def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
-        build_tag=None):
+        build_tag=None, params=None, params_tag=None):
     """Generate, build and run; returns ``(tests, failed)`` from the results file.
 
     ``tests`` names cocotb tests: ``"headline"`` runs every parametrization of it,
@@ -81,6 +81,12 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
     in a directory of its own (:func:`sim_dir`), so that runs of one variant can go on side by
     side; they share one simulator build per simulator and variant, which the first of them
     makes (a lock keeps the others waiting for it).
+
+    ``params`` replaces the variant's :class:`~model.params.DeviceParams` (``make linux``'s
+    64 MiB disk: ``VARIANTS[toplevel].replace(capacity=...)``), as the board builds replace
+    the capacity with their RAM disk's; its Verilog and simulator build then go to
+    directories of their own, named with ``params_tag``. The cocotb side must be told the
+    same (``make linux`` passes ``COSIM_CAPACITY``).
     """
     # Amaranth is only needed here, not in the cocotb process.
     from rtl.build import write_verilog
@@ -89,10 +95,15 @@ def run(sim, toplevel="virtio_blk_ep", tests=None, extra_env=None, modules=None,
     if sim not in SIMULATORS:
         raise ValueError(f"sim must be one of {SIMULATORS}, not {sim!r}")
     waves = os.environ.get("WAVES", "0") == "1"
+    if params is not None and not params_tag:
+        raise ValueError("params need a params_tag (their build's directory name)")
     # The endpoint in the simulation harness (tb/harness.py): its streams behind transactors.
-    source = write_verilog(harness_for(VARIANTS[toplevel]), toplevel,
-                           ROOT / "build" / "verilog" / "harness")
+    harness_dir = "harness" if params is None else f"harness-{params_tag}"
+    source = write_verilog(harness_for(params or VARIANTS[toplevel]), toplevel,
+                           ROOT / "build" / "verilog" / harness_dir)
     build_dir = sim_dir(sim, toplevel, "waves" if waves else None, tagged=False)
+    if params is not None:
+        build_dir = build_dir.with_name(f"{build_dir.name}@{params_tag}")
     test_dir = sim_dir(sim, toplevel, build_tag)
     test_dir.mkdir(parents=True, exist_ok=True)
     build_args = []

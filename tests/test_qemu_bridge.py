@@ -593,10 +593,10 @@ def test_interrupt_write_records(pair):
 
 def test_virtio_interrupts_from_proc_interrupts():
     from tb.qemu.cocotb_linux import _virtio_interrupts
-    lines = ["COSIM: interrupts  24:          0          1   PCI-MSI 65536-edge      virtio0-config",
-             "COSIM: interrupts  25:        120         33   PCI-MSI 65537-edge      virtio0-req.0",
-             "COSIM: interrupts  26:          0          0   PCI-MSI 65538-edge      virtio0-req.1",
-             "COSIM: interrupts  11:          5          0   IO-APIC  11-fasteoi   virtio0",
+    lines = ["COSIM: interrupts  24:     0      1   PCI-MSI 65536-edge   virtio0-config",
+             "COSIM: interrupts  25:   120     33   PCI-MSI 65537-edge   virtio0-req.0",
+             "COSIM: interrupts  26:     0      0   PCI-MSI 65538-edge   virtio0-req.1",
+             "COSIM: interrupts  11:     5      0   IO-APIC  11-fasteoi  virtio0",
              "guest | 27: 9 9 virtio0-req.2"]
     assert _virtio_interrupts(lines) == {"config": 1, "req.0": 153, "req.1": 0}
 

@@ -1,6 +1,7 @@
 """``make linux``: build QEMU and the guest (once each), then boot Linux against the RTL.
 
-    python scripts/linux/run.py [--sim verilator|icarus] [--build NAME] [--skip-setup]
+    python scripts/linux/run.py [--sim verilator|icarus] [--build NAME] [--disk-mib N]
+                                [--skip-setup]
 
 Runs ``scripts/linux/build-qemu.sh`` and ``scripts/linux/guest.py`` (both do nothing when up to
 date), then the cocotb test ``linux_boot`` of :mod:`tb.qemu.cocotb_linux` on the build
@@ -8,8 +9,9 @@ date), then the cocotb test ``linux_boot`` of :mod:`tb.qemu.cocotb_linux` on the
 also runs ``virtio_blk_ep_qemu``, INTx). The guest console streams through as ``guest | ...``
 lines; the last line is the result::
 
-    linux: PASS build=<build> msix=<on|off> cpus=<n> queues=<n> requests=<n> mismatches=<n>
-    cycles/request=<n> (median), <n> bytes written, <n> bytes read, fsck clean
+    linux: PASS build=<build> msix=<on|off> cpus=<n> queues=<n> disk=<n>MiB requests=<n>
+    mismatches=<n> cycles/request=<n> latency=<n> (median), <n> bytes written, <n> bytes
+    read, fsck clean
 """
 
 import argparse
@@ -33,6 +35,9 @@ def main():
     parser.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
     parser.add_argument("--build", choices=sorted(VARIANTS), default="virtio_blk_ep",
                         help="the build the guest drives (default: %(default)s)")
+    parser.add_argument("--disk-mib", type=int, default=64,
+                        help="the disk's size (the build's capacity, as a board build sets "
+                             "its RAM disk's; default: %(default)s)")
     parser.add_argument("--skip-setup", action="store_true",
                         help="do not run build-qemu.sh and guest.py")
     args = parser.parse_args()
@@ -53,8 +58,14 @@ def main():
     for k in ("COSIM_TIMEOUT", "COSIM_CPUS", "COSIM_QEMU_ARGS", "TLP_TRACE", "SEED"):
         if k in os.environ:
             env[k] = os.environ[k]
+    # The build with the disk's size as its capacity, in build directories of its own (so
+    # that make test, which CI runs beside this, keeps its own).
+    capacity = args.disk_mib << 11
+    env["COSIM_CAPACITY"] = str(capacity)
     tests, failed = run(args.sim, args.build, tests=["linux_boot"],
-                        modules=["tb.qemu.cocotb_linux"], extra_env=env)
+                        modules=["tb.qemu.cocotb_linux"], extra_env=env, build_tag="linux",
+                        params=VARIANTS[args.build].replace(capacity=capacity),
+                        params_tag=f"{args.disk_mib}mib")
     total = time.monotonic() - t0
     if not result_file.exists():
         print(f"linux: FAIL no result ({tests} tests, {failed} failed; see the log above)")

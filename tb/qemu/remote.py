@@ -220,6 +220,10 @@ class CosimTB:
         if name not in VARIANTS:
             raise ValueError(f"toplevel {name!r} is none of {sorted(VARIANTS)}")
         self.params = VARIANTS[name]
+        # COSIM_CAPACITY: the capacity the build was made with (scripts/linux/run.py builds the
+        # variant with the disk's size, as a board build does with its RAM disk's).
+        if os.environ.get("COSIM_CAPACITY"):
+            self.params = self.params.replace(capacity=int(os.environ["COSIM_CAPACITY"]))
         self.seed = seed_from_env(self.log.info)
         self.model = VirtioBlkModel(self.params)
         self.scoreboard = Scoreboard(self.model, self.log)
