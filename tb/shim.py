@@ -249,6 +249,12 @@ class TlpShim(Device):
             slot[1] = tlp
             slot[0].set()
             return
+        self._to_host(tlp)
+
+    def _to_host(self, tlp):
+        """A TLP of the DUT's that is no completion of an injected request: up the link to
+        the RootComplex (through :attr:`dma_fault` for reads). A shim that is its own host
+        (:class:`tb.qemu.remote.DmaShim`) serves it here instead."""
         fault = None
         if self.dma_fault is not None and tlp.fmt_type in (TlpType.MEM_READ,
                                                             TlpType.MEM_READ_64):

@@ -83,6 +83,10 @@ class RingChecker:
             self._pending = [[] for _ in range(n)]
             self._announced = [0] * n
 
+    def _u16(self, addr):
+        """A ring index (or flags) in guest memory [VIRTIO-1.2 2.7: little endian]."""
+        return struct.unpack("<H", self.memory.read(addr, 2))[0]
+
     def _ring_spans(self, queue):
         """Byte ranges of queue's rings (the model's writes there are not data)."""
         size = queue.size
@@ -151,7 +155,7 @@ class RingChecker:
             self.per_queue[q] += 1
             if not self._pending[q]:
                 self.mismatches += 1
-                avail = struct.unpack("<H", self.memory.read(queue.driver + 2, 2))[0]
+                avail = self._u16(queue.driver + 2)
                 self.error(f"queue {q}: the DUT completed head {head} (used->idx {new}), the "
                            f"model has no request to complete (model: device_status "
                            f"{self.model.device_status:#04x}, queue enable {queue.enable} "
@@ -183,12 +187,12 @@ class RingChecker:
         """One line per enabled queue: the ring indices in guest memory and the device's and
         the model's view, for a run that stopped moving."""
         out = []
-        u16 = lambda addr: struct.unpack("<H", self.memory.read(addr, 2))[0]   # noqa: E731
         for q, queue in enumerate(self.model.queues):
             if not queue.enable:
                 continue
             size = queue.size
             try:
+                u16 = self._u16
                 ring = (f"avail flags {u16(queue.driver):#x} idx {u16(queue.driver + 2)} "
                         f"used_event {u16(queue.driver + 4 + 2 * size)}; used flags "
                         f"{u16(queue.device):#x} idx {u16(queue.device + 2)} avail_event "
@@ -210,8 +214,7 @@ class RingChecker:
             if not queue.enable:
                 continue
             try:
-                avail, used = (struct.unpack("<H", self.memory.read(a, 2))[0]
-                               for a in (queue.driver + 2, queue.device + 2))
+                avail, used = self._u16(queue.driver + 2), self._u16(queue.device + 2)
             except Exception:
                 continue
             if avail != used:
