@@ -288,7 +288,9 @@ STALLS = [(0.0, 0.0), (0.4, 0.4), (0.0, 0.8)]
 @pytest.mark.parametrize("width", WIDTHS)
 def test_rx_random_tlps(width, gap, stall):
     rng = random.Random(seed_from_env())
-    tlps = [random_tlp(rng) for _ in range(60)]
+    # 120 TLPs: with 60, one seed in 20 gave 5 or fewer straddled beats at 128 bits and
+    # failed the check below (seed 1466043022); with 120, none of 3,000 seeds did.
+    tlps = [random_tlp(rng) for _ in range(120)]
     received, straddled, _ = run_rx(width, tlps, rng, gap, stall)
     check_rx(tlps, received)
     if width == 128:
